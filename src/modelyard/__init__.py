@@ -1,0 +1,29 @@
+"""modelyard: from a reproducible scikit-learn pipeline to a healthy model in production."""
+
+from __future__ import annotations
+
+from modelyard._version import __version__
+
+from modelyard.api import load, publish  # noqa: E402
+from modelyard.config import Settings  # noqa: E402
+from modelyard.errors import (  # noqa: E402
+    IntegrityError,
+    ModelyardError,
+    NotFoundError,
+    SchemaError,
+    SpecError,
+)
+from modelyard.runtime import Model  # noqa: E402
+
+__all__ = [
+    "IntegrityError",
+    "Model",
+    "ModelyardError",
+    "NotFoundError",
+    "SchemaError",
+    "Settings",
+    "SpecError",
+    "__version__",
+    "load",
+    "publish",
+]

@@ -1,0 +1,142 @@
+"""`modelyard models`, `modelyard alias`, `modelyard events` and `modelyard import`: the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from modelyard.cli._common import console, friendly, settings
+from modelyard.registry import Registry, parse_ref
+
+models_app = typer.Typer(help="List and inspect models in the registry.", no_args_is_help=True)
+alias_app = typer.Typer(help="Point aliases (production, canary, shadow, ...) at versions.", no_args_is_help=True)
+import_app = typer.Typer(help="Bring models made elsewhere into the registry.", no_args_is_help=True)
+
+
+@models_app.command("list")
+@friendly
+def list_models(json_out: bool = typer.Option(False, "--json")) -> None:
+    """Every model with its newest version and its aliases."""
+    registry = Registry(settings())
+    rows = []
+    for name in registry.models():
+        versions = registry.versions(name)
+        aliases = registry.aliases(name)
+        rows.append({
+            "name": name,
+            "latest": versions[-1].version if versions else None,
+            "versions": len(versions),
+            "aliases": {a: r.version for a, r in sorted(aliases.items())},
+        })
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title="models")
+    for col in ("name", "latest", "versions", "aliases"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], str(r["latest"]), str(r["versions"]),
+                      ", ".join(f"{a}→v{v}" for a, v in r["aliases"].items()) or "-")
+    console.print(table)
+
+
+@models_app.command("show")
+@friendly
+def show_model(
+    ref: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME@VERSION"),
+    json_out: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+) -> None:
+    """One version: schema, metrics, lineage, fast path, aliases."""
+    registry = Registry(settings())
+    record = registry.resolve(ref)
+    m = record.manifest
+    if json_out:
+        console.print_json(json.dumps(m, default=str))
+        return
+    name, _ = parse_ref(ref)
+    aliases = [a for a, r in registry.aliases(name).items() if r.version == record.version]
+    lineage = m.get("lineage", {})
+    console.print(f"[bold]{name}[/] version [bold]{record.version}[/]  "
+                  f"aliases: {', '.join(aliases) or '-'}  task: {m.get('task')}  estimator: {m.get('estimator')}")
+    console.print(f"created {record.created_at} by {record.created_by}; archive sha256 {record.archive_sha256}")
+    data = lineage.get("data", {})
+    if data:
+        console.print(f"data: {data.get('location', lineage.get('source', '-'))} rows={data.get('rows')} "
+                      f"sha256={str(data.get('sha256'))[:16]}...")
+    git = lineage.get("git")
+    if git:
+        console.print(f"git: {git['commit'][:12]}{' (dirty)' if git.get('dirty') else ''}")
+    env = lineage.get("environment", {})
+    if env:
+        pk = env.get("packages", {})
+        console.print("python " + str(env.get("python")) + "; " + ", ".join(f"{k} {v}" for k, v in pk.items()))
+    fast = m.get("fast_path")
+    console.print("fast path: " + (f"{fast.get('kind')} ({fast.get('detail', '')})" if fast and fast.get("enabled")
+                                   else f"none, scikit-learn serves ({(fast or {}).get('reason', 'not tried')})"))
+    metrics = Table(title="metrics (held-out)")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for k, v in (m.get("metrics") or {}).items():
+        metrics.add_row(k, f"{v:.6g}")
+    console.print(metrics)
+    schema = Table(title="input schema")
+    for col in ("column", "kind", "nullable", "range / categories"):
+        schema.add_column(col)
+    for c in m["input_schema"]["columns"]:
+        rng = (f"{c['min']:.4g} .. {c['max']:.4g}" if c["kind"] == "numeric" and c.get("min") is not None
+               else ", ".join((c.get("categories") or [])[:6]) + (" ..." if len(c.get("categories") or []) > 6 else ""))
+        schema.add_row(c["name"], c["kind"], "yes" if c["nullable"] else "no", rng)
+    console.print(schema)
+
+
+@models_app.command("events")
+@friendly
+def events(name: str = typer.Argument(None), limit: int = typer.Option(30, "--limit")) -> None:
+    """Every publish and alias change: when, who, why."""
+    registry = Registry(settings())
+    table = Table(title="events")
+    for col in ("at", "model", "kind", "alias", "from", "to", "actor", "reason"):
+        table.add_column(col)
+    for e in registry.events(name, limit=limit):
+        table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.model, e.kind, e.alias or "", str(e.from_version or ""),
+                      str(e.to_version or ""), e.actor or "", e.reason or "")
+    console.print(table)
+
+
+@alias_app.command("set")
+@friendly
+def alias_set(
+    name: str, version: int, alias: str,
+    reason: str | None = typer.Option(None, "--reason"),
+    weight: float | None = typer.Option(None, "--weight", min=0.0, max=1.0, help="Traffic share (canary)."),
+) -> None:
+    """Point ALIAS of NAME at VERSION (recorded as an event)."""
+    Registry(settings()).set_alias(name, alias, version, weight=weight, reason=reason)
+    console.print(f"{name}@{alias} → version {version}")
+
+
+@alias_app.command("remove")
+@friendly
+def alias_remove(name: str, alias: str, reason: str | None = typer.Option(None, "--reason")) -> None:
+    """Remove ALIAS from NAME (recorded as an event)."""
+    Registry(settings()).remove_alias(name, alias, reason=reason)
+    console.print(f"{name}@{alias} removed")
+
+
+@import_app.command("mlflow")
+@friendly
+def import_mlflow_cmd(
+    path: Path = typer.Argument(..., help="An MLflow model folder (with MLmodel) of the sklearn flavor."),
+    name: str = typer.Option(..., "--name", help="Model name in the registry."),
+    data: str | None = typer.Option(None, "--data", help="CSV/Parquet rows for schema and reference set."),
+    target: str | None = typer.Option(None, "--target", help="Target column in --data, if present."),
+    alias: str | None = typer.Option(None, "--alias"),
+) -> None:
+    """Import an MLflow scikit-learn model as a new version."""
+    from modelyard.mlflow_import import import_mlflow
+
+    version = import_mlflow(path, name=name, data=data, target=target, alias=alias, settings=settings())
+    console.print(f"imported {path} as [bold]{name}[/] version [bold]{version}[/]")

@@ -1,0 +1,73 @@
+"""`modelyard train` and `modelyard reproduce`: training as part of the build."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from modelyard.cli._common import console, friendly, settings
+from modelyard.pipeline import load_spec, train
+from modelyard.pipeline.reproduce import reproduce
+from modelyard.registry import Registry
+
+
+@friendly
+def train_cmd(
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="The training spec (TOML)."),
+    alias: str | None = typer.Option(None, "--alias", help="Point this alias at the new version."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate spec and data; publish nothing."),
+    reason: str | None = typer.Option(None, "--reason", help="Recorded on the publish event."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fit the spec's pipeline, evaluate it on the held-out split, and publish it as a new version."""
+    spec = load_spec(spec_path)
+    with console.status(f"[bold]{spec.name}[/]: starting") as status:
+        if dry_run:
+            from modelyard.pipeline.build import build_pipeline
+            from modelyard.pipeline.train import load_training_data
+
+            status.update("reading data")
+            data = load_training_data(spec)
+            build_pipeline(spec)
+            console.print(f"[green]ok[/]: spec {spec_path} and {len(data.frame)} rows of {data.location} "
+                          f"(sha256 {data.sha256[:12]}...) are valid; nothing was published")
+            return
+        result = train(spec, progress=lambda msg: status.update(f"[bold]{spec.name}[/]: {msg}"))
+        status.update("writing bundle")
+        registry = Registry(settings())
+        with tempfile.TemporaryDirectory(prefix="modelyard-bundle-") as tmp:
+            result.write_bundle(Path(tmp) / "bundle")
+            status.update("publishing")
+            version = registry.publish(Path(tmp) / "bundle", name=spec.name, alias=alias,
+                                       reason=reason or f"trained from {spec_path}")
+    if json_out:
+        console.print_json(json.dumps({"name": spec.name, "version": version, "metrics": result.metrics}))
+        return
+    table = Table(title=f"{spec.name} v{version}: held-out metrics ({len(result.X_test)} rows)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.metrics.items():
+        table.add_row(k, f"{v:.6g}")
+    console.print(table)
+    console.print(f"published [bold]{spec.name}[/] version [bold]{version}[/]"
+                  + (f" as [bold]{alias}[/]" if alias else ""))
+
+
+@friendly
+def reproduce_cmd(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Argument(..., help="Version to rebuild."),
+) -> None:
+    """Retrain a version from its manifest: a changed data hash or different predictions exit non-zero."""
+    registry = Registry(settings())
+    bundle = registry.load_bundle(registry.get_version(name, version))
+    with console.status(f"retraining {name} v{version} from its manifest"):
+        report = reproduce(bundle)
+    console.print(f"[green]reproduced[/] {name} v{version}: data sha256 {report.data_sha256[:12]}... matches; "
+                  f"{report.rows_compared} reference predictions identical")
+    for pkg, (before, now) in sorted(report.package_changes.items()):
+        console.print(f"  note: {pkg} was {before}, now {now}")

@@ -1,0 +1,58 @@
+"""Typed settings, read once at the edge (CLI, server start) and passed down.
+
+Embedded defaults keep a newcomer's first run free of services: one SQLite file and an artifact folder
+under ``./.modelyard/``. ``MODELYARD_DATABASE_URL`` (PostgreSQL) and ``MODELYARD_ARTIFACT_ROOT`` make many
+processes share one registry and one prediction log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything modelyard reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", extra="ignore")
+
+    home: Path = Field(default=Path(".modelyard"), description="Folder for the embedded defaults.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the registry database.")
+    artifact_root: Path | None = Field(default=None, description="Folder of the content-addressed store.")
+    cache_dir: Path | None = Field(default=None, description="Where verified bundles are unpacked.")
+    admin_token: str | None = Field(default=None, description="Bearer token for /v1/admin; unset = off.")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Largest request body served.")
+    reload_interval: float = Field(default=2.0, description="Seconds between alias checks in servers.")
+    log_batch_size: int = Field(default=500, description="Prediction records written per flush.")
+    log_flush_interval: float = Field(default=0.5, description="Seconds between prediction-log flushes.")
+    spill_dir: Path | None = Field(default=None, description="Where records wait while the DB is down.")
+    actor: str | None = Field(default=None, description="Who is recorded on registry events.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+    @property
+    def resolved_artifact_root(self) -> Path:
+        return (self.artifact_root or self.home / "artifacts").resolve()
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return (self.cache_dir or self.home / "cache").resolve()
+
+    @property
+    def resolved_spill_dir(self) -> Path:
+        return (self.spill_dir or self.home / "spill").resolve()
+
+
+def normalize_database_url(url: str) -> str:
+    """Let users write ``postgresql://`` and still get the psycopg 3 driver we ship."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://") :]
+    return url

@@ -1,0 +1,94 @@
+"""Assemble a bundle from a fitted pipeline and the data it was fitted on.
+
+Shared by ``modelyard train`` and ``modelyard.publish`` (bring your own pipeline), so a model fitted
+outside modelyard gets the same schema, reference data, statistics and lineage as one trained here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import is_classifier
+
+from modelyard._version import __version__
+from modelyard.bundle import PREDICTION_COLUMN, TARGET_COLUMN, write_bundle
+from modelyard.profile import profile_frame, profile_series
+from modelyard.schema import InputSchema, OutputSchema
+
+MAX_REFERENCE_ROWS = 10_000
+
+
+def task_of(pipeline: Any) -> str:
+    return "classification" if is_classifier(pipeline) else "regression"
+
+
+def assemble_bundle(
+    directory: Path,
+    *,
+    name: str,
+    pipeline: Any,
+    X_fit: pd.DataFrame,
+    X_ref: pd.DataFrame,
+    y_ref: Any | None = None,
+    y_fit: Any | None = None,
+    target: str | None = None,
+    metrics: dict[str, float] | None = None,
+    lineage: dict[str, Any] | None = None,
+    categorical: list[str] | None = None,
+    unseen_categories: str = "allow",
+    seed: int = 0,
+) -> dict[str, Any]:
+    schema = InputSchema.infer(X_fit, categorical=categorical, unseen_categories=unseen_categories)  # type: ignore[arg-type]
+    task = task_of(pipeline)
+    if len(X_ref) > MAX_REFERENCE_ROWS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(X_ref), MAX_REFERENCE_ROWS, replace=False))
+        X_ref = X_ref.iloc[keep]
+        y_ref = None if y_ref is None else np.asarray(y_ref)[keep]
+    X_ref = schema.validate_rows(X_ref)
+    predictions = pipeline.predict(X_ref)
+    reference = X_ref.copy()
+    if y_ref is not None:
+        reference[TARGET_COLUMN] = np.asarray(y_ref)
+    reference[PREDICTION_COLUMN] = predictions
+
+    output = OutputSchema(task=task, target=target)  # type: ignore[arg-type]
+    if task == "classification":
+        output.classes = [_plain(c) for c in pipeline.classes_]
+        output.dtype = str(np.asarray(pipeline.classes_).dtype)
+    else:
+        observed = np.asarray(y_fit if y_fit is not None else predictions, dtype="float64")
+        output.min, output.max = float(np.nanmin(observed)), float(np.nanmax(observed))
+
+    stats_inputs = profile_frame(X_fit, {c.name for c in schema.columns if c.kind == "categorical"})
+    stats_pred = profile_series(pd.Series(predictions), categorical=task == "classification")
+    manifest = {
+        "name": name,
+        "created": datetime.now(UTC).isoformat(),
+        "modelyard_version": __version__,
+        "task": task,
+        "estimator": f"{type(_final_step(pipeline)).__module__}.{type(_final_step(pipeline)).__name__}",
+        "input_schema": schema.model_dump(mode="json"),
+        "output_schema": output.model_dump(mode="json"),
+        "metrics": metrics or {},
+        "lineage": lineage or {},
+        "reference": {
+            "rows": len(reference),
+            "fit_rows": len(X_fit),
+            "inputs": stats_inputs,
+            "prediction": stats_pred,
+        },
+    }
+    return write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference)
+
+
+def _final_step(pipeline: Any) -> Any:
+    steps = getattr(pipeline, "steps", None)
+    return steps[-1][1] if steps else pipeline
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

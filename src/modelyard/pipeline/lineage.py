@@ -1,0 +1,56 @@
+"""What a model was made from: the code, the packages and the interpreter, as a manifest section."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+CORE_PACKAGES = ("modelyard", "scikit-learn", "numpy", "pandas", "scipy", "joblib", "pyarrow")
+
+
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in (*CORE_PACKAGES, *extra):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def distribution_of(module_path: str) -> str | None:
+    root = module_path.split(".", 1)[0]
+    dists = metadata.packages_distributions().get(root)
+    return dists[0] if dists else None
+
+
+def git_state(directory: Path | None) -> dict[str, Any] | None:
+    cwd = str(directory or Path.cwd())
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def environment(estimator_path: str | None = None) -> dict[str, Any]:
+    extra: tuple[str, ...] = ()
+    if estimator_path:
+        dist = distribution_of(estimator_path)
+        if dist:
+            extra = (dist,)
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "packages": package_versions(extra),
+    }

@@ -1,0 +1,22 @@
+"""The registry: versions, aliases, events (SQLAlchemy) and the content-addressed artifact store."""
+
+from modelyard.registry.registry import (
+    DEFAULT_ALIAS,
+    AliasRecord,
+    EventRecord,
+    Registry,
+    VersionRecord,
+    parse_ref,
+)
+from modelyard.registry.store import ArtifactStore, LocalStore
+
+__all__ = [
+    "DEFAULT_ALIAS",
+    "AliasRecord",
+    "ArtifactStore",
+    "EventRecord",
+    "LocalStore",
+    "Registry",
+    "VersionRecord",
+    "parse_ref",
+]

@@ -1,0 +1,143 @@
+"""The database schema shared by the registry, the prediction log, batch runs, alerts and leases.
+
+One metadata, one migration history (Alembic, under ``migrations/``): every server, batch job and stream
+consumer that points at the same database sees the same registry and the same log.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+models = Table(
+    "my_models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("settings", JSON, nullable=True),
+)
+
+model_versions = Table(
+    "my_model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("my_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | ready
+    Column("archive_sha256", String(64), nullable=True),
+    Column("manifest_sha256", String(64), nullable=True),
+    Column("manifest", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("created_by", String(200), nullable=True),
+    UniqueConstraint("model_id", "version", name="uq_version_per_model"),
+)
+
+aliases = Table(
+    "my_aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("my_models.id"), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("weight", Float, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
+
+events = Table(
+    "my_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("my_models.id"), nullable=False),
+    Column("kind", String(40), nullable=False),  # publish | alias_set | alias_removed | weight | rollback
+    Column("alias", String(100), nullable=True),
+    Column("from_version", Integer, nullable=True),
+    Column("to_version", Integer, nullable=True),
+    Column("actor", String(200), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("details", JSON, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
+
+predictions = Table(
+    "my_predictions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("request_id", String(100), nullable=False),
+    Column("route", String(20), nullable=False),  # primary | canary | shadow | batch | stream
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("inputs", JSON, nullable=True),
+    Column("outputs", JSON, nullable=True),
+    Column("n_rows", Integer, nullable=False, default=1),
+    Column("latency_ms", Float, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("meta", JSON, nullable=True),
+    UniqueConstraint("request_id", "route", name="uq_prediction_request_route"),
+    Index("ix_predictions_model_ts", "model", "ts"),
+)
+
+batch_runs = Table(
+    "my_batch_runs",
+    metadata,
+    Column("run_id", String(100), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("row_count", BigInteger, nullable=True),
+    Column("rows_scored", BigInteger, nullable=False, default=0),
+    Column("rows_rejected", BigInteger, nullable=False, default=0),
+    Column("status", String(20), nullable=False),  # running | done | failed
+    Column("started_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("details", JSON, nullable=True),
+)
+
+alerts = Table(
+    "my_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("rule", String(100), nullable=False),
+    Column("status", String(20), nullable=False),  # firing | resolved
+    Column("value", Float, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("details", JSON, nullable=True),
+)
+
+leases = Table(
+    "my_leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)

@@ -1,0 +1,135 @@
+"""Fixtures that start real things: a fresh SQLite home, a fresh PostgreSQL database, trained models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from modelyard.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+EXAMPLES = ROOT / "examples"
+PG_ADMIN_URL = os.environ.get("MODELYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+sys.path.insert(0, str(EXAMPLES / "house_prices"))
+from generate import generate as generate_houses  # noqa: E402
+
+
+def cli_env(settings: Settings | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COLUMNS"] = "200"
+    if settings is not None:
+        env["MODELYARD_HOME"] = str(settings.home)
+        if settings.database_url:
+            env["MODELYARD_DATABASE_URL"] = settings.database_url
+        if settings.artifact_root:
+            env["MODELYARD_ARTIFACT_ROOT"] = str(settings.artifact_root)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, settings: Settings | None = None, cwd: Path | None = None, timeout: float = 300,
+            **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m modelyard ARGS`` as a user would, from this checkout's source."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=cli_env(settings, **extra_env),
+    )
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / ".modelyard")
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    import psycopg
+
+    if not _pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: start it (see .ci/run)")
+    name = f"my_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    from modelyard.registry.db import get_engine
+
+    try:
+        get_engine(url).dispose()  # engines are cached per URL: close ours before dropping the database
+    except Exception:
+        pass
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_settings(tmp_path: Path, pg_url: str) -> Settings:
+    return Settings(home=tmp_path / ".modelyard", database_url=pg_url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The same test on the embedded SQLite default and on PostgreSQL."""
+    if request.param == "sqlite":
+        return Settings(home=tmp_path / ".modelyard")
+    return Settings(home=tmp_path / ".modelyard", database_url=request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(scope="session")
+def houses_frame() -> pd.DataFrame:
+    return generate_houses(3000, seed=11)
+
+
+@pytest.fixture
+def house_spec(tmp_path: Path, houses_frame: pd.DataFrame) -> Path:
+    """A copy of the house-price example spec on 3000 rows, in its own folder."""
+    folder = tmp_path / "house_prices"
+    folder.mkdir()
+    houses_frame.to_csv(folder / "houses.csv", index=False)
+    spec = (EXAMPLES / "house_prices" / "spec.toml").read_text().replace("max_iter = 100", "max_iter = 30")
+    (folder / "spec.toml").write_text(spec)
+    return folder / "spec.toml"
+
+
+@pytest.fixture
+def cancer_spec(tmp_path: Path) -> Path:
+    folder = tmp_path / "breast_cancer"
+    folder.mkdir()
+    subprocess.run([sys.executable, str(EXAMPLES / "breast_cancer" / "generate.py"), "--out",
+                    str(folder / "breast_cancer.csv")], check=True, capture_output=True)
+    (folder / "spec.toml").write_text((EXAMPLES / "breast_cancer" / "spec.toml").read_text())
+    return folder / "spec.toml"
+
+
+def train_and_publish(spec_path: Path, settings: Settings, alias: str | None = "production") -> int:
+    """Train a spec in-process and publish it; return the version."""
+    import tempfile
+
+    from modelyard.pipeline import load_spec, train
+    from modelyard.registry import Registry
+
+    result = train(load_spec(spec_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        result.write_bundle(Path(tmp) / "b")
+        return Registry(settings).publish(Path(tmp) / "b", alias=alias)
