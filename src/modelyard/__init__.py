@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from modelyard._version import __version__
-
-from modelyard.api import load, publish  # noqa: E402
-from modelyard.config import Settings  # noqa: E402
-from modelyard.errors import (  # noqa: E402
+from modelyard.api import load, publish
+from modelyard.config import Settings
+from modelyard.errors import (
     IntegrityError,
     ModelyardError,
     NotFoundError,
     SchemaError,
     SpecError,
 )
-from modelyard.runtime import Model  # noqa: E402
+from modelyard.runtime import Model
 
 __all__ = [
     "IntegrityError",

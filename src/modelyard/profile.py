@@ -18,7 +18,7 @@ MAX_LEVELS = 50
 def profile_series(series: pd.Series, *, categorical: bool | None = None) -> dict[str, Any]:
     if categorical is None:
         categorical = not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
-    n = int(len(series))
+    n = len(series)
     nulls = int(series.isna().sum())
     if categorical:
         counts = series.dropna().astype(str).value_counts()
@@ -44,8 +44,13 @@ def profile_series(series: pd.Series, *, categorical: bool | None = None) -> dic
         "quantiles": {str(q): float(np.quantile(values, q)) for q in (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)},
         "edges": [float(e) for e in edges],
         "fractions": [float(c) / len(values) for c in counts],
-        "sample": [float(v) for v in np.sort(np.random.default_rng(0).choice(values, min(len(values), 500), replace=False))],
+        "sample": [float(v) for v in np.sort(_sample(values, 500))],
     }
+
+
+def _sample(values: np.ndarray, n: int) -> np.ndarray:
+    """A seeded sample kept for the KS test (the profile itself must not depend on chance)."""
+    return np.random.default_rng(0).choice(values, min(len(values), n), replace=False)
 
 
 def profile_frame(frame: pd.DataFrame, categorical: set[str] | None = None) -> dict[str, dict[str, Any]]:
