@@ -33,6 +33,8 @@ def read_mlflow_sklearn(path: Path) -> tuple[Any, pd.DataFrame | None]:
     except ImportError:
         pickled = path / flavor.get("pickled_model", "model.pkl")
         fmt = flavor.get("serialization_format", "cloudpickle")
+        if fmt not in ("cloudpickle", "pickle"):
+            raise BundleError(f"{path} is saved as {fmt}: pip install 'modelyard[mlflow]' to read it") from None
         with open(pickled, "rb") as fh:
             if fmt == "cloudpickle":
                 import cloudpickle
