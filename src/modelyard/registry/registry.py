@@ -366,19 +366,21 @@ class Registry:
             ]
 
     # ---- artifacts -----------------------------------------------------------------------------------
-    def bundle_dir(self, record: VersionRecord) -> Path:
-        """A local, verified folder holding this version's bundle (unpacked once per archive)."""
+    def _unpacked(self, record: VersionRecord) -> Path:
         target = self.cache_dir / record.archive_sha256
         if not (target / MANIFEST).exists():
             unpack(self.store.fetch(record.archive_sha256), target)
+        return target
+
+    def bundle_dir(self, record: VersionRecord) -> Path:
+        """A local, verified folder holding this version's bundle (unpacked once per archive)."""
+        target = self._unpacked(record)
         verify_bundle(target, record.manifest_sha256)
         return target
 
     def load_bundle(self, record: VersionRecord) -> Bundle:
-        target = self.cache_dir / record.archive_sha256
-        if not (target / MANIFEST).exists():
-            unpack(self.store.fetch(record.archive_sha256), target)
-        return load_bundle(target, record.manifest_sha256)
+        """Verify every file against the registry's record, then unpickle."""
+        return load_bundle(self._unpacked(record), record.manifest_sha256)
 
     def load(self, ref: str) -> Bundle:
         return self.load_bundle(self.resolve(ref))
