@@ -39,6 +39,15 @@ LEASE = "modelyard-monitor"
 
 
 @dataclass
+class VersionStatus:
+    """One version over one window: its traffic, its drift (None without traffic), every rule's verdict."""
+
+    window: Window
+    drift: DriftReport | None
+    findings: list[Finding]
+
+
+@dataclass
 class MonitorRun:
     at: datetime
     reports: dict[tuple[str, int], DriftReport | None] = field(default_factory=dict)
@@ -97,22 +106,20 @@ class MonitorScheduler:
             self._manifests[key] = self.registry.get_version(model, version).manifest
         return self._manifests[key]
 
-    def evaluate(
-        self, model: str, versions: set[int], now: datetime
-    ) -> tuple[dict[int, DriftReport | None], list[Finding]]:
-        """Drift and rule findings for the given versions of one model over the window ending at ``now``."""
+    def evaluate(self, model: str, versions: set[int], now: datetime) -> list[VersionStatus]:
+        """Traffic, drift and rule findings for the given versions of one model, window ending at ``now``."""
         since = now - self.window
         windows = split_windows(self.records(model, since, now), model, since, now)
         overrides = load_overrides(self.registry.engine, model)
-        reports: dict[int, DriftReport | None] = {}
-        findings: list[Finding] = []
+        out = []
         for version in sorted(versions):
             manifest = self._manifest(model, version)
             window = windows.get(version) or Window(model, version, since, now)
             drift = evaluate_drift(manifest, window) if window.rows else None
-            reports[version] = drift
-            findings += evaluate_rules(rules_for(manifest, overrides), window, drift)
-        return reports, findings
+            out.append(
+                VersionStatus(window, drift, evaluate_rules(rules_for(manifest, overrides), window, drift))
+            )
+        return out
 
     def run_once(self, now: datetime | None = None) -> MonitorRun:
         now = now or datetime.now(UTC)
@@ -125,13 +132,14 @@ class MonitorScheduler:
         served = self.served()
         for model, versions in sorted(served.items()):
             try:
-                reports, findings = self.evaluate(model, versions, now)
+                statuses = self.evaluate(model, versions, now)
             except Exception as exc:  # one broken model must not stop the others being watched
                 log.exception("monitor: evaluating %s failed", model)
                 run.errors[model] = f"{type(exc).__name__}: {exc}"
                 continue
-            run.reports.update({(model, v): r for v, r in reports.items()})
-            run.findings += findings
+            for st in statuses:
+                run.reports[(model, st.window.version)] = st.drift
+                run.findings += st.findings
         self.latest = dict(run.reports)
         self._set_gauges(run.reports)
         retry = self.book.undelivered() if self.notifier else []
