@@ -90,7 +90,7 @@ def log_traffic(
     route: str = "primary",
     latency_ms: float = 4.0,
 ) -> int:
-    """Predict ``frame`` with the published model and log it exactly as the server does; return the version."""
+    """Predict ``frame`` with the published model, log it as the server does; return the version."""
     model = load(ref, settings=settings)
     features = frame.drop(columns=[c for c in ("price", "target") if c in frame.columns])
     predictions = model.predict(features)
