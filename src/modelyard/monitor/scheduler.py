@@ -179,6 +179,16 @@ class MonitorScheduler:
         self._gauge_labels = seen
 
 
+def default_gauges() -> tuple[Any, Any]:
+    """``modelyard_drift_psi`` and ``modelyard_drift_ks`` from ``monitor/metrics.py`` (the server's
+    metrics), or (None, None) where that module is not installed."""
+    try:
+        from modelyard.monitor import metrics  # type: ignore[attr-defined]
+    except ImportError:
+        return None, None
+    return getattr(metrics, "DRIFT_PSI", None), getattr(metrics, "DRIFT_KS", None)
+
+
 def acquire_lease(
     engine: Engine, name: str, holder: str, ttl: timedelta, now: datetime | None = None
 ) -> bool:
