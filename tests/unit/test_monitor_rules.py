@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from modelyard.errors import BadRequestError
-from modelyard.monitor.alerts import DEFAULT_RULES, Transition, evaluate_rules, rules_for
+from modelyard.monitor.alerts import DEFAULT_RULES, evaluate_rules, rules_for
 from modelyard.monitor.notify import alert_payload
 from modelyard.monitor.rules import alerting_rules, grafana_dashboard, write_prometheus
+from modelyard.monitor.state import Transition
 from modelyard.monitor.window import Window
 
 DATA = Path(__file__).parent / "data"
