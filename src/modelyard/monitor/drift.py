@@ -153,7 +153,7 @@ def evaluate_drift(manifest: dict[str, Any], window: Window) -> DriftReport:
 def _edge_labels(edges: np.ndarray) -> list[str]:
     if len(edges) == 0:
         return ["all"]
-    fmt = "{:.4g}".format
+    fmt = "{:.3g}".format
     return [
         f"< {fmt(edges[0])}",
         *(f"{fmt(a)} - {fmt(b)}" for a, b in itertools.pairwise(edges)),

@@ -79,11 +79,13 @@ def histogram_pair(
                     f'width="{slot * 0.43:.1f}" height="{h:.1f}" fill="{color}"><title>'
                     f"{escape(label)}: {vals[i]:.1%}</title></rect>"
                 )
-        if n <= 12:
-            short = label if len(label) <= 10 else label[:9] + "…"
+        if n <= 6 or i in (0, n - 1):  # many bins: label the two ends only, the tooltips have the rest
+            short = label if len(label) <= 14 else label[:13] + "…"
+            anchor = "middle" if n <= 6 else ("start" if i == 0 else "end")
+            tx = x + slot / 2 if n <= 6 else (x if i == 0 else x + slot)
             parts.append(
-                f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 12}" font-size="8" '
-                f'text-anchor="middle">{escape(short)}</text>'
+                f'<text x="{tx:.1f}" y="{height - bottom + 12}" font-size="9" '
+                f'text-anchor="{anchor}">{escape(short)}</text>'
             )
     parts.append(
         f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{width - left}" y2="{top_pad + plot_h}" '
