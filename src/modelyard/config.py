@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     log_flush_interval: float = Field(default=0.5, description="Seconds between prediction-log flushes.")
     spill_dir: Path | None = Field(default=None, description="Where records wait while the DB is down.")
     actor: str | None = Field(default=None, description="Who is recorded on registry events.")
+    alert_webhook: str | None = Field(default=None, description="URL that receives alert JSON; unset = none.")
+    monitor_interval: float = Field(default=60.0, description="Seconds between drift and alert evaluations.")
+    monitor_window: str = Field(default="1h", description="Traffic each evaluation reads (15m, 1h).")
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,1 @@
+"""Watching served models: metrics, drift against the bundle's reference, alerts and a dashboard."""

@@ -1,0 +1,222 @@
+"""Alert rules and their state: evaluated on a window of traffic, recorded in ``my_alerts``.
+
+Rules and their defaults (``DEFAULT_RULES``) are refined by the bundle (the expected prediction range is the
+output schema's observed range; a ``monitoring.rules`` section in the manifest, if any) and then by the
+model's settings in the registry (``my_models.settings["monitor"]["rules"]``), so an operator can tune one
+model without republishing it.
+
+A verdict is firing, ok, or unknown (too little traffic to say); ``state.AlertBook`` turns verdicts into
+recorded alerts and notifications.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select, update
+
+from modelyard.errors import BadRequestError, ModelNotFoundError
+from modelyard.monitor.drift import PREDICTION, DriftReport
+from modelyard.monitor.window import Window
+from modelyard.registry import tables as t
+
+DEFAULT_RULES: dict[str, dict[str, Any]] = {
+    "prediction_range": {
+        "enabled": True,
+        "low": None,
+        "high": None,
+        "max_fraction": 0.01,
+        "min_rows": 20,
+        "severity": "critical",
+    },
+    "input_drift": {"enabled": True, "psi": 0.2, "ks": None, "min_rows": 200, "severity": "warning"},
+    "prediction_drift": {"enabled": True, "psi": 0.2, "min_rows": 200, "severity": "warning"},
+    "error_rate": {"enabled": True, "max_rate": 0.05, "min_requests": 20, "severity": "critical"},
+    "latency": {"enabled": True, "p95_ms": 500.0, "min_requests": 20, "severity": "warning"},
+}
+
+
+def rules_for(
+    manifest: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Defaults, then what the bundle knows, then the model's overrides."""
+    rules = copy.deepcopy(DEFAULT_RULES)
+    output = manifest.get("output_schema") or {}
+    if output.get("task", manifest.get("task")) == "classification" or output.get("classes") is not None:
+        rules["prediction_range"]["classes"] = [str(c) for c in output.get("classes") or []]
+    else:
+        rules["prediction_range"]["low"] = output.get("min")
+        rules["prediction_range"]["high"] = output.get("max")
+    for layer in ((manifest.get("monitoring") or {}).get("rules") or {}, overrides or {}):
+        for rule, params in layer.items():
+            if rule not in rules:
+                raise BadRequestError(f"unknown alert rule '{rule}' (known: {', '.join(DEFAULT_RULES)})")
+            rules[rule].update(params)
+    return rules
+
+
+@dataclass
+class Finding:
+    """One rule's verdict on one version: ``firing`` is True, False, or None (too little data to say)."""
+
+    model: str
+    version: int
+    rule: str
+    firing: bool | None
+    value: float | None
+    threshold: float | None
+    message: str
+    feature: str | None = None
+    severity: str = "warning"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule}:{self.feature}" if self.feature else self.rule
+
+
+def evaluate_rules(
+    rules: dict[str, dict[str, Any]], window: Window, drift: DriftReport | None
+) -> list[Finding]:
+    out: list[Finding] = []
+    m, v = window.model, window.version
+    r = rules["prediction_range"]
+    if r["enabled"]:
+        out.append(_range_finding(r, window))
+    r = rules["error_rate"]
+    if r["enabled"]:
+        enough = window.requests >= r["min_requests"]
+        rate = window.error_rate
+        out.append(
+            Finding(
+                m,
+                v,
+                "error_rate",
+                rate > r["max_rate"] if enough else None,
+                rate,
+                r["max_rate"],
+                f"{m} v{v}: {window.errors} of {window.requests} requests failed ({rate:.1%})",
+                severity=r["severity"],
+            )
+        )
+    r = rules["latency"]
+    if r["enabled"]:
+        p95 = window.latency_quantile(0.95)
+        enough = len(window.latencies_ms) >= r["min_requests"] and p95 is not None
+        out.append(
+            Finding(
+                m,
+                v,
+                "latency",
+                (p95 > r["p95_ms"]) if enough else None,
+                p95,
+                r["p95_ms"],
+                f"{m} v{v}: p95 latency {p95 or 0:.1f} ms (limit {r['p95_ms']:.0f} ms)",
+                severity=r["severity"],
+            )
+        )
+    if drift is not None:
+        r = rules["input_drift"]
+        for fd in drift.features.values() if r["enabled"] else ():
+            over_psi = fd.psi is not None and fd.psi > r["psi"]
+            over_ks = r.get("ks") is not None and fd.ks is not None and fd.ks > r["ks"]
+            enough = fd.n >= r["min_rows"] and fd.psi is not None
+            out.append(
+                Finding(
+                    m,
+                    v,
+                    "input_drift",
+                    (over_psi or over_ks) if enough else None,
+                    fd.psi,
+                    r["psi"],
+                    f"{m} v{v}: input '{fd.feature}' drifted, PSI {fd.psi or 0:.3f} "
+                    f"(limit {r['psi']}), KS {fd.ks if fd.ks is not None else float('nan'):.3f}",
+                    feature=fd.feature,
+                    severity=r["severity"],
+                    details={"ks": fd.ks, "n": fd.n},
+                )
+            )
+        r = rules["prediction_drift"]
+        pd_ = drift.prediction
+        if r["enabled"] and pd_ is not None:
+            enough = pd_.n >= r["min_rows"] and pd_.psi is not None
+            out.append(
+                Finding(
+                    m,
+                    v,
+                    "prediction_drift",
+                    (pd_.psi or 0.0) > r["psi"] if enough else None,
+                    pd_.psi,
+                    r["psi"],
+                    f"{m} v{v}: predictions drifted, PSI {pd_.psi or 0:.3f} (limit {r['psi']})",
+                    feature=PREDICTION,
+                    severity=r["severity"],
+                    details={"ks": pd_.ks, "n": pd_.n},
+                )
+            )
+    return out
+
+
+def _range_finding(r: dict[str, Any], window: Window) -> Finding:
+    m, v = window.model, window.version
+    values = [p for p in window.predictions if p is not None]
+    if r.get("classes"):
+        allowed = set(r["classes"])
+        bad = [p for p in values if str(p) not in allowed]
+        expected = f"one of {', '.join(sorted(allowed))}"
+    else:
+        nums = np.asarray(values, dtype="float64") if values else np.zeros(0)
+        low = -np.inf if r.get("low") is None else float(r["low"])
+        high = np.inf if r.get("high") is None else float(r["high"])
+        bad = list(nums[(nums < low) | (nums > high) | np.isnan(nums)])
+        expected = f"within [{r.get('low')}, {r.get('high')}]"
+    frac = len(bad) / len(values) if values else 0.0
+    enough = len(values) >= r["min_rows"]
+    sample = [float(b) if isinstance(b, int | float | np.floating) else str(b) for b in bad[:5]]
+    return Finding(
+        m,
+        v,
+        "prediction_range",
+        frac > r["max_fraction"] if enough else None,
+        frac,
+        r["max_fraction"],
+        f"{m} v{v}: {len(bad)} of {len(values)} predictions ({frac:.1%}) outside the expected range "
+        f"({expected}), e.g. {sample}",
+        severity=r["severity"],
+        details={
+            "out_of_range": len(bad),
+            "predictions": len(values),
+            "low": r.get("low"),
+            "high": r.get("high"),
+            "examples": sample,
+        },
+    )
+
+
+# ---- model settings: per-model overrides ---------------------------------------------------------------
+def load_overrides(engine: Engine, model: str) -> dict[str, dict[str, Any]]:
+    with engine.connect() as conn:
+        settings = conn.execute(select(t.models.c.settings).where(t.models.c.name == model)).scalar()
+    return dict(((settings or {}).get("monitor") or {}).get("rules") or {})
+
+
+def save_overrides(
+    engine: Engine, model: str, overrides: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Merge rule overrides into the model's settings (other keys of the settings are kept)."""
+    for rule in overrides:
+        if rule not in DEFAULT_RULES:
+            raise BadRequestError(f"unknown alert rule '{rule}' (known: {', '.join(DEFAULT_RULES)})")
+    with engine.begin() as conn:
+        current = conn.execute(select(t.models.c.settings).where(t.models.c.name == model)).first()
+        if current is None:
+            raise ModelNotFoundError(f"no model named '{model}' in the registry", model=model)
+        settings = copy.deepcopy(current[0] or {})
+        rules = settings.setdefault("monitor", {}).setdefault("rules", {})
+        for rule, params in overrides.items():
+            rules.setdefault(rule, {}).update(params)
+        conn.execute(update(t.models).where(t.models.c.name == model).values(settings=settings))
+    return rules

@@ -1,0 +1,213 @@
+"""The ``/dashboard`` page: one HTML page with vendored Chart.js, fed by ``dashboard_data()`` as JSON.
+
+Nothing to build: ``static/`` holds the page, its script and style, and Chart.js's UMD file as published on
+npm. The server serves ``dashboard_html()`` at ``/dashboard`` and ``dashboard_data(...)`` at the data URL;
+with ``static_url=None`` the scripts are inlined, so a single route is enough.
+
+Request rate, errors and latency come from the prediction log's scalar columns (``my_predictions``), read
+here directly: only time, version, route, latency and error, never the logged rows. Drift comes from the
+scheduler's last run (``drift=``) or is computed on the spot from ``records=``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from modelyard.monitor.alerts import load_overrides, rules_for
+from modelyard.monitor.drift import PREDICTION, DriftReport
+from modelyard.monitor.state import AlertBook
+from modelyard.monitor.window import RecordSource
+from modelyard.registry import Registry
+from modelyard.registry import tables as t
+
+STATIC = Path(__file__).parent / "static"
+ASSETS = ("chart.umd.min.js", "dashboard.js")
+
+
+def static_dir() -> Path:
+    """Serve this folder at ``static_url`` (e.g. Starlette ``StaticFiles(directory=static_dir())``)."""
+    return STATIC
+
+
+@cache
+def _read(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+def dashboard_html(data_url: str = "/dashboard/data", static_url: str | None = None) -> str:
+    """The page; scripts and style linked under ``static_url``, or inlined when it is None."""
+    page = _read("dashboard.html").replace("{{DATA_URL}}", data_url)
+    if static_url is None:
+        style = f"<style>{_read('dashboard.css')}</style>"
+        scripts = "".join(f"<script>{_read(a)}</script>" for a in ASSETS)
+    else:
+        base = static_url.rstrip("/")
+        style = f'<link rel="stylesheet" href="{base}/dashboard.css">'
+        scripts = "".join(f'<script src="{base}/{a}"></script>' for a in ASSETS)
+    return page.replace("<!--STYLE-->", style).replace("<!--SCRIPTS-->", scripts)
+
+
+def dashboard_data(
+    registry: Registry,
+    engine: Engine | None = None,
+    *,
+    window: timedelta = timedelta(hours=1),
+    now: datetime | None = None,
+    buckets: int = 30,
+    drift: Mapping[tuple[str, int], DriftReport | None] | None = None,
+    records: RecordSource | None = None,
+    models: list[str] | None = None,
+) -> dict[str, Any]:
+    """Everything the page draws, for every model (or ``models``), JSON-ready."""
+    engine = engine or registry.engine
+    now = now or datetime.now(UTC)
+    since = now - window
+    book = AlertBook(engine)
+    out = []
+    for name in models or registry.models():
+        aliases = registry.aliases(name)
+        versions = registry.versions(name)
+        if not versions:
+            continue
+        ref = aliases.get("production") or next(iter(aliases.values()), None)
+        manifest = registry.get_version(name, ref.version if ref else versions[-1].version).manifest
+        rules = rules_for(manifest, load_overrides(engine, name))
+        served = {a.version for a in aliases.values()}
+        out.append(
+            {
+                "name": name,
+                "aliases": [
+                    {"alias": a.alias, "version": a.version, "weight": a.weight}
+                    for a in sorted(aliases.values(), key=lambda a: (a.alias != "production", a.alias))
+                ],
+                "canary_weight": aliases["canary"].weight if "canary" in aliases else None,
+                "versions": [
+                    {"version": v.version, "created_at": v.created_at.isoformat(), "created_by": v.created_by}
+                    for v in versions[-10:]
+                ],
+                **_traffic(engine, name, since, now, buckets),
+                "thresholds": {
+                    "psi": rules["input_drift"]["psi"],
+                    "error_rate": rules["error_rate"]["max_rate"],
+                    "latency_p95_ms": rules["latency"]["p95_ms"],
+                },
+                "drift": _drift(registry, name, served, now, window, drift, records),
+                "alerts": [_jsonable(a) for a in book.recent(name, limit=15)],
+                "events": [_jsonable(vars(e)) for e in registry.events(name, limit=15)],
+            }
+        )
+    return {"generated_at": now.isoformat(), "window_seconds": window.total_seconds(), "models": out}
+
+
+def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets: int) -> dict[str, Any]:
+    p = t.predictions
+    query = select(p.c.ts, p.c.version, p.c.route, p.c.latency_ms, p.c.error).where(
+        p.c.model == model, p.c.ts >= since, p.c.ts < now
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    width = (now - since).total_seconds() / buckets
+    start = since.timestamp()
+    edges = [start + (i + 0.5) * width for i in range(buckets)]
+    ts = np.array([_aware(r[0]).timestamp() for r in rows], dtype="float64")
+    idx = (
+        np.clip(((ts - start) // width).astype(int), 0, buckets - 1) if len(rows) else np.zeros(0, dtype=int)
+    )
+    version = np.array([int(r[1]) for r in rows], dtype=int)
+    route = np.array([r[2] for r in rows], dtype=object)
+    latency = np.array([np.nan if r[3] is None else float(r[3]) for r in rows], dtype="float64")
+    failed = np.array([bool(r[4]) for r in rows], dtype=bool)
+    counted = route != "shadow"  # shadow calls are extra work, not user traffic
+    per_version = {
+        str(v): [float(np.sum((idx == b) & (version == v) & counted)) / width for b in range(buckets)]
+        for v in sorted(set(version[counted].tolist()))
+    }
+    error_rate, p50, p95 = [], [], []
+    for b in range(buckets):
+        sel = (idx == b) & counted
+        n = int(sel.sum())
+        error_rate.append(float(failed[sel].mean()) if n else None)
+        lat = latency[sel & ~np.isnan(latency)]
+        p50.append(float(np.quantile(lat, 0.5)) if len(lat) else None)
+        p95.append(float(np.quantile(lat, 0.95)) if len(lat) else None)
+    split: dict[tuple[int, str], int] = {}
+    for v, r in zip(version.tolist(), route.tolist(), strict=True):
+        split[(v, r)] = split.get((v, r), 0) + 1
+    live = latency[counted & ~np.isnan(latency)]
+    n_live = int(counted.sum())
+    return {
+        "totals": {
+            "requests": n_live,
+            "rate_per_s": n_live / max((now - since).total_seconds(), 1.0),
+            "error_rate": float(failed[counted].mean()) if n_live else None,
+            "latency_p50_ms": float(np.quantile(live, 0.5)) if len(live) else None,
+            "latency_p95_ms": float(np.quantile(live, 0.95)) if len(live) else None,
+        },
+        "traffic_split": [{"version": v, "route": r, "requests": n} for (v, r), n in sorted(split.items())],
+        "series": {
+            "t": edges,
+            "requests_per_s": per_version,
+            "error_rate": error_rate,
+            "latency_p50_ms": p50,
+            "latency_p95_ms": p95,
+        },
+    }
+
+
+def _drift(
+    registry: Registry,
+    name: str,
+    served: set[int],
+    now: datetime,
+    window: timedelta,
+    drift: Mapping[tuple[str, int], DriftReport | None] | None,
+    records: RecordSource | None,
+) -> list[dict[str, Any]]:
+    reports: dict[int, DriftReport | None] = {}
+    if drift is not None:
+        reports = {v: r for (m, v), r in drift.items() if m == name}
+    elif records is not None and served:
+        from modelyard.monitor.scheduler import MonitorScheduler
+
+        scheduler = MonitorScheduler(registry, records, window=window, lease=False)
+        reports = {st.window.version: st.drift for st in scheduler.evaluate(name, served, now)}
+    out = []
+    for version, report in sorted(reports.items()):
+        if report is None:
+            continue
+        feats = sorted(report.all(), key=lambda f: -(f.psi or 0))
+        out.append(
+            {
+                "version": version,
+                "rows": report.rows,
+                "features": [
+                    {
+                        "feature": "prediction" if f.feature == PREDICTION else f.feature,
+                        "psi": _num(f.psi),
+                        "ks": _num(f.ks),
+                    }
+                    for f in feats
+                ],
+            }
+        )
+    return out
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -1,0 +1,217 @@
+"""The monitor loop a server runs: drift and alert rules for every served version, gauges, notifications.
+
+One replica evaluates at a time: the loop holds a lease in ``my_leases`` (renewed each run, taken over when
+it expires), so replicas behind a load balancer do not record or notify the same alert twice. A replica
+without the lease still serves its own gauges from the last run it made.
+
+Wiring, in the server (which may import the prediction log; the monitor may not)::
+
+    scheduler = MonitorScheduler(registry, lambda m, since, until: list_records(
+        registry.engine, m, since=since, until=until, limit=20_000), notifier=WebhookNotifier(url),
+        psi_gauge=metrics.DRIFT_PSI, ks_gauge=metrics.DRIFT_KS)
+    task = asyncio.create_task(scheduler.run_forever(stop_event))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+
+from modelyard.monitor.alerts import Finding, evaluate_rules, load_overrides, rules_for
+from modelyard.monitor.drift import DriftReport, evaluate_drift
+from modelyard.monitor.notify import Notifier
+from modelyard.monitor.state import AlertBook, Transition
+from modelyard.monitor.window import RecordSource, Window, split_windows
+from modelyard.registry import Registry
+from modelyard.registry import tables as t
+
+log = logging.getLogger("modelyard.monitor")
+LEASE = "modelyard-monitor"
+
+
+@dataclass
+class VersionStatus:
+    """One version over one window: its traffic, its drift (None without traffic), every rule's verdict."""
+
+    window: Window
+    drift: DriftReport | None
+    findings: list[Finding]
+
+
+@dataclass
+class MonitorRun:
+    at: datetime
+    reports: dict[tuple[str, int], DriftReport | None] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    delivered: int = 0
+    failed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+class MonitorScheduler:
+    """Call ``run_once()`` (tests, cron) or ``await run_forever(stop)`` (the server) every ``interval`` s.
+
+    ``psi_gauge`` / ``ks_gauge`` are prometheus_client gauges labelled (model, version, feature), e.g.
+    ``modelyard_drift_psi``; ``served`` returns model → versions to watch (default: every alias's version).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        records: RecordSource,
+        *,
+        window: timedelta = timedelta(hours=1),
+        interval: float = 60.0,
+        notifier: Notifier | None = None,
+        psi_gauge: Any = None,
+        ks_gauge: Any = None,
+        served: Callable[[], dict[str, set[int]]] | None = None,
+        lease: bool = True,
+        holder: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.records = records
+        self.window = window
+        self.interval = interval
+        self.notifier = notifier
+        self.psi_gauge = psi_gauge
+        self.ks_gauge = ks_gauge
+        self.served = served or self._served_by_alias
+        self.lease = lease
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.book = AlertBook(registry.engine)
+        self.latest: dict[tuple[str, int], DriftReport | None] = {}
+        self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
+        self._gauge_labels: set[tuple[str, str, str]] = set()
+
+    def _served_by_alias(self) -> dict[str, set[int]]:
+        return {
+            m: {a.version for a in aliases.values()} for m, aliases in self.registry.all_aliases().items()
+        }
+
+    def _manifest(self, model: str, version: int) -> dict[str, Any]:
+        key = (model, version)
+        if key not in self._manifests:  # versions are immutable: one read per process
+            self._manifests[key] = self.registry.get_version(model, version).manifest
+        return self._manifests[key]
+
+    def evaluate(self, model: str, versions: set[int], now: datetime) -> list[VersionStatus]:
+        """Traffic, drift and rule findings for the given versions of one model, window ending at ``now``."""
+        since = now - self.window
+        windows = split_windows(self.records(model, since, now), model, since, now)
+        overrides = load_overrides(self.registry.engine, model)
+        out = []
+        for version in sorted(versions):
+            manifest = self._manifest(model, version)
+            window = windows.get(version) or Window(model, version, since, now)
+            drift = evaluate_drift(manifest, window) if window.rows else None
+            out.append(
+                VersionStatus(window, drift, evaluate_rules(rules_for(manifest, overrides), window, drift))
+            )
+        return out
+
+    def run_once(self, now: datetime | None = None) -> MonitorRun:
+        now = now or datetime.now(UTC)
+        run = MonitorRun(at=now)
+        if self.lease and not acquire_lease(
+            self.registry.engine, LEASE, self.holder, timedelta(seconds=max(3 * self.interval, 30)), now
+        ):
+            run.skipped = "another replica holds the monitor lease"
+            return run
+        served = self.served()
+        for model, versions in sorted(served.items()):
+            try:
+                statuses = self.evaluate(model, versions, now)
+            except Exception as exc:  # one broken model must not stop the others being watched
+                log.exception("monitor: evaluating %s failed", model)
+                run.errors[model] = f"{type(exc).__name__}: {exc}"
+                continue
+            for st in statuses:
+                run.reports[(model, st.window.version)] = st.drift
+                run.findings += st.findings
+        self.latest = dict(run.reports)
+        self._set_gauges(run.reports)
+        retry = self.book.undelivered() if self.notifier else []
+        run.transitions = self.book.apply(run.findings, now, served=served)
+        if self.notifier is not None:
+            for tr in [*retry, *run.transitions]:
+                ok = self.notifier.notify(tr)
+                self.book.mark(int(tr.alert["id"]), tr.status, ok)
+                run.delivered += ok
+                run.failed += not ok
+        return run
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Evaluate every ``interval`` seconds until ``stop`` is set; blocking work runs in a thread."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:
+                log.exception("monitor run failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+    def _set_gauges(self, reports: dict[tuple[str, int], DriftReport | None]) -> None:
+        seen: set[tuple[str, str, str]] = set()
+        for (model, version), report in reports.items():
+            for fd in report.all() if report else ():
+                labels = (model, str(version), fd.feature)
+                if self.psi_gauge is not None and fd.psi is not None:
+                    self.psi_gauge.labels(*labels).set(fd.psi)
+                    seen.add(labels)
+                if self.ks_gauge is not None and fd.ks is not None:
+                    self.ks_gauge.labels(*labels).set(fd.ks)
+        for labels in self._gauge_labels - seen:  # versions no longer served: drop their series
+            for gauge in (self.psi_gauge, self.ks_gauge):
+                with contextlib.suppress(KeyError, AttributeError):
+                    gauge.remove(*labels)
+        self._gauge_labels = seen
+
+
+def default_gauges() -> tuple[Any, Any]:
+    """``modelyard_drift_psi`` and ``modelyard_drift_ks`` from ``monitor/metrics.py`` (the server's
+    metrics), or (None, None) where that module is not installed."""
+    try:
+        from modelyard.monitor import metrics  # type: ignore[attr-defined]
+    except ImportError:
+        return None, None
+    return getattr(metrics, "DRIFT_PSI", None), getattr(metrics, "DRIFT_KS", None)
+
+
+def acquire_lease(
+    engine: Engine, name: str, holder: str, ttl: timedelta, now: datetime | None = None
+) -> bool:
+    """Take or renew the named lease; False while another holder's lease has not expired."""
+    now = now or datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(select(t.leases).where(t.leases.c.name == name)).mappings().first()
+            if row is None:
+                conn.execute(
+                    insert(t.leases).values(name=name, holder=holder, expires_at=now + ttl, active=True)
+                )
+                return True
+            expires = row["expires_at"] if row["expires_at"].tzinfo else row["expires_at"].replace(tzinfo=UTC)
+            if row["holder"] != holder and row["active"] and expires > now:
+                return False
+            result = conn.execute(
+                update(t.leases)
+                .where(t.leases.c.name == name)
+                .where(t.leases.c.holder == row["holder"])
+                .values(holder=holder, expires_at=now + ttl, active=True)
+            )
+            return bool(result.rowcount)
+    except DBIntegrityError:
+        return False  # another replica inserted the lease first
