@@ -133,3 +133,23 @@ def test_pull_image_fetches_and_verifies_from_the_registry(published: Settings, 
     archive.write_bytes(archive.read_bytes()[:-10] + b"0123456789")
     bad = start(out, "models", "list", settings=published)
     assert bad.returncode == 1 and "corrupt" in bad.stderr and bad.stdout == ""
+
+
+def test_pinned_requirements_resolve_for_the_image_platform(built: tuple[Settings, Path],
+                                                            tmp_path: Path) -> None:
+    """What the Dockerfile's `pip install -r requirements.txt` would do, asked of the package index without
+    installing: every pin exists as a Linux x86-64 wheel for the image's Python, and they fit together."""
+    context = built[1]
+    base = next(a for i, a in instructions((context / "Dockerfile").read_text()) if i == "FROM")
+    python = base.split(":")[1].split("-")[0]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+         "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+         "--platform", "manylinux2014_x86_64", "--python-version", python, "--target", str(tmp_path / "t"),
+         "-r", str(context / "requirements.txt")],
+        capture_output=True, text=True, timeout=600)
+    unreachable = ("Max retries exceeded", "Could not fetch URL", "Temporary failure in name resolution")
+    if result.returncode != 0 and any(u in result.stdout + result.stderr for u in unreachable):
+        pytest.skip("the package index is not reachable from here: " + result.stderr[-300:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Would install" in result.stdout and "scikit-learn" in result.stdout

@@ -63,14 +63,14 @@ class Pins:
 def _marker_ok(req: Requirement, extras: set[str]) -> bool:
     if req.marker is None:
         return True
-    env: dict[str, str] = dict(default_environment())
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     return any(req.marker.evaluate({**env, "extra": e}) for e in (extras | {""}))
 
 
 def _closure(roots: list[Requirement]) -> dict[str, tuple[str, set[str]]]:
     """Installed distributions reachable from ``roots``: canonical name → (display name, extras asked for)."""
     seen: dict[str, tuple[str, set[str]]] = {}
-    queue = [(r, set()) for r in roots]
+    queue: list[tuple[Requirement, set[str]]] = [(r, set()) for r in roots]
     while queue:
         req, parent_extras = queue.pop()
         if not _marker_ok(req, parent_extras):
@@ -128,8 +128,8 @@ def pin_requirements(manifest: dict[str, Any]) -> Pins:
     from_env: dict[str, str] = {}
     for key, display in manifest_keys.items():  # keep the extras modelyard asks for, if any
         from_manifest[_label(display, closure.get(key, (display, set()))[1])] = packages[display]
-    for key, (display, extras) in sorted(closure.items()):
-        if key in manifest_keys or key == "modelyard":
+    for dep, (display, extras) in sorted(closure.items()):
+        if dep in manifest_keys or dep == "modelyard":
             continue
         version = _installed(display)
         if version is not None:
