@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import models, monitor, train
+from modelyard.cli import deploy, models, monitor, train
 
 app = typer.Typer(
     name="modelyard",
@@ -18,7 +18,8 @@ app.add_typer(models.models_app, name="models")
 app.add_typer(models.alias_app, name="alias")
 app.add_typer(models.import_app, name="import")
 app.command("monitor")(monitor.monitor_cmd)
-app.add_typer(monitor.deploy_app, name="deploy")  # minimal; merge with the deploy commands
+deploy.deploy_app.command("prometheus")(monitor.prometheus_cmd)
+app.add_typer(deploy.deploy_app, name="deploy")
 
 
 def main() -> None:

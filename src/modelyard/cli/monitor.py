@@ -14,9 +14,6 @@ from modelyard.errors import BadRequestError
 from modelyard.predlog import list_records
 from modelyard.registry import Registry, parse_ref
 
-# `modelyard deploy` belongs to the deploy commands; this minimal sub-app only carries `prometheus` until they
-# are merged (the lead adds `prometheus_cmd` to the real one).
-deploy_app = typer.Typer(help="Write deployment files.", no_args_is_help=True)
 RECORD_LIMIT = 20_000
 
 
@@ -117,6 +114,3 @@ def prometheus_cmd(
     for f in files:
         console.print(f"wrote {f}")
     console.print(f"thresholds from {model} v{record.version}; check with: promtool check rules {files[0]}")
-
-
-deploy_app.command("prometheus")(prometheus_cmd)
