@@ -12,7 +12,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from modelyard.checks import GateReport, GateResult, LoadConfig, Tolerances, run_gates, shadow_report
+from modelyard.checks import (
+    BenchmarkConfig,
+    GateReport,
+    GateResult,
+    LoadConfig,
+    Tolerances,
+    run_gates,
+    shadow_report,
+)
 from modelyard.checks.loadtest import LoadResult, load, read_rows, stress
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.errors import BadRequestError, GateFailedError
@@ -86,13 +94,16 @@ def check_cmd(
     max_metric_drop: float = typer.Option(_T.max_metric_drop, help="Relative worsening of any metric."),
     max_slowdown: float = typer.Option(_T.max_slowdown, help="Candidate time / current time, at most."),
     allow_removed_columns: bool = typer.Option(False, help="Accept a candidate that reads fewer columns."),
+    latency_calls: int = typer.Option(200, "--latency-calls", min=1, help="Benchmark: one-row calls each."),
+    threads: int = typer.Option(1, "--threads", min=0, help="Benchmark: native threads, 0 = default."),
 ) -> None:
     """Differential and benchmark gates of NAME VERSION against an alias; exit 1 when a gate fails."""
     tol = _tolerances(max_mean_shift, max_row_rel_diff, min_agreement, max_metric_drop, max_slowdown,
                       allow_removed_columns)
     with console.status(f"checking {name} v{version} against {against}"):
         report = run_gates(Registry(settings()), name, version, against=against, tolerances=tol,
-                           benchmark=not skip_benchmark)
+                           benchmark=not skip_benchmark,
+                           bench_config=BenchmarkConfig(latency_calls=latency_calls, threads=threads or None))
     if json_out:
         _emit_json(report.to_dict())
     else:
