@@ -11,7 +11,7 @@ from modelyard.checks import gate_runner
 from modelyard.config import Settings
 from modelyard.errors import GateFailedError, RolloutError
 from modelyard.registry import Registry
-from modelyard.rollout import RoutingPolicy, promote, rollback, stop_canary
+from modelyard.rollout import RoutingPolicy, promote, rollback, set_weight, stop_canary
 from tests.conftest import generate_houses
 from tests.rollout_helpers import MODEL, house_spec_folder, publish, train_bundle
 
@@ -102,8 +102,13 @@ def test_shadow_is_not_gated_and_canary_can_be_stopped(any_settings: Settings,
     bad = publish(any_settings, bundles["outdated"])
     promote(registry, MODEL, bad, to="shadow", gate=_gate(registry, bad))  # would fail; shadows never answer
     assert registry.events(MODEL)[0].details["gates"].startswith("not run")
+    with pytest.raises(RolloutError, match="has no canary"):
+        set_weight(registry, MODEL, 0.3)
     promote(registry, MODEL, bad, to="canary", weight=0.5, force=True)
+    assert set_weight(registry, MODEL, 0.25, actor="dave") == bad
+    assert registry.aliases(MODEL)["canary"].weight == 0.25
+    assert registry.events(MODEL)[0].kind == "weight" and registry.events(MODEL)[0].reason.endswith("→ 0.25")
     assert stop_canary(registry, MODEL, actor="dave", reason="manual") == bad
     assert registry.aliases(MODEL)["canary"].weight == 0.0
     assert stop_canary(registry, MODEL) is None  # already stopped: no second event
-    assert [e.kind for e in registry.events(MODEL)[:2]] == ["rollback", "promote"]
+    assert [e.kind for e in registry.events(MODEL)[:3]] == ["rollback", "weight", "promote"]

@@ -26,6 +26,7 @@ from modelyard.rollout.promote import (
     production_history,
     promote,
     rollback,
+    set_weight,
     stop_canary,
 )
 from modelyard.rollout.watcher import CanaryHealth, Watcher, WatchRules, WatchRun
@@ -51,5 +52,6 @@ __all__ = [
     "promote",
     "rollback",
     "routing_key",
+    "set_weight",
     "stop_canary",
 ]

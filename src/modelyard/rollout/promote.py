@@ -141,6 +141,23 @@ def rollback(registry: Registry, name: str, *, actor: str | None = None,
     return RollbackResult(name, current.version, previous)
 
 
+def set_weight(registry: Registry, name: str, weight: float, *, actor: str | None = None,
+               reason: str | None = None) -> int:
+    """Change the live canary's traffic share (an event of kind ``weight``); returns the canary's version.
+
+    Not gated: the version already passed its gates when it became the canary.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise BadRequestError(f"canary weight {weight} is not between 0 and 1", field="weight")
+    canary = registry.aliases(name).get(CANARY)
+    if canary is None:
+        raise RolloutError(f"model '{name}' has no canary: promote a version --to canary first",
+                           model=name)
+    registry.set_alias(name, CANARY, canary.version, weight=weight, actor=actor, kind="weight",
+                       reason=reason or f"canary weight {canary.weight} → {weight}")
+    return canary.version
+
+
 def stop_canary(registry: Registry, name: str, *, actor: str | None = None, reason: str | None = None,
                 details: dict[str, Any] | None = None) -> int | None:
     """Send no more traffic to the canary (weight 0, alias kept for the record); its version, or None."""
