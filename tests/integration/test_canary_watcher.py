@@ -99,7 +99,7 @@ def test_too_few_or_too_old_records_are_not_evidence(sqlite_settings: Settings, 
 
 def test_lease_lets_one_watcher_act_and_passes_on(any_settings: Settings) -> None:
     engine = Registry(any_settings).engine
-    a, b = Lease(engine, "test-lease", holder="a", ttl=30), Lease(engine, "test-lease", holder="b", ttl=0.2)
+    a, b = Lease(engine, "test-lease", holder="a", ttl=30), Lease(engine, "test-lease", holder="b", ttl=2.0)
     assert a.acquire() and not b.acquire() and a.acquire()  # a renews, b stands by
     assert b.holder_now() == "a"
     a.release()

@@ -84,6 +84,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         frame = frame.astype(object).where(frame.notna(), None)
         return frame.to_dict("records")
     text = path.read_text()
+    rows: Any
     if suffix in (".jsonl", ".ndjson"):
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
