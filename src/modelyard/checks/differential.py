@@ -107,6 +107,8 @@ def differential_test(current: Model, candidate: Model, tol: Tolerances | None =
         gated = label != "candidate-ref"
         figures = _score_set(result, label, ref, current, candidate, tol, gate_metrics=gated)
         result.figures[label] = figures
+        if "skipped" in figures:
+            result.add(f"{label}.compared", f"no: {figures['skipped']}")
         compared += "skipped" not in figures
     if not compared:
         result.add("reference_sets", 0, passed=False,

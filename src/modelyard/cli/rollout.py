@@ -59,7 +59,10 @@ def _fmt(value: Any) -> str:
 
 def _print_gate(gate: GateResult) -> None:
     verdict = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
-    status = "[yellow]skipped[/]" if gate.skipped else verdict
+    status = f"[yellow]skipped[/] ({gate.skipped})" if gate.skipped else verdict
+    if not gate.findings:
+        console.print(f"{gate.gate}: {status}")
+        return
     table = Table(title=f"{gate.gate}: {gate.skipped or ''}".rstrip(": "), title_justify="left")
     for col in ("figure", "value", "limit", ""):
         table.add_column(col, justify="right" if col in ("value", "limit") else "left")
