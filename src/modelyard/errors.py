@@ -14,6 +14,8 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
     │   └── VersionNotFoundError
     ├── RegistryError
     ├── LineageMismatchError       reproduce found different data or predictions
+    ├── RolloutError (409)         a promotion or rollback that cannot be done as asked
+    │   └── GateFailedError        a candidate failed a promotion gate (the reasons are in the message)
     └── PredictionError            the model itself failed on valid input
 """
 
@@ -107,6 +109,19 @@ class RegistryError(ModelyardError):
 class LineageMismatchError(ModelyardError):
     status_code = 409
     code = "lineage_mismatch"
+
+
+class RolloutError(ModelyardError):
+    status_code = 409
+    code = "rollout_error"
+
+
+class GateFailedError(RolloutError):
+    code = "gate_failed"
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None, model: str | None = None) -> None:
+        super().__init__(message, model=model)
+        self.reasons = reasons or []
 
 
 class PredictionError(ModelyardError):

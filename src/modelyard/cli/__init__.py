@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import deploy, models, monitor, train
+from modelyard.cli import deploy, models, monitor, rollout, train
 
 app = typer.Typer(
     name="modelyard",
@@ -20,6 +20,7 @@ app.add_typer(models.import_app, name="import")
 app.command("monitor")(monitor.monitor_cmd)
 deploy.deploy_app.command("prometheus")(monitor.prometheus_cmd)
 app.add_typer(deploy.deploy_app, name="deploy")
+rollout.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,169 @@
+"""Promotion and rollback: alias changes that run the gates first and leave an event with who, when and why.
+
+The gates live in ``modelyard.checks``, a sibling layer this package does not import: callers hand
+``promote`` a zero-argument callable returning a report (``checks.gate_runner(...)`` builds one), so the
+server, the CLI and tests decide what runs. ``rollback`` reads the model's production history from the
+registry's events, so it works from any process and survives restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelyard.errors import BadRequestError, GateFailedError, RolloutError
+from modelyard.registry import EventRecord, Registry
+from modelyard.rollout.policy import CANARY, PRODUCTION, SHADOW
+
+TARGETS = (PRODUCTION, CANARY, SHADOW)
+DEFAULT_CANARY_WEIGHT = 0.1
+HISTORY_EVENTS = 10_000
+
+
+class GateOutcome(Protocol):
+    """What a gate callable returns (``modelyard.checks.GateReport`` is one)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def reasons(self) -> list[str]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    model: str
+    version: int
+    alias: str
+    from_version: int | None
+    weight: float | None
+    forced: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def promote(
+    registry: Registry,
+    name: str,
+    version: int,
+    *,
+    to: str,
+    weight: float | None = None,
+    force: bool = False,
+    gate: Callable[[], GateOutcome] | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> PromoteResult:
+    """Point ``to`` at ``version`` once ``gate`` passed (``force`` skips it, and the event says so).
+
+    A shadow never answers a caller, so it is not gated. Promoting the canary's version to production
+    retires the canary alias.
+    """
+    if to not in TARGETS:
+        raise BadRequestError(f"--to must be one of {', '.join(TARGETS)}, not '{to}'", field="to")
+    if to == CANARY:
+        weight = DEFAULT_CANARY_WEIGHT if weight is None else weight
+        if not 0.0 <= weight <= 1.0:
+            raise BadRequestError(f"canary weight {weight} is not between 0 and 1", field="weight")
+    elif weight is not None:
+        raise BadRequestError(f"--weight applies to a canary only, not to {to}", field="weight")
+    registry.get_version(name, version)
+    current = registry.aliases(name).get(to)
+    details: dict[str, Any] = {"forced": force}
+    if force:
+        details["gates"] = "skipped (--force)"
+    elif to == SHADOW:
+        details["gates"] = "not run: a shadow never answers a caller"
+    elif gate is None:
+        details["gates"] = "none given"
+    else:
+        outcome = gate()
+        details["gates"] = outcome.summary()
+        if not outcome.passed:
+            why = "; ".join(outcome.reasons)
+            registry.record_event(name, "promote_refused", actor=actor, alias=to, reason=why,
+                                  details={"version": version, "gates": details["gates"]})
+            raise GateFailedError(f"{name} v{version} was not promoted to {to}: {why}",
+                                  reasons=outcome.reasons, model=name)
+    why = reason or f"promote v{version} to {to}" + (" (forced, gates skipped)" if force else "")
+    registry.set_alias(name, to, version, weight=weight, actor=actor, reason=why, kind="promote",
+                       details=details)
+    if to == PRODUCTION:
+        canary = registry.aliases(name).get(CANARY)
+        if canary is not None and canary.version == version:
+            registry.remove_alias(name, CANARY, actor=actor, reason=f"v{version} was promoted to production")
+            details["canary_retired"] = True
+    return PromoteResult(name, version, to, current.version if current else None, weight, force, details)
+
+
+def production_history(events: list[EventRecord]) -> list[int]:
+    """Versions production has pointed at, oldest first, with rolled-back versions taken off the stack."""
+    stack: list[int] = []
+    for e in sorted(events, key=lambda e: e.id):
+        if e.alias != PRODUCTION:
+            continue
+        if e.kind == "alias_removed":
+            if stack and stack[-1] == e.from_version:
+                stack.pop()
+        elif e.kind == "rollback":
+            if stack and stack[-1] == e.from_version:
+                stack.pop()
+            if e.to_version is not None and (not stack or stack[-1] != e.to_version):
+                stack.append(e.to_version)
+        elif e.to_version is not None and (not stack or stack[-1] != e.to_version):
+            stack.append(e.to_version)
+    return stack
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    model: str
+    from_version: int
+    to_version: int
+
+
+def rollback(registry: Registry, name: str, *, actor: str | None = None,
+             reason: str | None = None) -> RollbackResult:
+    """Point production back at the version it served before the current one."""
+    current = registry.aliases(name).get(PRODUCTION)
+    if current is None:
+        raise RolloutError(f"model '{name}' has no production version to roll back", model=name)
+    history = production_history(registry.events(name, limit=HISTORY_EVENTS))
+    if len(history) < 2 or history[-1] != current.version:
+        raise RolloutError(f"{name}: no earlier production version to roll back to (production is "
+                           f"v{current.version}; history {history or 'empty'})", model=name)
+    previous = history[-2]
+    registry.set_alias(name, PRODUCTION, previous, actor=actor, kind="rollback",
+                       reason=reason or f"manual rollback from v{current.version}",
+                       details={"rolled_back": current.version})
+    return RollbackResult(name, current.version, previous)
+
+
+def set_weight(registry: Registry, name: str, weight: float, *, actor: str | None = None,
+               reason: str | None = None) -> int:
+    """Change the live canary's traffic share (an event of kind ``weight``); returns the canary's version.
+
+    Not gated: the version already passed its gates when it became the canary.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise BadRequestError(f"canary weight {weight} is not between 0 and 1", field="weight")
+    canary = registry.aliases(name).get(CANARY)
+    if canary is None:
+        raise RolloutError(f"model '{name}' has no canary: promote a version --to canary first",
+                           model=name)
+    registry.set_alias(name, CANARY, canary.version, weight=weight, actor=actor, kind="weight",
+                       reason=reason or f"canary weight {canary.weight} → {weight}")
+    return canary.version
+
+
+def stop_canary(registry: Registry, name: str, *, actor: str | None = None, reason: str | None = None,
+                details: dict[str, Any] | None = None) -> int | None:
+    """Send no more traffic to the canary (weight 0, alias kept for the record); its version, or None."""
+    canary = registry.aliases(name).get(CANARY)
+    if canary is None or not canary.weight:
+        return None
+    registry.set_alias(name, CANARY, canary.version, weight=0.0, actor=actor, kind="rollback",
+                       reason=reason or "canary stopped", details=details)
+    return canary.version
