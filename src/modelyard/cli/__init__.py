@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import models, train
+from modelyard.cli import models, score, stream, train
 
 app = typer.Typer(
     name="modelyard",
@@ -17,6 +17,8 @@ app.command("reproduce")(train.reproduce_cmd)
 app.add_typer(models.models_app, name="models")
 app.add_typer(models.alias_app, name="alias")
 app.add_typer(models.import_app, name="import")
+app.command("score")(score.score_cmd)
+app.command("stream")(stream.stream_cmd)
 
 
 def main() -> None:
