@@ -33,7 +33,8 @@ def house_bundle_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if "house" not in _bundles:
         folder = tmp_path_factory.mktemp("house_bundle")
         generate_houses(3000, seed=11).to_csv(folder / "houses.csv", index=False)
-        spec = (EXAMPLES / "house_prices" / "spec.toml").read_text().replace("max_iter = 100", "max_iter = 20")
+        spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
+        spec = spec.replace("max_iter = 100", "max_iter = 20")
         _bundles["house"] = _train(folder, spec)
     return _bundles["house"]
 

@@ -93,9 +93,12 @@ def portable_settings(settings: Settings) -> Settings:
 
 def score(ref: str, *, source: str, target: str, settings: Settings, db: str | None = None,
           key: str | None = None, chunk_size: int = 10_000, run_id: str | None = None,
-          cluster: str | None = None, log_rows: bool = False,
-          progress: ProgressFn | None = None) -> BatchResult:
-    """Score ``source`` with model ``ref`` into ``target``; rerunning a ``run_id`` resumes it."""
+          cluster: str | None = None, log_rows: bool = False, progress: ProgressFn | None = None,
+          threads: int | None = 1) -> BatchResult:
+    """Score ``source`` with model ``ref`` into ``target``; rerunning a ``run_id`` resumes it.
+
+    ``threads`` caps the OpenMP threads of in-process predictions (None: the library's default).
+    """
     if chunk_size < 1:
         raise BatchError("--chunk-size must be at least 1")
     registry = Registry(settings)
@@ -113,7 +116,7 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
                            run.row_count, 0.0, "done", resumed=True, already_done=True)
     job = _Job(run=run, registry=registry, settings=settings, src=src, engine=user_engine(db_url, settings),
                target=target, key=key, chunk_size=chunk_size, cluster=cluster, log_rows=log_rows,
-               progress=progress)
+               progress=progress, threads=threads)
     try:
         return job.execute()
     except BaseException as exc:
@@ -139,6 +142,7 @@ class _Job:
     cluster: str | None
     log_rows: bool
     progress: ProgressFn | None
+    threads: int | None
     started: float = field(default_factory=time.perf_counter)
     skip: int = 0
     row_count: int | None = None
@@ -168,7 +172,7 @@ class _Job:
                                         run.version, self.key, self.log_rows)
             else:
                 executor = LocalExecutor(lambda frame, offset: score_chunk(
-                    model, frame, self.key, self.skip + offset, with_inputs=self.log_rows))
+                    model, frame, self.key, self.skip + offset, with_inputs=self.log_rows), self.threads)
             try:
                 chunks = self.src.chunks(self.engine if self.src.kind != "file" else None, self.chunk_size,
                                          key=self.key, skip=self.skip)

@@ -30,6 +30,7 @@ def score_cmd(
     run_id: str | None = typer.Option(None, "--run-id", help="Resume this run (or name a new one)."),
     cluster: str | None = typer.Option(None, "--cluster", help="Score chunks on a Dask scheduler tcp://HOST:PORT."),
     log_rows: bool = typer.Option(False, "--log-rows", help="Also log every row in the prediction log."),
+    threads: int = typer.Option(1, "--threads", min=0, help="OpenMP threads per prediction (0: default)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -48,7 +49,7 @@ def score_cmd(
 
         result = score(ref, source=source, target=target, settings=settings(), db=db, key=key,
                        chunk_size=chunk_size, run_id=run_id, cluster=cluster, log_rows=log_rows,
-                       progress=progress)
+                       progress=progress, threads=threads or None)
     if json_out:
         console.print_json(json.dumps({
             "run_id": result.run_id, "model": result.model, "version": result.version, "table": result.table,

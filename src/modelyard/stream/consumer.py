@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,13 @@ def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], l
     return good, preds, probas, bad
 
 
+def _one_openmp_thread() -> None:
+    """Predictions of a few hundred rows lose more to an OpenMP team than they gain (see batch.pipeline)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="openmp")  # kept for the life of this (the predicting) thread
+
+
 class StreamConsumer:
     """One consumer process's loop over ``broker``; see the module docstring for the guarantees."""
 
@@ -136,6 +144,8 @@ class StreamConsumer:
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
         self.stats = StreamStats()
+        self._predictor = ThreadPoolExecutor(1, thread_name_prefix="stream-predict",
+                                             initializer=_one_openmp_thread)
 
     async def run(self, stop: asyncio.Event) -> StreamStats:
         await self.broker.connect()
@@ -156,6 +166,7 @@ class StreamConsumer:
             if follower is not None:
                 follower.cancel()
             await self.broker.close()
+            self._predictor.shutdown(wait=False)
         return self.stats
 
     async def handle(self, messages: Sequence[Message]) -> None:
@@ -176,8 +187,9 @@ class StreamConsumer:
             rows.append(value)
             parsed.append(m)
         try:
-            good, preds, probas, bad = (await asyncio.to_thread(predict_rows, model, rows) if rows
-                                        else ([], [], None, {}))
+            loop = asyncio.get_running_loop()
+            good, preds, probas, bad = (await loop.run_in_executor(self._predictor, predict_rows, model, rows)
+                                        if rows else ([], [], None, {}))
         except Exception as exc:  # a bug, not the message's fault: let the broker redeliver later
             log.exception("batch of %d failed; will be redelivered: %s", len(messages), exc)
             await self.broker.nak(messages, delay=5.0)

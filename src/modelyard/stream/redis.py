@@ -84,8 +84,8 @@ class RedisStreamBroker(Broker):
         assert self.r is not None
         pipe = self.r.pipeline(transaction=False)
         for m in messages:
-            self._script(keys=[subject, f"modelyard:dedup:{subject}:{m.id}"],  # type: ignore[operator]
-                         args=[m.id, m.data, self.dedup_window], client=pipe)
+            await self._script(keys=[subject, f"modelyard:dedup:{subject}:{m.id}"],  # type: ignore[operator]
+                               args=[m.id, m.data, self.dedup_window], client=pipe)  # queued, not sent
         try:
             results = await pipe.execute(raise_on_error=False)
         except Exception as exc:
