@@ -42,8 +42,8 @@ class Rejected:
 class ScoredChunk:
     """What the chunk function returns: keys and predictions in input order, plus the rejected rows."""
 
-    keys: list[Any]
-    predictions: list[Any]
+    keys: np.ndarray  # numpy all the way to the writer: no per-row Python objects on the hot path
+    predictions: np.ndarray
     probabilities: list[dict[str, float]] | None
     rejected: list[Rejected] = field(default_factory=list)
     inputs: list[dict[str, Any]] | None = None  # the scored rows, only when per-row logging asks for them
@@ -104,7 +104,8 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
         if key not in frame.columns:
             columns = ", ".join(map(str, frame.columns))
             raise BatchError(f"the key column '{key}' is not in the input (columns: {columns})")
-        keys = frame[key].to_numpy(dtype=object)
+        column = frame[key]
+        keys = column.to_numpy() if pd.api.types.is_integer_dtype(column) else column.to_numpy(dtype=object)
         missing_key = frame[key].isna().to_numpy()
     rejected: dict[int, Rejected] = {}
     for pos in np.flatnonzero(missing_key):
@@ -119,10 +120,10 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
         rejected[original] = Rejected(_py(keys[original]), reason, exc.field,
                                      _row_json(frame, original), original)
     scored_positions = candidates[positions]
-    predictions: list[Any] = []
+    predictions = np.empty(0)
     probabilities: list[dict[str, float]] | None = None
     if validated is not None and len(validated):
-        predictions = model.predict_frame(validated).tolist()
+        predictions = model.predict_frame(validated)
         if model.task == "classification" and hasattr(model.pipeline_, "predict_proba"):
             proba = model.predict_proba_frame(validated)
             labels = [str(c) for c in (model.classes_ or range(proba.shape[1]))]
@@ -131,7 +132,7 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
     if with_inputs and len(scored_positions):
         inputs = json.loads(frame.iloc[scored_positions].to_json(orient="records", date_format="iso"))
     return ScoredChunk(
-        keys=[_py(k) for k in keys[scored_positions]],
+        keys=keys[scored_positions],
         predictions=predictions,
         probabilities=probabilities,
         rejected=[rejected[p] for p in sorted(rejected)],

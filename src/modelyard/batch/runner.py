@@ -145,6 +145,7 @@ class _Job:
     threads: int | None
     started: float = field(default_factory=time.perf_counter)
     skip: int = 0
+    recorded: float = 0.0
     row_count: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"scored": 0, "rejected": 0, "attempt": 0})
 
@@ -202,16 +203,18 @@ class _Job:
         self.counts["scored"] += len(chunk.keys)
         self.counts["rejected"] += len(chunk.rejected)
         self.counts["attempt"] += chunk.n_rows
-        if self.log_rows and chunk.keys:
+        if self.log_rows and len(chunk.keys):
             inputs = chunk.inputs or [None] * len(chunk.keys)
             insert_records(self.registry.engine, [
                 PredictionRecord(request_id=f"{run.run_id}:{k}", model=run.model, version=run.version,
                                  route="batch", inputs=[row] if row is not None else None, outputs=[p],
                                  meta={"run_id": run.run_id, "table": self.target})
-                for k, p, row in zip(chunk.keys, chunk.predictions, inputs, strict=True)
+                for k, p, row in zip(chunk.keys.tolist(), chunk.predictions.tolist(), inputs, strict=True)
             ])
-        record_progress(self.registry.engine, run, scored=self.counts["scored"],
-                        rejected=self.counts["rejected"])
+        if time.perf_counter() - self.recorded >= 1.0:  # the output tables are the truth; this is for humans
+            self.recorded = time.perf_counter()
+            record_progress(self.registry.engine, run, scored=self.counts["scored"],
+                            rejected=self.counts["rejected"])
         if self.progress:
             self.progress(self.counts["scored"] + self.counts["rejected"], self.row_count)
 
