@@ -112,3 +112,21 @@ def test_score_cli_reports_a_missing_model_in_one_line(sqlite_settings: Settings
     result = run_cli("score", "nope", "--from", "SELECT 1 AS id", "--to", "t", settings=sqlite_settings)
     assert result.returncode == 1 and "no model named 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_score_cli_reads_and_writes_another_sqlite_database_and_prints_a_summary(
+        house_bundle: Path, sqlite_settings: Settings, tmp_path: Path) -> None:
+    publish(house_bundle, sqlite_settings)
+    other = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    write_table(other, "houses", spoil(houses_input(3000), {5: ("area_sqm", "?")}))
+    result = run_cli("score", "house-prices@production", "--from", "houses", "--to", "scores", "--db", other,
+                     "--key", "id", "--chunk-size", "1000", settings=sqlite_settings)
+    assert result.returncode == 0, result.stderr
+    assert "scored 2,999 rows into scores with house-prices v1, 1 rejected" in result.stdout
+    assert "rows/s" in result.stderr and "rerun with --run-id" in result.stderr  # progress and run id
+    assert scalar(other, "SELECT count(DISTINCT key) FROM scores") == 2999
+    reason = scalar(other, "SELECT reason FROM scores_rejected")
+    assert reason == "column 'area_sqm' row 5: '?' is not a number"
+    registry_db = sqlite_settings.resolved_database_url
+    assert scalar(registry_db, "SELECT status FROM my_batch_runs") == "done"
+    assert scalar(registry_db, "SELECT count(*) FROM sqlite_master WHERE name = 'scores'") == 0
