@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 import modelyard
@@ -65,12 +66,21 @@ def _kill_mid_way_then_resume(settings: Settings, frame, *extra: str) -> None:  
             "--chunk-size", "250", "--run-id", "nightly-1", "--quiet", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "modelyard", *args], env=cli_env(settings),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watcher = psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
+
+    def committed() -> int:
+        try:
+            return int(watcher.execute("SELECT count(*) FROM scores").fetchone()[0])  # type: ignore[index]
+        except psycopg.errors.UndefinedTable:
+            return 0
+
     try:
-        wait_until(lambda: (scalar(url, "SELECT count(*) FROM scores", 0) or 0) >= 1000, timeout=120,
-                   interval=0.02, what="the first chunks to be committed")
+        wait_until(lambda: committed() >= 1000, timeout=120, interval=0.01,
+                   what="the first chunks to be committed")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
+        watcher.close()
         if proc.poll() is None:
             proc.kill()
     partial = scalar(url, "SELECT count(*) FROM scores")
@@ -94,6 +104,7 @@ def _kill_mid_way_then_resume(settings: Settings, frame, *extra: str) -> None:  
     run = read_sql(url, "SELECT * FROM my_batch_runs WHERE run_id = 'nightly-1'").iloc[0]
     assert run["status"] == "done" and run["rows_scored"] == ROWS - len(BAD) and run["row_count"] == ROWS
     assert run["details"]["attempts"] == 2 and run["details"]["resumed_at_row"] >= 1000
+    assert run["details"]["cluster"] == (extra[1] if extra else None)
 
 
 @pytest.mark.postgres
@@ -105,7 +116,18 @@ def test_a_run_killed_mid_way_resumes_with_exactly_one_row_per_key(scored_input)
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_the_same_on_a_dask_local_cluster(scored_input, local_cluster: str) -> None:  # type: ignore[no-untyped-def]
+    from dask.distributed import Client
+
     _kill_mid_way_then_resume(*scored_input, "--cluster", local_cluster)
+
+    def models_loaded_here() -> list[tuple[str, int]]:
+        from modelyard.batch import chunk
+
+        return [k[2:] for k in chunk._models]
+
+    with Client(local_cluster) as client:  # the workers, not the driver, loaded the model and scored
+        loaded = client.run(models_loaded_here)
+    assert [("house-prices", 1)] in loaded.values()
 
 
 def test_score_cli_reports_a_missing_model_in_one_line(sqlite_settings: Settings) -> None:

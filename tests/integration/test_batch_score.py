@@ -53,7 +53,8 @@ def test_scores_every_row_once_with_in_process_values_and_records_the_run(house_
     url = settings.resolved_database_url
     frame = houses_input(2500)
     write_table(url, "houses", frame)
-    result = score("house-prices", source="SELECT * FROM houses WHERE id > 0", target="house_scores",
+    query = "SELECT * FROM houses WHERE id > 0 AND neighborhood NOT LIKE '%:x%'"  # no binds, no % params
+    result = score("house-prices", source=query, target="house_scores",
                    settings=settings, key="id", chunk_size=400)
     assert (result.rows_scored, result.rows_rejected, result.row_count) == (2500, 0, 2500)
     out = read_sql(url, "SELECT * FROM house_scores")
@@ -66,7 +67,7 @@ def test_scores_every_row_once_with_in_process_values_and_records_the_run(house_
                                rtol=1e-9)
     run = read_sql(url, f"SELECT * FROM my_batch_runs WHERE run_id = '{result.run_id}'").iloc[0]
     assert run["status"] == "done" and run["version"] == 1 and run["row_count"] == 2500
-    assert run["source"] == "SELECT * FROM houses WHERE id > 0" and run["target"] == "house_scores"
+    assert run["source"] == query and run["target"] == "house_scores"
     assert run["rows_scored"] == 2500 and run["finished_at"] is not None
     [record] = get_records(get_engine(url), result.run_id)
     assert record.route == "batch" and record.n_rows == 2500 and record.outputs["table"] == "house_scores"

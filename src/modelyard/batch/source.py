@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from modelyard.batch.chunk import BatchError
 
@@ -68,9 +68,8 @@ class Source:
             return None
         assert engine is not None
         try:
-            with engine.connect() as conn:
-                return int(conn.execute(text(f"SELECT count(*) FROM ({self.query(engine)}) AS modelyard_src"))
-                           .scalar_one())
+            _, rows = _raw_query(engine, f"SELECT count(*) FROM ({self.query(engine)}) AS modelyard_src")
+            return int(rows[0][0])
         except Exception as exc:
             raise BatchError(f"cannot read the input {self.value!r}: {_first_line(exc)}") from exc
 
@@ -80,9 +79,7 @@ class Source:
             return  # checked on the first chunk
         assert engine is not None
         try:
-            with engine.connect() as conn:
-                result = conn.execute(text(f"SELECT * FROM ({self.query(engine)}) AS modelyard_src LIMIT 0"))
-                columns = list(result.keys())
+            columns, _ = _raw_query(engine, f"SELECT * FROM ({self.query(engine)}) AS modelyard_src LIMIT 0")
         except Exception as exc:
             raise BatchError(f"cannot read the input {self.value!r}: {_first_line(exc)}") from exc
         if key not in columns:
@@ -96,6 +93,18 @@ class Source:
         else:
             assert engine is not None
             yield from _sql_chunks(engine, self.query(engine), chunk_size, key, skip)
+
+
+def _raw_query(engine: Engine, sql: str) -> tuple[list[str], list[Any]]:
+    """Run the user's SQL verbatim: no ``:name`` binds (SQLAlchemy) or ``%`` placeholders (psycopg)."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(sql)
+        columns = [d[0] for d in cursor.description]
+        return columns, cursor.fetchall()
+    finally:
+        raw.close()
 
 
 def _first_line(exc: BaseException) -> str:
