@@ -171,3 +171,30 @@ def test_an_existing_table_of_another_shape_is_refused(house_model: Settings) ->
     with pytest.raises(BatchError, match="key column 'nope'"):
         score("house-prices", source="houses", target="s", settings=settings, key="nope")
     assert not Sink(get_engine(settings.resolved_database_url), "s", task="regression", classes=None).ready
+
+
+@pytest.mark.postgres
+def test_a_run_id_being_scored_elsewhere_is_refused_and_left_alone(house_bundle: Path,
+                                                                   pg_settings: Settings) -> None:
+    from modelyard.batch.chunk import RunBusyError
+    from modelyard.batch.sink import _lock_key
+
+    publish(house_bundle, pg_settings)
+    url = pg_settings.resolved_database_url
+    write_table(url, "houses", houses_input(100))
+    score("house-prices", source="houses", target="s", settings=pg_settings, key="id", run_id="busy",
+          chunk_size=30)
+    with get_engine(url).begin() as conn:
+        conn.execute(text("UPDATE my_batch_runs SET status = 'running'"))
+        conn.execute(text("DELETE FROM s WHERE key > 50"))
+    holder = get_engine(url).connect()  # another live process, as far as PostgreSQL can tell
+    try:
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key("busy")})
+        with pytest.raises(RunBusyError, match="being scored by another process"):
+            score("house-prices", source="houses", target="s", settings=pg_settings, key="id", run_id="busy")
+        assert read_sql(url, "SELECT status FROM my_batch_runs")["status"][0] == "running"
+    finally:
+        holder.execute(text("SELECT pg_advisory_unlock_all()"))
+        holder.close()
+    done = score("house-prices", source="houses", target="s", settings=pg_settings, key="id", run_id="busy")
+    assert done.resumed and done.rows_scored == 100

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from modelyard.bundle import load_bundle
+from modelyard.errors import PredictionError
 from modelyard.runtime import Model
 from modelyard.stream import StreamError, open_broker, predict_rows
 from modelyard.stream.base import safe_name
@@ -44,3 +45,22 @@ def test_open_broker_picks_the_adapter_by_scheme() -> None:
     with pytest.raises(StreamError, match="no broker adapter"):
         open_broker("kafka://127.0.0.1:9092", "a.in", durable="d")
     assert safe_name("modelyard-house prices-houses.in>") == "modelyard-house_prices-houses_in_"
+
+
+class _BreaksOnHugeHouses(Model):
+    """A model whose predict fails on some valid rows (as a buggy custom transformer would)."""
+
+    def predict_frame(self, frame):  # type: ignore[no-untyped-def]
+        if (frame["area_sqm"] > 500).any():
+            raise PredictionError("area too large for this model", model=self.name, version=self.version)
+        return super().predict_frame(frame)
+
+
+def test_a_row_that_breaks_the_model_is_set_aside_and_the_batch_still_answered(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    model = _BreaksOnHugeHouses(load_bundle(house_bundle_once(tmp_path_factory)))
+    rows = json.loads(houses_input(10).drop(columns=["id"]).to_json(orient="records"))
+    rows[4]["area_sqm"] = 550.0
+    good, preds, _, bad = predict_rows(model, rows)
+    assert bad == {4: ("area too large for this model", None)}
+    assert good == [i for i in range(10) if i != 4] and len(preds) == 9

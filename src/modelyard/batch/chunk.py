@@ -27,6 +27,13 @@ class BatchError(ModelyardError):
     code = "batch_error"
 
 
+class RunBusyError(BatchError):
+    """Another process holds this run id right now: leave its record alone."""
+
+    status_code = 409
+    code = "run_busy"
+
+
 @dataclass
 class Rejected:
     """One input row that failed validation, with the reason a user can act on."""

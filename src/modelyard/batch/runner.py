@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from modelyard.batch.chunk import BatchError, ScoredChunk, load_pinned, score_chunk
+from modelyard.batch.chunk import BatchError, RunBusyError, ScoredChunk, load_pinned, score_chunk
 from modelyard.batch.pipeline import DaskExecutor, Executor, LocalExecutor, run_pipeline
 from modelyard.batch.runs import RunRecord, get_run, open_run, record_progress
 from modelyard.batch.sink import ChunkWriter, Sink
@@ -119,6 +119,8 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
                progress=progress, threads=threads)
     try:
         return job.execute()
+    except RunBusyError:
+        raise  # the process that holds the run keeps its record
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0][:500]
         try:

@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
-from modelyard.batch.chunk import BatchError, ScoredChunk
+from modelyard.batch.chunk import BatchError, RunBusyError, ScoredChunk
 
 OUTPUT_COLUMNS = ("run_id", "key", "prediction", "model", "version", "scored_at")
 REJECTED_COLUMNS = ("run_id", "key", "reason", "field", "row", "rejected_at")
@@ -176,7 +176,7 @@ class ChunkWriter:
             self.conn.commit()
             if not got:
                 self.close()
-                raise BatchError(f"run '{run_id}' is being scored by another process right now")
+                raise RunBusyError(f"run '{run_id}' is being scored by another process right now")
             self.lock = _lock_key(run_id)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pandas as pd
 from sqlalchemy import Engine
 
 from modelyard.errors import ModelyardError, PredictionError, SchemaError
@@ -99,9 +100,8 @@ def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], l
     walk(list(range(len(rows))))
     good: list[int] = []
     preds: list[Any] = []
-    probas: list[Any] | None = [] if model.task == "classification" else None
-    import pandas as pd
-
+    with_proba = model.task == "classification"
+    probas: list[Any] | None = [] if with_proba else None
     frames = [f for _, f in parts]
     if frames:
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -110,8 +110,9 @@ def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], l
             preds, good = model.predict_frame(frame).tolist(), order
             if probas is not None:
                 probas = model.predict_proba_frame(frame).round(6).tolist()
-        except PredictionError:
-            preds, good, probas = [], [], [] if probas is not None else None
+        except PredictionError:  # one row broke the model: find it, answer the others
+            preds, good = [], []
+            probas = [] if with_proba else None
             for pos, i in enumerate(order):
                 try:
                     one = frame.iloc[[pos]].reset_index(drop=True)
