@@ -164,13 +164,21 @@ class StreamConsumer:
                     log.warning("fetch failed (%s); retrying", exc)
                     await _sleep_unless(stop, 1.0)
                     continue
-                if messages:
+                if not messages:
+                    continue
+                try:
                     await self.handle(messages)  # runs to completion even when stop is set meanwhile
+                except Exception as exc:  # a broker or database hiccup: unacked work is redelivered
+                    log.exception("batch of %d failed (%s); it will be redelivered", len(messages), exc)
+                    await _sleep_unless(stop, 1.0)
         finally:
             if follower is not None:
                 follower.cancel()
             while self._settling:  # drain: every answered message is logged and acked before closing
-                await self._settling.popleft()
+                try:
+                    await self._settling.popleft()
+                except Exception as exc:
+                    log.warning("could not settle a batch while stopping (%s); it will be redelivered", exc)
             await self.broker.close()
             self._predictor.shutdown(wait=False)
         return self.stats
