@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import deploy, models, monitor, rollout, train
+from modelyard.cli import deploy, models, monitor, rollout, score, stream, train
 
 app = typer.Typer(
     name="modelyard",
@@ -21,6 +21,8 @@ app.command("monitor")(monitor.monitor_cmd)
 deploy.deploy_app.command("prometheus")(monitor.prometheus_cmd)
 app.add_typer(deploy.deploy_app, name="deploy")
 rollout.register(app)
+app.command("score")(score.score_cmd)
+app.command("stream")(stream.stream_cmd)
 
 
 def main() -> None:

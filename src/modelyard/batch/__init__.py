@@ -1,0 +1,9 @@
+"""Pattern 2: score a SQL query (or a file) into a table of the shared database, resumable, on Dask if asked.
+
+    modelyard score house-prices --from "SELECT * FROM houses" --to house_prices_scored --key id
+"""
+
+from modelyard.batch.chunk import BatchError, Rejected, ScoredChunk, score_chunk, validate_partial
+from modelyard.batch.runner import BatchResult, score
+
+__all__ = ["BatchError", "BatchResult", "Rejected", "ScoredChunk", "score", "score_chunk", "validate_partial"]

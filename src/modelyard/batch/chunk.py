@@ -1,0 +1,174 @@
+"""The chunk function: validate a frame of input rows, keep the bad ones aside, predict the rest.
+
+It is the only code that runs on Dask workers, so it takes plain data (a frame, a pinned model version,
+settings) and returns plain data (a ``ScoredChunk``); a worker process loads each model version once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelyard.config import Settings
+from modelyard.errors import ModelyardError, SchemaError
+from modelyard.registry import Registry
+from modelyard.runtime import Model
+
+
+class BatchError(ModelyardError):
+    """A batch run that cannot go on: a bad source, an output table of another shape, a key used twice."""
+
+    status_code = 400
+    code = "batch_error"
+
+
+class RunBusyError(BatchError):
+    """Another process holds this run id right now: leave its record alone."""
+
+    status_code = 409
+    code = "run_busy"
+
+
+@dataclass
+class Rejected:
+    """One input row that failed validation, with the reason a user can act on."""
+
+    key: Any
+    reason: str
+    field: str | None
+    row: dict[str, Any]
+    position: int  # in the chunk
+
+
+@dataclass
+class ScoredChunk:
+    """What the chunk function returns: keys and predictions in input order, plus the rejected rows."""
+
+    keys: np.ndarray  # numpy all the way to the writer: no per-row Python objects on the hot path
+    predictions: np.ndarray
+    probabilities: list[dict[str, float]] | None
+    rejected: list[Rejected] = field(default_factory=list)
+    inputs: list[dict[str, Any]] | None = None  # the scored rows, only when per-row logging asks for them
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.keys) + len(self.rejected)
+
+
+def _row_json(frame: pd.DataFrame, position: int) -> dict[str, Any]:
+    """One row as JSON-safe values (NaN → null, numpy scalars → Python)."""
+    return dict(json.loads(frame.iloc[[position]].to_json(orient="records", date_format="iso"))[0])
+
+
+def validate_partial(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame | None, np.ndarray,
+                                                                 list[tuple[int, SchemaError]]]:
+    """Validate ``frame``; return (validated good rows, their positions, [(bad position, error)]).
+
+    The schema names only the first bad row of a column, so a failing frame drops that row and bisects
+    the rest: a clean chunk costs one vectorized validation, a chunk with k bad rows about k·log(n).
+    A frame-wide problem (a missing column) is not a row's fault and raises.
+    """
+    good: list[tuple[np.ndarray, pd.DataFrame]] = []
+    bad: list[tuple[int, SchemaError]] = []
+
+    def walk(positions: np.ndarray) -> None:
+        if len(positions) == 0:
+            return
+        try:
+            good.append((positions, model.validate(frame.iloc[positions])))
+            return
+        except SchemaError as exc:
+            if exc.row is None or exc.row >= len(positions):
+                raise
+            bad.append((int(positions[exc.row]), exc))
+            rest = np.delete(positions, exc.row)
+        mid = len(rest) // 2
+        walk(rest[:mid])
+        walk(rest[mid:])
+
+    walk(np.arange(len(frame)))
+    bad.sort(key=lambda item: item[0])
+    if not good:
+        return None, np.empty(0, dtype=int), bad
+    positions = np.concatenate([p for p, _ in good])
+    validated = pd.concat([f for _, f in good], ignore_index=True) if len(good) > 1 else good[0][1]
+    return validated, positions, bad
+
+
+def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int = 0,
+                *, with_inputs: bool = False) -> ScoredChunk:
+    """Score one chunk. ``key`` names the key column; without one the key is the row's input position."""
+    frame = frame.reset_index(drop=True)
+    if key is None:
+        keys = np.arange(offset, offset + len(frame))
+        missing_key = np.zeros(len(frame), dtype=bool)
+    else:
+        if key not in frame.columns:
+            columns = ", ".join(map(str, frame.columns))
+            raise BatchError(f"the key column '{key}' is not in the input (columns: {columns})")
+        column = frame[key]
+        keys = column.to_numpy() if pd.api.types.is_integer_dtype(column) else column.to_numpy(dtype=object)
+        missing_key = frame[key].isna().to_numpy()
+    rejected: dict[int, Rejected] = {}
+    for pos in np.flatnonzero(missing_key):
+        rejected[int(pos)] = Rejected(None, f"the key column '{key}' is empty", key,
+                                    _row_json(frame, int(pos)), int(pos))
+    candidates = np.flatnonzero(~missing_key)
+    sub = frame.iloc[candidates].reset_index(drop=True)
+    validated, positions, bad = validate_partial(model, sub) if len(sub) else (None, np.empty(0, int), [])
+    for pos, exc in bad:
+        original = int(candidates[pos])
+        reason = exc.message.replace(f"row {exc.row}", f"row {offset + original}", 1)
+        rejected[original] = Rejected(_py(keys[original]), reason, exc.field,
+                                     _row_json(frame, original), original)
+    scored_positions = candidates[positions]
+    predictions = np.empty(0)
+    probabilities: list[dict[str, float]] | None = None
+    if validated is not None and len(validated):
+        predictions = model.predict_frame(validated)
+        if model.task == "classification" and hasattr(model.pipeline_, "predict_proba"):
+            proba = model.predict_proba_frame(validated)
+            labels = [str(c) for c in (model.classes_ or range(proba.shape[1]))]
+            probabilities = [dict(zip(labels, row, strict=True)) for row in proba.round(6).tolist()]
+    inputs = None
+    if with_inputs and len(scored_positions):
+        inputs = json.loads(frame.iloc[scored_positions].to_json(orient="records", date_format="iso"))
+    return ScoredChunk(
+        keys=keys[scored_positions],
+        predictions=predictions,
+        probabilities=probabilities,
+        rejected=[rejected[p] for p in sorted(rejected)],
+        inputs=inputs,
+    )
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# ---- on a Dask worker: load each pinned version once per process ------------------------------------
+_models: dict[tuple[str, str, str, int], Model] = {}
+_models_lock = threading.Lock()
+
+
+def load_pinned(settings: Settings, name: str, version: int) -> Model:
+    """The model ``name`` v``version`` from the registry ``settings`` point at, cached per process."""
+    cache_key = (settings.resolved_database_url, str(settings.resolved_artifact_root), name, version)
+    with _models_lock:
+        model = _models.get(cache_key)
+        if model is None:
+            registry = Registry(settings)
+            model = Model(registry.load_bundle(registry.get_version(name, version)))
+            _models[cache_key] = model
+        return model
+
+
+def score_chunk_remote(settings: Settings, name: str, version: int, frame: pd.DataFrame, key: str | None,
+                       offset: int, with_inputs: bool = False) -> ScoredChunk:
+    """``score_chunk`` where the model is loaded by the worker itself (checksums verified there)."""
+    return score_chunk(load_pinned(settings, name, version), frame, key, offset, with_inputs=with_inputs)

@@ -1,0 +1,56 @@
+"""`modelyard stream`: pattern 3, a model answering a broker subject until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import typer
+
+from modelyard.cli._common import err_console, friendly, settings
+from modelyard.registry import Registry, parse_ref
+from modelyard.registry.db import get_engine
+from modelyard.stream import ModelHolder, StreamConsumer, open_broker
+from modelyard.stream.base import safe_name
+
+
+@friendly
+def stream_cmd(
+    ref: str = typer.Argument(..., metavar="NAME[@ALIAS]", help="The model; an alias is followed live."),
+    broker: str = typer.Option("nats://127.0.0.1:4222", "--broker", help="nats://HOST:PORT or redis://HOST:PORT"),
+    in_subject: str = typer.Option(..., "--in", help="Input subject (NATS) or stream key (Redis)."),
+    out_subject: str = typer.Option(..., "--out", help="Where answers are published."),
+    dlq: str | None = typer.Option(None, "--dlq", help="Dead-letter subject (default: IN.dlq)."),
+    durable: str | None = typer.Option(None, "--durable", help="Consumer name shared by the processes of "
+                                       "one deployment (default: modelyard-NAME-IN)."),
+    batch_size: int = typer.Option(100, "--batch-size", min=1, help="Messages predicted at once."),
+    ack_wait: float = typer.Option(30.0, "--ack-wait", help="Seconds until redelivery."),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not write the prediction log."),
+) -> None:
+    """Consume --in, predict in batches, publish answers to --out and bad messages to the dead letters."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = settings()
+    name, _ = parse_ref(ref)
+    registry = Registry(cfg)
+    holder = ModelHolder(registry, ref, interval=cfg.reload_interval)
+    consumer = StreamConsumer(
+        open_broker(broker, in_subject, durable=durable or safe_name(f"modelyard-{name}-{in_subject}"),
+                    ack_wait=ack_wait),
+        holder, out_subject=out_subject, dlq_subject=dlq, batch_size=batch_size,
+        log_engine=None if no_log else get_engine(cfg.resolved_database_url),
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        err_console.print(f"streaming {in_subject} → {out_subject} with {name} v{holder.model.version} "
+                          f"(dead letters: {consumer.dlq_subject}); SIGTERM drains and exits",
+                          highlight=False)
+        stats = await consumer.run(stop)
+        err_console.print(f"drained: {stats.answered} answered, {stats.dead_lettered} dead-lettered, "
+                          f"{stats.retried} left for redelivery", highlight=False)
+
+    asyncio.run(main())

@@ -1,0 +1,100 @@
+"""The broker interface every adapter implements: small enough for NATS JetStream, Redis Streams or Kafka.
+
+A consumer fetches a batch from its input, publishes one answer per message (or a dead letter) with a
+deduplication id, and acknowledges the input only after the broker confirmed the publish: at-least-once
+delivery, and exactly-once answers wherever the broker deduplicates on that id.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.errors import ModelyardError
+
+
+class StreamError(ModelyardError):
+    """A broker that cannot be reached or used as configured."""
+
+    status_code = 503
+    code = "stream_error"
+
+
+@dataclass
+class Message:
+    """One input message. ``id`` is stable across redeliveries: it becomes the answer's dedup id."""
+
+    id: str
+    data: bytes
+    raw: Any = None  # the adapter's own handle (a NATS Msg, a Redis entry id)
+    delivery: int = 1
+
+
+@dataclass
+class OutMessage:
+    id: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Broker(abc.ABC):
+    """One consumer's connection: its input with a durable (shared) position, and subjects to publish to."""
+
+    in_subject: str
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Connect and join the durable consumer (group) on the input, creating it when missing."""
+
+    @abc.abstractmethod
+    async def ensure_subject(self, subject: str) -> None:
+        """Make sure what is published to ``subject`` is stored (JetStream: a stream captures it)."""
+
+    @abc.abstractmethod
+    async def fetch(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds; [] when idle."""
+
+    @abc.abstractmethod
+    async def publish(self, subject: str, messages: Sequence[OutMessage]) -> list[BaseException | None]:
+        """Publish all, deduplicated on ``OutMessage.id``; wait for the broker; one error (or None) each."""
+
+    @abc.abstractmethod
+    async def ack(self, messages: Sequence[Message]) -> None:
+        """Done with these: never deliver them again."""
+
+    @abc.abstractmethod
+    async def nak(self, messages: Sequence[Message], delay: float = 1.0) -> None:
+        """Not done: deliver them again (to any consumer of the group) after ``delay`` seconds or so."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush what was sent (acks included) and disconnect."""
+
+    async def __aenter__(self) -> Broker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def safe_name(text: str) -> str:
+    """A name brokers accept for streams, consumers and groups (no dots, wildcards or spaces)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+def open_broker(url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0) -> Broker:
+    """The adapter for ``url``'s scheme: ``nats://`` (JetStream) or ``redis://`` (Redis Streams)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in {"nats", "tls"}:
+        from modelyard.stream.nats import JetStreamBroker
+
+        return JetStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait)
+    if scheme in {"redis", "rediss", "unix"}:
+        from modelyard.stream.redis import RedisStreamBroker
+
+        return RedisStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait)
+    raise StreamError(f"no broker adapter for {url!r}: use nats://HOST:PORT or redis://HOST:PORT")

@@ -1,0 +1,278 @@
+"""The consumer loop: fetch a batch, predict it at once, publish answers and dead letters, then ack.
+
+Order of effects per batch: answers and dead letters are published and confirmed by the broker, the
+prediction log is written, and only then are the inputs acknowledged (the last two overlap with the next
+batch: the log insert costs as much as the prediction, measured). A crash anywhere before the ack means
+a redelivery, and the answer's dedup id makes the second publish a no-op: at-least-once processing,
+exactly-once answers. A message that is not JSON or fails the schema is dead-lettered with the reason;
+nothing a message contains stops the loop. ``stop`` (SIGTERM) lets the batch in hand finish, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pandas as pd
+from sqlalchemy import Engine
+
+from modelyard.errors import ModelyardError, PredictionError, SchemaError
+from modelyard.predlog import PredictionRecord, insert_records
+from modelyard.registry import Registry, parse_ref
+from modelyard.runtime import Model
+from modelyard.stream.base import Broker, Message, OutMessage
+
+log = logging.getLogger("modelyard.stream")
+
+
+class ModelHolder:
+    """The model a consumer predicts with; an alias is re-resolved every ``interval`` seconds and a new
+    version is loaded in a thread, off the hot loop, then swapped in between two batches."""
+
+    def __init__(self, registry: Registry, ref: str, interval: float = 2.0) -> None:
+        self.registry = registry
+        self.ref = ref
+        self.interval = interval
+        _, selector = parse_ref(ref)
+        self.follows_alias = isinstance(selector, str)
+        self.model: Model = Model(registry.load(ref))
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                record = await asyncio.to_thread(self.registry.resolve, self.ref)
+                if record.version != self.model.version:
+                    bundle = await asyncio.to_thread(self.registry.load_bundle, record)
+                    old, self.model = self.model.version, Model(bundle)
+                    log.info("%s now points at version %s (was %s)", self.ref, record.version, old)
+            except Exception as exc:  # a registry hiccup must not stop the stream
+                log.warning("could not re-resolve %s: %s", self.ref, exc)
+
+
+@dataclass
+class StreamStats:
+    answered: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    batches: int = 0
+
+
+def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], list[Any], list[Any] | None,
+                                                                    dict[int, tuple[str, str | None]]]:
+    """Predict ``rows`` as one batch; return (good indexes, predictions, probabilities, {bad index: reason}).
+
+    A row failing the schema is set aside and the rest validated again (bisecting, so k bad rows cost about
+    k·log(n) validations); if the model fails on the validated batch, rows are retried one by one.
+    """
+    bad: dict[int, tuple[str, str | None]] = {}
+    parts: list[tuple[list[int], Any]] = []
+
+    def walk(idx: list[int]) -> None:
+        if not idx:
+            return
+        try:
+            parts.append((idx, model.validate([rows[i] for i in idx])))
+            return
+        except SchemaError as exc:
+            if exc.row is None or exc.row >= len(idx):
+                for i in idx:
+                    bad[i] = (exc.message, exc.field)
+                return
+            reason = exc.message.replace(f" row {exc.row}:", ":", 1)
+            reason = reason.replace(f"row {exc.row} is", "the message is", 1)
+            bad[idx[exc.row]] = (reason, exc.field)
+            rest = idx[: exc.row] + idx[exc.row + 1 :]
+        walk(rest[: len(rest) // 2])
+        walk(rest[len(rest) // 2 :])
+
+    walk(list(range(len(rows))))
+    good: list[int] = []
+    preds: list[Any] = []
+    with_proba = model.task == "classification"
+    probas: list[Any] | None = [] if with_proba else None
+    frames = [f for _, f in parts]
+    if frames:
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        order = [i for idx, _ in parts for i in idx]
+        try:
+            preds, good = model.predict_frame(frame).tolist(), order
+            if probas is not None:
+                probas = model.predict_proba_frame(frame).round(6).tolist()
+        except PredictionError:  # one row broke the model: find it, answer the others
+            preds, good = [], []
+            probas = [] if with_proba else None
+            for pos, i in enumerate(order):
+                try:
+                    one = frame.iloc[[pos]].reset_index(drop=True)
+                    p = model.predict_frame(one).tolist()[0]
+                    if probas is not None:
+                        probas.append(model.predict_proba_frame(one).round(6).tolist()[0])
+                    preds.append(p)
+                    good.append(i)
+                except ModelyardError as exc:
+                    bad[i] = (exc.message, None)
+    return good, preds, probas, bad
+
+
+def _one_openmp_thread() -> None:
+    """Predictions of a few hundred rows lose more to an OpenMP team than they gain (see batch.pipeline)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="openmp")  # kept for the life of this (the predicting) thread
+
+
+class StreamConsumer:
+    """One consumer process's loop over ``broker``; see the module docstring for the guarantees."""
+
+    def __init__(self, broker: Broker, holder: ModelHolder, *, out_subject: str,
+                 dlq_subject: str | None = None, log_engine: Engine | None = None, batch_size: int = 100,
+                 fetch_timeout: float = 1.0) -> None:
+        self.broker = broker
+        self.holder = holder
+        self.out_subject = out_subject
+        self.dlq_subject = dlq_subject or f"{broker.in_subject}.dlq"
+        self.log_engine = log_engine
+        self.batch_size = batch_size
+        self.fetch_timeout = fetch_timeout
+        self.stats = StreamStats()
+        self._settling: deque[asyncio.Task[None]] = deque()
+        self._predictor = ThreadPoolExecutor(1, thread_name_prefix="stream-predict",
+                                             initializer=_one_openmp_thread)
+
+    async def run(self, stop: asyncio.Event) -> StreamStats:
+        await self.broker.connect()
+        follower = asyncio.create_task(self.holder.follow(stop)) if self.holder.follows_alias else None
+        try:
+            await self.broker.ensure_subject(self.out_subject)
+            await self.broker.ensure_subject(self.dlq_subject)
+            while not stop.is_set():
+                try:
+                    messages = await self.broker.fetch(self.batch_size, self.fetch_timeout)
+                except Exception as exc:
+                    log.warning("fetch failed (%s); retrying", exc)
+                    await _sleep_unless(stop, 1.0)
+                    continue
+                if not messages:
+                    continue
+                try:
+                    await self.handle(messages)  # runs to completion even when stop is set meanwhile
+                except Exception as exc:  # a broker or database hiccup: unacked work is redelivered
+                    log.exception("batch of %d failed (%s); it will be redelivered", len(messages), exc)
+                    await _sleep_unless(stop, 1.0)
+        finally:
+            if follower is not None:
+                follower.cancel()
+            while self._settling:  # drain: every answered message is logged and acked before closing
+                try:
+                    await self._settling.popleft()
+                except Exception as exc:
+                    log.warning("could not settle a batch while stopping (%s); it will be redelivered", exc)
+            await self.broker.close()
+            self._predictor.shutdown(wait=False)
+        return self.stats
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        started = time.perf_counter()
+        model = self.holder.model  # one version for the whole batch
+        rows: list[dict[str, Any]] = []
+        parsed: list[Message] = []
+        dead: list[tuple[Message, str, str | None]] = []
+        for m in messages:
+            try:
+                value = orjson.loads(m.data)
+            except orjson.JSONDecodeError as exc:
+                dead.append((m, f"not valid JSON: {exc}", None))
+                continue
+            if not isinstance(value, dict):
+                dead.append((m, f"expected a JSON object of column values, got {type(value).__name__}", None))
+                continue
+            rows.append(value)
+            parsed.append(m)
+        try:
+            loop = asyncio.get_running_loop()
+            good, preds, probas, bad = (await loop.run_in_executor(self._predictor, predict_rows, model, rows)
+                                        if rows else ([], [], None, {}))
+        except Exception as exc:  # a bug, not the message's fault: let the broker redeliver later
+            log.exception("batch of %d failed; will be redelivered: %s", len(messages), exc)
+            await self.broker.nak(messages, delay=5.0)
+            self.stats.retried += len(messages)
+            return
+        dead += [(parsed[i], reason, field) for i, (reason, field) in sorted(bad.items())]
+        meta = {"model": model.name, "version": model.version}
+        headers = {"Modelyard-Model": model.name, "Modelyard-Version": str(model.version)}
+        labels = [str(c) for c in (model.classes_ or [])]
+        answers = []
+        for n, i in enumerate(good):
+            body: dict[str, Any] = {"id": parsed[i].id, "prediction": preds[n], **meta}
+            if probas is not None:
+                body["probabilities"] = dict(zip(labels, probas[n], strict=False))
+            answers.append(OutMessage(parsed[i].id, orjson.dumps(body), headers))
+        letters = [OutMessage(f"dlq:{m.id}", orjson.dumps({
+            "id": m.id, "reason": reason, "field": field, "data": m.data.decode("utf-8", "replace"),
+            "subject": self.broker.in_subject, **meta}),
+            {"Modelyard-Reason": reason[:200].replace("\n", " ")})
+            for m, reason, field in dead]
+        answer_errors = await self.broker.publish(self.out_subject, answers) if answers else []
+        letter_errors = await self.broker.publish(self.dlq_subject, letters) if letters else []
+        answered = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is None]
+        lettered = [d for d, err in zip(dead, letter_errors, strict=True) if err is None]
+        failed = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is not None]
+        failed += [d[0] for d, err in zip(dead, letter_errors, strict=True) if err is not None]
+        if failed:
+            first = next(e for e in [*answer_errors, *letter_errors] if e is not None)
+            log.warning("%d publishes failed (%r); they will be redelivered", len(failed), first)
+            await self.broker.nak(failed, delay=1.0)
+            self.stats.retried += len(failed)
+        done = answered + [d[0] for d in lettered]
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        records: list[PredictionRecord] = []
+        if self.log_engine is not None and done:
+            records = [PredictionRecord(
+                request_id=parsed[i].id, model=model.name, version=int(model.version or 0), route="stream",
+                inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms,
+                meta={"subject": self.broker.in_subject, "delivery": parsed[i].delivery})
+                for n, i in enumerate(good) if answer_errors[n] is None]
+            records += [PredictionRecord(
+                request_id=m.id, model=model.name, version=int(model.version or 0), route="stream",
+                inputs=None, error=reason, latency_ms=latency_ms,
+                meta={"subject": self.broker.in_subject, "dead_letter": self.dlq_subject})
+                for m, reason, _ in lettered]
+        # Logging and acking overlap with the next batch; at most two batches wait to be settled.
+        self._settling.append(asyncio.create_task(self._settle(done, records, len(answered))))
+        while len(self._settling) > 2:
+            await self._settling.popleft()
+
+    async def _settle(self, done: list[Message], records: list[PredictionRecord], answered: int) -> None:
+        """Write the batch's prediction records, then ack its messages (never the other way round)."""
+        if records:
+            try:
+                await asyncio.to_thread(insert_records, self.log_engine, records)
+            except Exception as exc:  # answered but not logged: redeliver, the answer is deduplicated
+                log.warning("prediction log unavailable (%s); %d messages will be redelivered",
+                            exc, len(done))
+                await self.broker.nak(done, delay=2.0)
+                self.stats.retried += len(done)
+                return
+        await self.broker.ack(done)
+        self.stats.answered += answered
+        self.stats.dead_lettered += len(done) - answered
+        self.stats.batches += 1
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,98 @@
+"""NATS JetStream: a durable pull consumer on the input, answers published with ``Nats-Msg-Id``.
+
+Several processes with the same durable name share the work. An answer's ``Nats-Msg-Id`` is the input
+message's id (its own ``Nats-Msg-Id`` if it had one, else ``<stream>:<sequence>``), so the output stream
+drops the second answer to a redelivered message (within its duplicate window, two minutes by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from modelyard.stream.base import Broker, Message, OutMessage, StreamError, safe_name
+
+
+class JetStreamBroker(Broker):
+    def __init__(self, url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
+                 publish_timeout: float = 10.0, create_streams: bool = True) -> None:
+        self.url = url
+        self.in_subject = in_subject
+        self.durable = safe_name(durable)
+        self.ack_wait = ack_wait
+        self.publish_timeout = publish_timeout
+        self.create_streams = create_streams
+        self.nc: nats.NATS | None = None
+        self.js: nats.js.JetStreamContext | None = None
+        self.sub: nats.js.JetStreamContext.PullSubscription | None = None
+
+    async def connect(self) -> None:
+        try:
+            self.nc = await nats.connect(self.url, name=f"modelyard-stream-{self.durable}", connect_timeout=5,
+                                         max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        except Exception as exc:
+            raise StreamError(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
+        self.js = self.nc.jetstream(timeout=self.publish_timeout)
+        stream = await self._stream_for(self.in_subject)
+        config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
+                                deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait, max_deliver=-1,
+                                filter_subject=self.in_subject)
+        self.sub = await self.js.pull_subscribe(self.in_subject, durable=self.durable, stream=stream,
+                                                config=config)
+
+    async def _stream_for(self, subject: str) -> str:
+        assert self.js is not None
+        try:
+            return await self.js.find_stream_name_by_subject(subject)
+        except nats.js.errors.NotFoundError:
+            if not self.create_streams:
+                raise StreamError(f"no JetStream stream captures subject '{subject}'") from None
+        name = "MODELYARD_" + safe_name(subject).upper()
+        await self.js.add_stream(name=name, subjects=[subject], duplicate_window=120.0)
+        return name
+
+    async def ensure_subject(self, subject: str) -> None:
+        await self._stream_for(subject)
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Message]:
+        assert self.sub is not None
+        try:
+            msgs = await self.sub.fetch(batch=max_messages, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        out = []
+        for m in msgs:
+            md = m.metadata
+            msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{md.stream}:{md.sequence.stream}"
+            out.append(Message(id=msg_id, data=m.data, raw=m, delivery=md.num_delivered or 1))
+        return out
+
+    async def publish(self, subject: str, messages: Sequence[OutMessage]) -> list[BaseException | None]:
+        assert self.js is not None
+        futures = []
+        for m in messages:
+            futures.append(await self.js.publish_async(subject, m.data,
+                                                       headers={"Nats-Msg-Id": m.id, **m.headers}))
+        results = await asyncio.gather(*(asyncio.wait_for(f, self.publish_timeout) for f in futures),
+                                       return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def ack(self, messages: Sequence[Message]) -> None:
+        for m in messages:
+            await m.raw.ack()
+
+    async def nak(self, messages: Sequence[Message], delay: float = 1.0) -> None:
+        for m in messages:
+            await m.raw.nak(delay=delay)
+
+    async def close(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.flush(timeout=5)
+            finally:
+                await self.nc.close()

@@ -1,0 +1,126 @@
+"""Data and model helpers shared by the batch and stream tests (real databases, real brokers)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from modelyard.config import Settings, normalize_database_url
+from modelyard.registry import Registry
+from tests.conftest import EXAMPLES, generate_houses
+
+
+def _train(folder: Path, spec_text: str) -> Path:
+    from modelyard.pipeline import load_spec, train
+
+    (folder / "spec.toml").write_text(spec_text)
+    train(load_spec(folder / "spec.toml")).write_bundle(folder / "bundle")
+    return folder / "bundle"
+
+
+_bundles: dict[str, Path] = {}
+
+
+def house_bundle_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The house-price model with 20 boosting iterations, trained once per session: publish it anywhere."""
+    if "house" not in _bundles:
+        folder = tmp_path_factory.mktemp("house_bundle")
+        generate_houses(3000, seed=11).to_csv(folder / "houses.csv", index=False)
+        spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
+        spec = spec.replace("max_iter = 100", "max_iter = 20")
+        _bundles["house"] = _train(folder, spec)
+    return _bundles["house"]
+
+
+def cancer_bundle_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if "cancer" not in _bundles:
+        import subprocess
+        import sys
+
+        folder = tmp_path_factory.mktemp("cancer_bundle")
+        subprocess.run([sys.executable, str(EXAMPLES / "breast_cancer" / "generate.py"), "--out",
+                        str(folder / "breast_cancer.csv")], check=True, capture_output=True)
+        _bundles["cancer"] = _train(folder, (EXAMPLES / "breast_cancer" / "spec.toml").read_text())
+    return _bundles["cancer"]
+
+
+def publish(bundle: Path, settings: Settings, alias: str | None = "production") -> int:
+    return Registry(settings).publish(bundle, alias=alias)
+
+
+def houses_input(rows: int, seed: int = 5) -> pd.DataFrame:
+    """Rows to score: the generator's features without the target, plus a unique integer ``id``."""
+    frame = generate_houses(rows, seed=seed).drop(columns=["price"])
+    frame.insert(0, "id", np.arange(1, rows + 1, dtype="int64"))
+    return frame
+
+
+def spoil(frame: pd.DataFrame, bad: dict[int, tuple[str, object]]) -> pd.DataFrame:
+    """Put a bad ``value`` into ``column`` of the row at each position: rows the schema must refuse."""
+    frame = frame.copy()
+    for col in {c for c, _ in bad.values()}:
+        frame[col] = frame[col].astype(object)
+    for pos, (col, value) in bad.items():
+        frame.iat[pos, frame.columns.get_loc(col)] = value
+    return frame
+
+
+def write_table(url: str, table: str, frame: pd.DataFrame) -> None:
+    """Create ``table`` from ``frame``'s dtypes and load it (COPY on PostgreSQL)."""
+    url = normalize_database_url(url)
+    engine = sa.create_engine(url)
+    try:
+        frame.head(0).to_sql(table, engine, index=False, if_exists="replace",
+                             dtype={c: sa.Text() for c in frame.columns if frame[c].dtype == object})
+        if engine.dialect.name != "postgresql":
+            frame.to_sql(table, engine, index=False, if_exists="append", chunksize=5000)
+            return
+    finally:
+        engine.dispose()
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    values = frame.astype(object).where(frame.notna(), None)
+    with psycopg.connect(plain) as conn, conn.cursor() as cur, cur.copy(f'COPY "{table}" FROM STDIN') as copy:
+        for row in values.itertuples(index=False):
+            copy.write_row(list(row))
+
+
+def read_sql(url: str, sql: str) -> pd.DataFrame:
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql(sa.text(sql), conn)
+    finally:
+        engine.dispose()
+
+
+def scalar(url: str, sql: str, default: object = None) -> object:
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql)).scalar()
+    except sa.exc.DBAPIError:
+        return default
+    finally:
+        engine.dispose()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
+               what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def db_url(settings: Settings) -> str:
+    return settings.resolved_database_url

@@ -1,0 +1,105 @@
+"""Real brokers for the stream tests: unique JetStream streams or Redis keys per test, removed afterwards.
+
+A kit sends raw input messages, counts and reads what landed on a subject; the same tests run on every kit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+NATS_URL = "nats://127.0.0.1:4222"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class NatsKit:
+    kind = "nats"
+    url = NATS_URL
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.in_subject, self.out, self.dlq = f"t{tag}.in", f"t{tag}.out", f"t{tag}.in.dlq"
+        self.streams = {self.in_subject: f"T{tag}_IN", self.out: f"T{tag}_OUT", self.dlq: f"T{tag}_DLQ"}
+
+    async def setup(self) -> None:
+        import nats
+
+        self.nc = await nats.connect(self.url)
+        self.js = self.nc.jetstream(timeout=10)
+        for subject, name in self.streams.items():
+            await self.js.add_stream(name=name, subjects=[subject], duplicate_window=120.0)
+
+    async def teardown(self) -> None:
+        for name in self.streams.values():
+            try:
+                await self.js.delete_stream(name)
+            except Exception:
+                pass
+        await self.nc.close()
+
+    async def send(self, items: list[tuple[str, bytes]]) -> None:
+        futures = [await self.js.publish_async(self.in_subject, data, headers={"Nats-Msg-Id": msg_id})
+                   for msg_id, data in items]
+        await asyncio.gather(*futures)
+
+    async def count(self, subject: str) -> int:
+        return int((await self.js.stream_info(self.streams[subject])).state.messages)
+
+    async def read(self, subject: str) -> list[dict[str, Any]]:
+        n = await self.count(subject)
+        sub = await self.js.pull_subscribe(subject, stream=self.streams[subject])
+        out: list[dict[str, Any]] = []
+        while len(out) < n:
+            for m in await sub.fetch(min(1000, n - len(out)), timeout=5):
+                out.append({**json.loads(m.data), "_headers": dict(m.headers or {})})
+                await m.ack()
+        await sub.unsubscribe()
+        return out
+
+
+class RedisKit:
+    kind = "redis"
+    url = REDIS_URL
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.in_subject, self.out, self.dlq = f"t{tag}.in", f"t{tag}.out", f"t{tag}.in.dlq"
+        self.tag = tag
+
+    async def setup(self) -> None:
+        import redis.asyncio as aioredis
+
+        self.r = aioredis.Redis.from_url(self.url)
+        await self.r.ping()
+
+    async def teardown(self) -> None:
+        keys = [self.in_subject, self.out, self.dlq]
+        keys += [k async for k in self.r.scan_iter(match=f"modelyard:dedup:t{self.tag}*")]
+        await self.r.delete(*keys)
+        await self.r.aclose()
+
+    async def send(self, items: list[tuple[str, bytes]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for msg_id, data in items:
+            pipe.xadd(self.in_subject, {"id": msg_id, "data": data})
+        await pipe.execute()
+
+    async def count(self, subject: str) -> int:
+        return int(await self.r.xlen(subject))
+
+    async def read(self, subject: str) -> list[dict[str, Any]]:
+        return [json.loads(fields[b"data"]) for _, fields in await self.r.xrange(subject)]
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

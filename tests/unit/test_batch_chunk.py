@@ -1,0 +1,71 @@
+"""The chunk function and the --from parser, without services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelyard.batch import BatchError, score_chunk, validate_partial
+from modelyard.batch.source import Source
+from modelyard.bundle import load_bundle
+from modelyard.runtime import Model
+from tests.batchstream_helpers import house_bundle_once, houses_input, spoil
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return Model(load_bundle(house_bundle_once(tmp_path_factory)))
+
+
+def test_validate_partial_finds_every_bad_row_even_several_in_one_column(model: Model) -> None:
+    bad = {0: ("area_sqm", "x"), 5: ("area_sqm", "y"), 6: ("house_type", None), 399: ("bedrooms", [1])}
+    frame = spoil(houses_input(400), bad).drop(columns=["id"])
+    validated, positions, rejected = validate_partial(model, frame)
+    assert [p for p, _ in rejected] == sorted(bad)
+    assert [e.field for _, e in rejected] == ["area_sqm", "area_sqm", "house_type", "bedrooms"]
+    assert positions.tolist() == [i for i in range(400) if i not in bad]
+    assert validated is not None and len(validated) == 396
+    clean = model.validate(houses_input(400).drop(columns=["id"]).iloc[positions])
+    np.testing.assert_array_equal(validated["area_sqm"].to_numpy(), clean["area_sqm"].to_numpy())
+
+
+def test_validate_partial_raises_for_a_missing_column(model: Model) -> None:
+    with pytest.raises(Exception, match="missing column 'bedrooms'"):
+        validate_partial(model, houses_input(10).drop(columns=["bedrooms"]))
+
+
+def test_score_chunk_keeps_input_order_and_names_rejects_by_key_and_input_row(model: Model) -> None:
+    frame = spoil(houses_input(50), {10: ("area_sqm", "big")})
+    frame.loc[20, "id"] = None
+    scored = score_chunk(model, frame, "id", offset=1000)
+    assert len(scored.keys) == 48 and scored.n_rows == 50
+    assert [(r.key, r.position, r.field) for r in scored.rejected] == [(11, 10, "area_sqm"), (None, 20, "id")]
+    assert "row 1010" in scored.rejected[0].reason and scored.rejected[0].row["area_sqm"] == "big"
+    expected = model.predict(frame.drop(index=[10, 20]).drop(columns=["id"]))
+    np.testing.assert_allclose(scored.predictions, expected)
+    assert scored.probabilities is None
+
+
+def test_without_a_key_the_key_is_the_input_position(model: Model) -> None:
+    scored = score_chunk(model, houses_input(5).drop(columns=["id"]), None, offset=70)
+    assert scored.keys.tolist() == [70, 71, 72, 73, 74]
+
+
+@pytest.mark.parametrize(("spec", "kind"), [
+    ("SELECT * FROM houses;", "sql"), ("  with x as (select 1) select * from x", "sql"),
+    ("houses", "table"), ("analytics.houses", "table"),
+])
+def test_from_is_a_query_or_a_table(spec: str, kind: str) -> None:
+    assert Source.parse(spec).kind == kind
+    assert not Source.parse(spec).value.endswith(";")
+
+
+def test_from_is_a_file_when_it_ends_like_one(tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    assert Source.parse(str(tmp_path / "in.csv")) == Source("file", str((tmp_path / "in.csv").resolve()))
+    with pytest.raises(BatchError, match="does not exist"):
+        Source.parse(str(tmp_path / "missing.parquet"))
+    with pytest.raises(BatchError, match="neither a SELECT query"):
+        Source.parse("drop table houses")

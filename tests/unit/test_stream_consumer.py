@@ -1,0 +1,66 @@
+"""The stream consumer's batch prediction and broker selection, without services."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from modelyard.bundle import load_bundle
+from modelyard.errors import PredictionError
+from modelyard.runtime import Model
+from modelyard.stream import StreamError, open_broker, predict_rows
+from modelyard.stream.base import safe_name
+from tests.batchstream_helpers import house_bundle_once, houses_input
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return Model(load_bundle(house_bundle_once(tmp_path_factory)))
+
+
+def test_predict_rows_sets_bad_rows_aside_and_predicts_the_rest_in_one_batch(model: Model) -> None:
+    rows = json.loads(houses_input(30).drop(columns=["id"]).to_json(orient="records"))
+    rows[3]["area_sqm"] = "big"
+    del rows[17]["floors"]
+    rows[29]["house_type"] = None
+    good, preds, probas, bad = predict_rows(model, rows)
+    assert sorted(bad) == [3, 17, 29] and probas is None
+    assert bad[3] == ("column 'area_sqm': 'big' is not a number", "area_sqm")
+    assert bad[17][0] == "the message is missing column 'floors'"
+    assert sorted(good) == [i for i in range(30) if i not in bad]
+    expected = model.predict([rows[i] for i in good])
+    np.testing.assert_allclose(preds, expected)
+
+
+def test_every_row_bad_gives_no_predictions(model: Model) -> None:
+    good, preds, _, bad = predict_rows(model, [{"area_sqm": 1}, {}])
+    assert good == [] and preds == [] and sorted(bad) == [0, 1]
+
+
+def test_open_broker_picks_the_adapter_by_scheme() -> None:
+    assert type(open_broker("nats://127.0.0.1:4222", "a.in", durable="d")).__name__ == "JetStreamBroker"
+    assert type(open_broker("redis://127.0.0.1:6379/0", "a.in", durable="d")).__name__ == "RedisStreamBroker"
+    with pytest.raises(StreamError, match="no broker adapter"):
+        open_broker("kafka://127.0.0.1:9092", "a.in", durable="d")
+    assert safe_name("modelyard-house prices-houses.in>") == "modelyard-house_prices-houses_in_"
+
+
+class _BreaksOnHugeHouses(Model):
+    """A model whose predict fails on some valid rows (as a buggy custom transformer would)."""
+
+    def predict_frame(self, frame):  # type: ignore[no-untyped-def]
+        if (frame["area_sqm"] > 500).any():
+            raise PredictionError("area too large for this model", model=self.name, version=self.version)
+        return super().predict_frame(frame)
+
+
+def test_a_row_that_breaks_the_model_is_set_aside_and_the_batch_still_answered(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    model = _BreaksOnHugeHouses(load_bundle(house_bundle_once(tmp_path_factory)))
+    rows = json.loads(houses_input(10).drop(columns=["id"]).to_json(orient="records"))
+    rows[4]["area_sqm"] = 550.0
+    good, preds, _, bad = predict_rows(model, rows)
+    assert bad == {4: ("area too large for this model", None)}
+    assert good == [i for i in range(10) if i != 4] and len(preds) == 9
