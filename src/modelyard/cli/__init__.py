@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import models, train
+from modelyard.cli import models, predictions, serve, train
 
 app = typer.Typer(
     name="modelyard",
@@ -17,6 +17,9 @@ app.command("reproduce")(train.reproduce_cmd)
 app.add_typer(models.models_app, name="models")
 app.add_typer(models.alias_app, name="alias")
 app.add_typer(models.import_app, name="import")
+app.command("serve")(serve.serve_cmd)
+app.add_typer(predictions.predictions_app, name="predictions")
+app.command("replay")(predictions.replay_cmd)
 
 
 def main() -> None:
