@@ -34,6 +34,7 @@ from modelyard.predlog.store import insert_records
 from modelyard.registry.db import migrate
 
 log = logging.getLogger("modelyard.predlog")
+ORPHAN_SCAN_INTERVAL = 30.0  # seconds between looks for spill segments that no live writer holds
 
 
 
@@ -90,8 +91,10 @@ class PredictionLogWriter:
         self._thread: threading.Thread | None = None
         self._segment = spill.SpillSegment(self.spill_dir)
         self._spilled_pending = 0
+        self._inflight = 0  # records taken from the queue and not yet in the database or the spill file
         self._db_down_since: float | None = None
         self._next_try = 0.0
+        self._next_scan = time.monotonic() + ORPHAN_SCAN_INTERVAL
         self.written = 0  # records the database accepted (or already held), since start
         self.spilled = 0  # records written to spill segments, since start
 
@@ -114,7 +117,7 @@ class PredictionLogWriter:
     @property
     def pending(self) -> int:
         """Records not yet in the database: queued in memory or waiting in spill segments."""
-        return len(self._queue) + self._spilled_pending
+        return len(self._queue) + self._inflight + self._spilled_pending
 
     # ---- life cycle ----------------------------------------------------------------------------------
     def start(self) -> PredictionLogWriter:
@@ -161,7 +164,12 @@ class PredictionLogWriter:
             stopping = self._stopping
             try:
                 self._write_queue()
-                if self._spilled_pending and time.monotonic() >= self._next_try:
+                now = time.monotonic()
+                if self._db_down_since is None and now >= self._next_scan:
+                    self._next_scan = now + ORPHAN_SCAN_INTERVAL  # segments other processes left behind
+                    if not self._spilled_pending:
+                        self._spilled_pending = spill.count_unheld(self.spill_dir)
+                if self._spilled_pending and now >= self._next_try:
                     self._drain_segments()
             except Exception:  # the writer must survive anything; the records are in the queue or on disk
                 log.exception("prediction log: unexpected error in the writer thread")
@@ -193,10 +201,15 @@ class PredictionLogWriter:
 
     def _write_queue(self) -> None:
         while self._queue:
+            self._inflight = min(len(self._queue), self.batch_size)  # counted before leaving the queue
             batch = self._take()
-            waiting = self._db_down_since is not None and time.monotonic() < self._next_try
-            if waiting or not self._insert(batch):
-                self._spill(batch)
+            self._inflight = len(batch)
+            try:
+                waiting = self._db_down_since is not None and time.monotonic() < self._next_try
+                if waiting or not self._insert(batch):
+                    self._spill(batch)
+            finally:
+                self._inflight = 0
 
     def _insert(self, batch: list[PredictionRecord]) -> bool:
         """Insert a batch; False when the database cannot be reached (the caller spills it)."""

@@ -96,8 +96,10 @@ class ModelRepository:
             return model
         aliases = self._aliases.get(name)
         if aliases is None:
-            raise ModelNotFoundError(f"no model named '{name}' is served (models: "
-                                     f"{', '.join(sorted(self._aliases)) or 'none'})", model=name)
+            known = sorted(self._aliases)
+            listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+            raise ModelNotFoundError(f"no model named '{name}' has an alias in the registry (models served: "
+                                     f"{listed or 'none'})", model=name)
         record = aliases.get(selector)
         if record is None:
             raise VersionNotFoundError(f"model '{name}' has no alias '{selector}' (aliases: "
