@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from prometheus_client import REGISTRY
 
 from modelyard.monitor import metrics
@@ -40,16 +41,21 @@ def test_every_agreed_metric_name_is_exported() -> None:
     assert not any("_created" in line for line in lines)
 
 
-def test_missing_and_out_of_range_inputs_are_counted_per_feature() -> None:
-    train = pd.DataFrame({"x": [0.0, 1.0, 2.0], "c": ["a", "b", "a"]})
+@pytest.mark.parametrize("with_rows", [True, False])  # small requests are counted from the rows themselves
+def test_missing_and_out_of_range_inputs_are_counted_per_feature(with_rows: bool) -> None:
+    model = f"inputs-check-{with_rows}"
+    train = pd.DataFrame({"x": [0.0, 1.0, 2.0], "c": ["a", "b", None]})
     schema = InputSchema.infer(train)
-    frame = schema.validate_rows([{"x": 5.0, "c": "a"}, {"x": 1.0, "c": "zzz"}, {"x": -1.0, "c": "b"}])
-    metrics.observe_inputs("inputs-check", "1", frame, schema)
-    assert _value("modelyard_input_out_of_range_total", model="inputs-check", version="1", feature="x") == 2
-    assert _value("modelyard_input_out_of_range_total", model="inputs-check", version="1", feature="c") == 1
+    rows = [{"x": 5.0, "c": "a"}, {"x": "1", "c": "zzz"}, {"x": -1, "c": None}, {"x": 2, "c": "b"}]
+    metrics.observe_inputs(model, "1", schema.validate_rows(rows), schema, rows if with_rows else None)
+    assert _value("modelyard_input_out_of_range_total", model=model, version="1", feature="x") == 2
+    assert _value("modelyard_input_out_of_range_total", model=model, version="1", feature="c") == 1
+    assert _value("modelyard_input_missing_total", model=model, version="1", feature="c") == 1
     nullable = InputSchema.infer(pd.DataFrame({"x": [0.0, None, 2.0]}))
-    metrics.observe_inputs("inputs-check", "2", nullable.validate_rows([{"x": None}, {"x": 1.0}]), nullable)
-    assert _value("modelyard_input_missing_total", model="inputs-check", version="2", feature="x") == 1
+    rows = [{"x": None}, {"x": 1.0}]
+    metrics.observe_inputs(model, "2", nullable.validate_rows(rows), nullable, rows if with_rows else None)
+    assert _value("modelyard_input_missing_total", model=model, version="2", feature="x") == 1
+    assert _value("modelyard_input_out_of_range_total", model=model, version="2", feature="x") == 0
 
 
 def test_predictions_are_observed_as_values_or_class_indices() -> None:

@@ -12,7 +12,7 @@ is primary | canary | shadow.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,26 +139,86 @@ def observe_predictions(model: str, version: str, predictions: np.ndarray,
             hist.observe(v)
 
 
-def observe_inputs(model: str, version: str, frame: pd.DataFrame, schema: InputSchema) -> None:
-    """Count missing and out-of-range values per feature of a validated frame (columns in schema order)."""
-    for col in schema.columns:
-        values = frame[col.name].to_numpy()
-        if col.kind == "numeric":
-            missing = np.isnan(values)
-            n_missing = int(missing.sum())
-            n_out = 0
-            if col.min is not None and col.max is not None:
-                with np.errstate(invalid="ignore"):
-                    n_out = int(((values < col.min) | (values > col.max)).sum())
-        else:
-            missing = pd.isna(values)
-            n_missing = int(missing.sum())
-            n_out = 0
-            if col.categories is not None:
-                known = set(col.categories)
-                n_out = sum(1 for v, m in zip(values.tolist(), missing.tolist(), strict=True)
-                            if not m and v not in known)
-        if n_missing:
-            INPUT_MISSING.labels(model, version, col.name).inc(n_missing)
-        if n_out:
-            INPUT_OUT_OF_RANGE.labels(model, version, col.name).inc(n_out)
+class _InputPlan:
+    """What the per-feature counters need from a schema, computed once per loaded schema."""
+
+    def __init__(self, schema: InputSchema) -> None:
+        self.numeric = [(c.name, c.min, c.max) for c in schema.columns if c.kind == "numeric"]
+        self.categorical = [(c.name, None if c.categories is None else frozenset(c.categories))
+                            for c in schema.columns if c.kind == "categorical"]
+
+
+_PLANS: dict[int, tuple[InputSchema, _InputPlan]] = {}
+SMALL_REQUEST_ROWS = 32  # up to this many rows are counted in plain Python: cheaper than pandas per column
+
+
+def _plan(schema: InputSchema) -> _InputPlan:
+    cached = _PLANS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        cached = _PLANS[id(schema)] = (schema, _InputPlan(schema))
+    return cached[1]
+
+
+def _count_rows(plan: _InputPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
+    missing: dict[str, int] = {}
+    out: dict[str, int] = {}
+    for name, low, high in plan.numeric:
+        for row in rows:
+            v = row.get(name)
+            if v is None or v == "":
+                missing[name] = missing.get(name, 0) + 1
+                continue
+            try:
+                x = float(v)
+            except (TypeError, ValueError):  # validation accepted it, so pandas parsed what float() cannot
+                continue
+            if x != x:
+                missing[name] = missing.get(name, 0) + 1
+            elif low is not None and high is not None and (x < low or x > high):
+                out[name] = out.get(name, 0) + 1
+    for name, known in plan.categorical:
+        for row in rows:
+            v = row.get(name)
+            if v is None or (isinstance(v, float) and v != v):
+                missing[name] = missing.get(name, 0) + 1
+            elif known is not None and str(v) not in known:
+                out[name] = out.get(name, 0) + 1
+    return missing, out
+
+
+def _count_frame(plan: _InputPlan, frame: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    missing: dict[str, int] = {}
+    out: dict[str, int] = {}
+    for name, low, high in plan.numeric:
+        values = frame[name].to_numpy(dtype="float64", na_value=np.nan)
+        missing[name] = int(np.isnan(values).sum())
+        if low is not None and high is not None:
+            with np.errstate(invalid="ignore"):
+                out[name] = int(((values < low) | (values > high)).sum())
+    for name, known in plan.categorical:
+        series = frame[name]
+        nulls = series.isna().to_numpy()
+        missing[name] = int(nulls.sum())
+        if known is not None:
+            seen = ~series.astype(object).isin(known).to_numpy()
+            out[name] = int((seen & ~nulls).sum())
+    return missing, out
+
+
+def observe_inputs(model: str, version: str, frame: pd.DataFrame, schema: InputSchema,
+                   rows: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Count missing and out-of-range values per feature: values outside the training range (numeric) or
+    categories never seen in training. ``rows`` (the validated request rows) makes small requests cheap."""
+    plan = _plan(schema)
+    if rows is not None and len(rows) <= SMALL_REQUEST_ROWS:
+        missing, out = _count_rows(plan, rows)
+    else:
+        missing, out = _count_frame(plan, frame)
+    for name, n in missing.items():
+        if n:
+            INPUT_MISSING.labels(model, version, name).inc(n)
+    for name, n in out.items():
+        if n:
+            INPUT_OUT_OF_RANGE.labels(model, version, name).inc(n)

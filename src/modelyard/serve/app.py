@@ -16,6 +16,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from threadpoolctl import threadpool_limits
 
 from modelyard._version import __version__
 from modelyard.config import Settings
@@ -49,6 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One native thread per worker for the requests answered on the event loop: uvicorn workers are the
+        # parallelism, and OpenMP/BLAS pools spinning against each other made a one-row predict 10x slower.
+        threadpool_limits(limits=1)
         registry = await anyio.to_thread.run_sync(Registry, settings)
         repository = ModelRepository(registry, reload_interval=settings.reload_interval)
         router = Router(repository)

@@ -121,7 +121,7 @@ class InferenceService:
         seconds = time.perf_counter() - started
         metrics.observe_request(model.name, version, routed.route, 200, seconds)
         metrics.observe_predictions(model.name, version, result.predictions, model.classes_)
-        metrics.observe_inputs(model.name, version, result.frame, model.schema)
+        metrics.observe_inputs(model.name, version, result.frame, model.schema, outcome.parsed.rows)
         if self.writer is not None:
             meta: dict[str, Any] = {"protocol": protocol, "ref": _ref(routed), **outcome.parsed.meta}
             if outcome.probabilities is not None:
