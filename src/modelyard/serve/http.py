@@ -127,7 +127,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ServiceUnavailableError("the registry database is unavailable; retry shortly"),
                               request)
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+        err = ModelyardError(f"internal error ({type(exc).__name__}); the server log has the details")
+        err.code = "internal_error"
+        return error_response(err, request)
+
     app.add_exception_handler(ModelyardError, on_modelyard)
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(SQLAlchemyError, on_database)
