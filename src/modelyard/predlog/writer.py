@@ -58,7 +58,7 @@ def log_engine(url: str) -> Engine:
         return create_engine(url, json_serializer=_json_dumps,
                              connect_args={"timeout": 30, "check_same_thread": False})
     return create_engine(url, json_serializer=_json_dumps, pool_pre_ping=True, pool_size=2, max_overflow=2,
-                         connect_args={"connect_timeout": 5})
+                         connect_args={"connect_timeout": 5, "options": "-c statement_timeout=30000"})
 
 
 class PredictionLogWriter:
@@ -143,9 +143,18 @@ class PredictionLogWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.error("prediction log: writer did not finish in %.0fs; %d records still queued",
-                          timeout, len(self._queue))
+            if self._thread.is_alive():  # stuck in the database: put what is still queued on disk
+                leftovers = []
+                while True:
+                    try:
+                        leftovers.append(self._queue.popleft())
+                    except IndexError:  # empty (the stuck thread may be taking from it too)
+                        break
+                emergency = spill.SpillSegment(self.spill_dir)
+                emergency.append(leftovers)
+                emergency.close()
+                log.error("prediction log: writer did not finish in %.0fs; %d queued records spilled to %s",
+                          timeout, len(leftovers), self.spill_dir)
             self._thread = None
         else:  # never started: still make the queue durable
             self._final_flush()
