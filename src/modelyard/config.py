@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     log_batch_size: int = Field(default=500, description="Prediction records written per flush.")
     log_flush_interval: float = Field(default=0.5, description="Seconds between prediction-log flushes.")
     spill_dir: Path | None = Field(default=None, description="Where records wait while the DB is down.")
+    prediction_log: bool = Field(default=True, description="Servers log every prediction (off: benchmarks).")
     actor: str | None = Field(default=None, description="Who is recorded on registry events.")
     alert_webhook: str | None = Field(default=None, description="URL that receives alert JSON; unset = none.")
     monitor_interval: float = Field(default=60.0, description="Seconds between drift and alert evaluations.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import deploy, models, monitor, rollout, score, stream, train
+from modelyard.cli import deploy, models, monitor, predictions, rollout, score, serve, stream, train
 
 app = typer.Typer(
     name="modelyard",
@@ -23,6 +23,9 @@ app.add_typer(deploy.deploy_app, name="deploy")
 rollout.register(app)
 app.command("score")(score.score_cmd)
 app.command("stream")(stream.stream_cmd)
+app.command("serve")(serve.serve_cmd)
+app.add_typer(predictions.predictions_app, name="predictions")
+app.command("replay")(predictions.replay_cmd)
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Watching served models: metrics, drift against the bundle's reference, alerts and a dashboard."""
+"""Watching served models: Prometheus metrics, drift against the bundle's reference, alerts, a dashboard."""

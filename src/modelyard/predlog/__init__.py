@@ -1,6 +1,20 @@
 """The prediction log: every answered prediction, durable, queryable and replayable."""
 
+from modelyard.predlog.query import find_request, parse_since, recent
 from modelyard.predlog.records import PredictionRecord
+from modelyard.predlog.replay import ReplayResult, replay
 from modelyard.predlog.store import get_records, insert_records, list_records
+from modelyard.predlog.writer import PredictionLogWriter
 
-__all__ = ["PredictionRecord", "get_records", "insert_records", "list_records"]
+__all__ = [
+    "PredictionLogWriter",
+    "PredictionRecord",
+    "ReplayResult",
+    "find_request",
+    "get_records",
+    "insert_records",
+    "list_records",
+    "parse_since",
+    "recent",
+    "replay",
+]

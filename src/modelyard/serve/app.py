@@ -1,0 +1,119 @@
+"""The ASGI app: REST v1, the Open Inference Protocol v2, health, metrics and OpenAPI, around one repository.
+
+Start-up (uvicorn lifespan) opens the registry, starts the prediction-log writer, loads every model's
+``production`` version and starts the alias poller; only then does uvicorn accept requests. Shutdown
+(SIGTERM: uvicorn first finishes the requests in flight) stops the poller and flushes the prediction log
+to the database, or to the spill file when the database is away.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+from threadpoolctl import threadpool_limits
+
+from modelyard._version import __version__
+from modelyard.config import Settings
+from modelyard.monitor import metrics
+from modelyard.predlog import PredictionLogWriter
+from modelyard.registry import Registry
+from modelyard.serve import v1, v2
+from modelyard.serve.http import install_error_handlers, json_response
+from modelyard.serve.inference import InferenceService
+from modelyard.serve.repository import ModelRepository
+from modelyard.serve.routing import Router
+from modelyard.serve.schemas import add_request_schemas
+from modelyard.serve.state import ServerState, server_state
+
+log = logging.getLogger("modelyard.serve")
+
+
+def _writer(settings: Settings) -> PredictionLogWriter | None:
+    if not settings.prediction_log:
+        return None
+    return PredictionLogWriter.from_settings(
+        settings,
+        on_pending=metrics.PREDICTION_LOG_PENDING.set,
+        on_spilled=metrics.PREDICTION_LOG_SPILLED.inc,
+    ).start()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A server for every model in the registry ``settings`` points at."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One native thread per worker for the requests answered on the event loop: uvicorn workers are the
+        # parallelism, and OpenMP/BLAS pools spinning against each other made a one-row predict 10x slower.
+        threadpool_limits(limits=1)
+        registry = await anyio.to_thread.run_sync(Registry, settings)
+        repository = ModelRepository(registry, reload_interval=settings.reload_interval)
+        router = Router(repository)
+        writer = _writer(settings)
+        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes)
+        state = ServerState(settings, registry, repository, router, service, writer)
+        app.state.modelyard = state
+        try:
+            await repository.start()
+            served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
+                               if "production" in m.loaded) or "none yet"
+            log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
+                     "on" if writer else "off")
+            yield
+        finally:
+            state.stopping = True
+            await repository.stop()
+            if writer is not None:
+                await anyio.to_thread.run_sync(writer.stop)
+                log.info("prediction log flushed: %d written, %d spilled, %d pending", writer.written,
+                         writer.spilled, writer.pending)
+            metrics.mark_process_dead()
+
+    app = FastAPI(
+        title="modelyard",
+        version=__version__,
+        description="Every model of the registry by alias: REST v1 and the Open Inference Protocol v2.",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    install_error_handlers(app)
+    app.include_router(v1.router)
+    app.include_router(v2.router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: production models loaded, not shutting down")
+    async def readyz(request: Request) -> Response:
+        state = server_state(request)
+        ready = state.repository.ready and not state.stopping
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready",
+                                "models": len(state.repository.info()),
+                                "prediction_log_pending": state.writer.pending if state.writer else None}
+        return json_response(body, 200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (all workers)")
+    async def prometheus_metrics() -> Response:
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_request_schemas(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory ``modelyard serve`` runs in every worker: settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,140 @@
+"""HTTP plumbing shared by both protocols: request ids, bounded bodies, JSON responses, and the ONE place
+that turns an exception into an error response.
+
+Every error answer has the shape ``{"error": {"code", "message", "field", "row"}}`` and the status of the
+``ModelyardError`` class that was raised; a caller's mistake is always a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from modelyard.errors import BadRequestError, ModelyardError
+
+log = logging.getLogger("modelyard.serve")
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class PayloadTooLargeError(ModelyardError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailableError(ModelyardError):
+    status_code = 503
+    code = "unavailable"
+
+
+def json_response(body: Any, status: int = 200, request_id: str | None = None) -> Response:
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    return Response(orjson.dumps(body, option=JSON_OPTIONS, default=str), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-ID`` (letters, digits, ``.-_:``, at most 100) or a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given is None:
+        rid = uuid.uuid4().hex
+    elif _REQUEST_ID.match(given):
+        rid = given
+    else:
+        request.state.request_id = uuid.uuid4().hex
+        raise BadRequestError(
+            f"{REQUEST_ID_HEADER} must be 1-100 characters of letters, digits, '.', '-', '_' or ':'",
+            field=REQUEST_ID_HEADER,
+        )
+    request.state.request_id = rid
+    return rid
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The parsed JSON body, refusing bodies over ``limit`` bytes before reading them whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit}",
+                                   field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the request body is over the limit of {limit} bytes", field="body")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise BadRequestError("the request body is empty; send a JSON object", field="body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"the request body is not valid JSON: {exc}", field="body") from None
+
+
+def error_body(exc: ModelyardError) -> dict[str, Any]:
+    err = exc.to_dict()
+    return {"error": {"code": err.pop("code"), "message": err.pop("message"),
+                      "field": err.pop("field", None), "row": err.pop("row", None), **err}}
+
+
+def error_response(exc: ModelyardError, request: Request | None = None) -> Response:
+    rid = getattr(request.state, "request_id", None) if request is not None else None
+    return json_response(error_body(exc), exc.status_code, rid)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to the one error shape, with the status the error class carries."""
+
+    async def on_modelyard(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ModelyardError)
+        if exc.status_code >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return error_response(exc, request)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        err = ModelyardError(str(exc.detail))
+        err.status_code = exc.status_code
+        err.code = codes.get(exc.status_code, "http_error")
+        response = error_response(err, request)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = (exc.errors() or [{}])[0]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        err = ModelyardError(str(first.get("msg", "invalid request")), field=".".join(loc) or None)
+        err.status_code, err.code = 422, "validation_error"
+        return error_response(err, request)
+
+    async def on_database(request: Request, exc: Exception) -> Response:
+        log.warning("%s %s: the registry database is unavailable: %s", request.method, request.url.path,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return error_response(ServiceUnavailableError("the registry database is unavailable; retry shortly"),
+                              request)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+        err = ModelyardError(f"internal error ({type(exc).__name__}); the server log has the details")
+        err.code = "internal_error"
+        return error_response(err, request)
+
+    app.add_exception_handler(ModelyardError, on_modelyard)
+    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(SQLAlchemyError, on_database)

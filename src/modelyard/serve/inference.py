@@ -1,0 +1,155 @@
+"""What happens to one prediction request, whatever the protocol: read, route, validate, predict, count, log.
+
+``predict_rows`` is the only place the server calls the model; a protocol module (``v1``, ``v2``) only turns
+its wire format into rows and the outcome back into its wire format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+import pandas as pd
+from fastapi import Request
+
+from modelyard.errors import ModelyardError, SchemaError
+from modelyard.monitor import metrics
+from modelyard.predlog import PredictionLogWriter, PredictionRecord
+from modelyard.runtime import Model
+from modelyard.serve.http import read_json, request_id
+from modelyard.serve.routing import Routed, Router
+
+log = logging.getLogger("modelyard.serve")
+INLINE_ROWS = 64  # up to this many rows are predicted on the event loop; more go to a worker thread
+
+
+@dataclass
+class Parsed:
+    """A request body in protocol-neutral form."""
+
+    rows: Sequence[Mapping[str, Any]]
+    probabilities: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+    complete: Callable[[Model], Sequence[Mapping[str, Any]]] | None = None  # rows that need the schema
+
+
+@dataclass
+class Outcome:
+    request_id: str
+    routed: Routed
+    parsed: Parsed
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+
+
+@dataclass
+class _Result:
+    frame: pd.DataFrame
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+
+
+def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool) -> _Result:
+    """Validate against the schema, then predict: the one call into the runtime."""
+    try:
+        frame = model.validate(rows)
+    except ModelyardError:
+        raise
+    except Exception as exc:  # input pandas could not digest: still the caller's rows, still a 422
+        log.exception("validating rows for %s v%s failed unexpectedly", model.name, model.version)
+        raise SchemaError(f"the rows could not be read: {exc}", field="instances") from exc
+    predictions = model.predict_frame(frame)
+    proba = model.predict_proba_frame(frame) if probabilities else None
+    return _Result(frame, predictions, proba)
+
+
+def _plain(values: np.ndarray) -> list[Any]:
+    out = np.asarray(values).tolist()
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        out = [v if v == v and v not in (float("inf"), float("-inf")) else None for v in out]
+    return out
+
+
+class InferenceService:
+    """Protocol-neutral handling of prediction requests, shared by v1 and v2."""
+
+    def __init__(self, router: Router, writer: PredictionLogWriter | None, *, max_body_bytes: int) -> None:
+        self.router = router
+        self.writer = writer
+        self.max_body_bytes = max_body_bytes
+
+    async def handle(
+        self, request: Request, ref: str, parse: Callable[[Any], Parsed], protocol: str
+    ) -> Outcome:
+        started = time.perf_counter()
+        routed: Routed | None = None
+        parsed: Parsed | None = None
+        rid = ""
+        try:
+            rid = request_id(request)
+            parsed = parse(await read_json(request, self.max_body_bytes))
+            routed = await self.router.select(ref, request_id=rid, headers=request.headers, rows=parsed.rows)
+            model = routed.model
+            if parsed.complete is not None:
+                parsed.rows = parsed.complete(model)
+            if parsed.probabilities and model.task != "classification":
+                raise SchemaError(f"{model.name} v{model.version} is a {model.task} model: it has no "
+                                  "probabilities", field="probabilities")
+            if len(parsed.rows) <= INLINE_ROWS:
+                result = predict_rows(model, parsed.rows, parsed.probabilities)
+            else:
+                result = await anyio.to_thread.run_sync(
+                    predict_rows, model, parsed.rows, parsed.probabilities)
+        except ModelyardError as exc:
+            self._record_failure(rid, routed, parsed, exc, started, protocol)
+            raise
+        outcome = Outcome(rid, routed, parsed, _plain(result.predictions),
+                          None if result.probabilities is None else result.probabilities.tolist())
+        self._record_success(outcome, result, started, protocol)
+        return outcome
+
+    # ---- bookkeeping: metrics and the prediction log -------------------------------------------------
+    def _record_success(self, outcome: Outcome, result: _Result, started: float, protocol: str) -> None:
+        routed = outcome.routed
+        model = routed.model
+        version = str(model.version)
+        seconds = time.perf_counter() - started
+        metrics.observe_request(model.name, version, routed.route, 200, seconds)
+        metrics.observe_predictions(model.name, version, result.predictions, model.classes_)
+        metrics.observe_inputs(model.name, version, result.frame, model.schema, outcome.parsed.rows)
+        if self.writer is not None:
+            meta: dict[str, Any] = {"protocol": protocol, "ref": _ref(routed), **outcome.parsed.meta}
+            if outcome.probabilities is not None:
+                meta["probabilities"] = outcome.probabilities
+                meta["classes"] = model.classes_
+            self.writer.submit(PredictionRecord(
+                request_id=outcome.request_id, model=model.name, version=int(model.version or 0),
+                route=routed.route, inputs=list(outcome.parsed.rows), outputs=outcome.predictions,
+                n_rows=len(outcome.predictions), latency_ms=seconds * 1000.0, meta=meta,
+            ))
+
+    def _record_failure(self, rid: str, routed: Routed | None, parsed: Parsed | None, exc: ModelyardError,
+                        started: float, protocol: str) -> None:
+        seconds = time.perf_counter() - started
+        if routed is None:
+            metrics.observe_request("", "", "", exc.status_code, seconds, exc.code)
+            return
+        model = routed.model
+        version = str(model.version)
+        metrics.observe_request(model.name, version, routed.route, exc.status_code, seconds, exc.code)
+        if self.writer is not None and parsed is not None and rid:
+            self.writer.submit(PredictionRecord(
+                request_id=rid, model=model.name, version=int(model.version or 0), route=routed.route,
+                inputs=list(parsed.rows), outputs=None, n_rows=len(parsed.rows), latency_ms=seconds * 1000.0,
+                error=f"{exc.code}: {exc.message}",
+                meta={"protocol": protocol, "ref": _ref(routed), "status": exc.status_code, **parsed.meta},
+            ))
+
+
+def _ref(routed: Routed) -> str:
+    return f"{routed.name}@{routed.selector}"

@@ -1,0 +1,84 @@
+"""REST v1: ``POST /v1/models/{name}/predict`` with ``{"instances": [...]}``, and model listings.
+
+``name`` may be ``name`` (the ``production`` alias), ``name@alias`` or ``name@3``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from modelyard.errors import SchemaError
+from modelyard.serve.http import json_response
+from modelyard.serve.inference import Outcome, Parsed
+from modelyard.serve.schemas import ERRORS, PredictRequest, PredictResponse, json_body
+from modelyard.serve.state import server_state
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+
+def parse(body: Any) -> Parsed:
+    if not isinstance(body, dict):
+        raise SchemaError('the body must be a JSON object like {"instances": [{...}]}', field="instances")
+    instances = body.get("instances")
+    if not isinstance(instances, list):
+        raise SchemaError("'instances' must be a list of row objects ({column: value})", field="instances")
+    probabilities = body.get("probabilities", False)
+    if not isinstance(probabilities, bool):
+        raise SchemaError("'probabilities' must be true or false", field="probabilities")
+    return Parsed(instances, probabilities)
+
+
+def render(outcome: Outcome) -> dict[str, Any]:
+    model = outcome.routed.model
+    body: dict[str, Any] = {"predictions": outcome.predictions,
+                            "model": {"name": model.name, "version": model.version},
+                            "request_id": outcome.request_id}
+    if outcome.probabilities is not None:
+        body["probabilities"] = outcome.probabilities
+        body["classes"] = model.classes_
+    return body
+
+
+@router.post("/models/{name}/predict", response_model=PredictResponse, responses=ERRORS,
+             openapi_extra=json_body(PredictRequest), summary="Predict rows with a model")
+async def predict(name: str, request: Request) -> Response:
+    """``name``, ``name@alias`` or ``name@version``; the default alias is ``production``."""
+    outcome = await server_state(request).service.handle(request, name, parse, "v1")
+    return json_response(render(outcome), 200, outcome.request_id)
+
+
+@router.get("/models", summary="Every model served, with its aliases")
+async def list_models(request: Request) -> Response:
+    state = server_state(request)
+    models = [{"name": m.name, "aliases": m.aliases, "serving": m.loaded,
+               "canary_weight": m.weights.get("canary") or 0.0}
+              for m in state.repository.info()]
+    return json_response({"models": models})
+
+
+@router.get("/models/{name}", responses={404: ERRORS[404]}, summary="One model: versions, aliases, schema")
+async def show_model(name: str, request: Request) -> Response:
+    state = server_state(request)
+    registry = state.registry
+    versions = await anyio.to_thread.run_sync(registry.versions, name)
+    aliases = await anyio.to_thread.run_sync(registry.aliases, name)
+    serving = next((m.loaded for m in state.repository.info() if m.name == name), {})
+    by_version = {v.version: v for v in versions}
+    primary = aliases.get("production")
+    manifest = by_version[primary.version].manifest if primary and primary.version in by_version else (
+        versions[-1].manifest if versions else {})
+    return json_response({
+        "name": name,
+        "versions": [{"version": v.version, "created_at": v.created_at, "created_by": v.created_by,
+                      "metrics": (v.manifest or {}).get("metrics")} for v in versions],
+        "aliases": {a: {"version": r.version, "weight": r.weight, "updated_at": r.updated_at}
+                    for a, r in sorted(aliases.items())},
+        "serving": serving,
+        "task": manifest.get("task"),
+        "input_schema": manifest.get("input_schema"),
+        "output_schema": manifest.get("output_schema"),
+    })
