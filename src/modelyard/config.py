@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     log_flush_interval: float = Field(default=0.5, description="Seconds between prediction-log flushes.")
     spill_dir: Path | None = Field(default=None, description="Where records wait while the DB is down.")
     actor: str | None = Field(default=None, description="Who is recorded on registry events.")
+    batch_max_rows: int = Field(default=256, description="Micro-batching: most rows in one predict call.")
+    batch_max_wait_ms: float = Field(default=2.0, description="Micro-batching: longest wait for company.")
+    batch_per_model: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description='Per-model overrides, JSON: {"name": {"max_batch_rows": 512}}.')
 
     @property
     def resolved_database_url(self) -> str:
