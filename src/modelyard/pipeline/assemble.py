@@ -88,7 +88,8 @@ def assemble_bundle(
     compiled = (compile_fast_path(pipeline, schema, X_ref, task=task, label_dtype=output.dtype)
                 if fast_path else None)
     manifest[FAST_PATH_KEY] = compiled.info if compiled else {
-        "enabled": False, "kind": "sklearn", "reason": "not compiled (fast_path=False)"}
+        "enabled": False, "kind": "sklearn", "reason": "not compiled (fast_path=False)", "tried": False,
+        "max_abs_diff": None, "tolerance": None}
     return write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
                         extra_files=compiled.extra_files if compiled else None)
 

@@ -73,7 +73,7 @@ def _convert_hgb_regressor(scope: Any, operator: Any, container: Any) -> None:
     skl2onnx writes the old ``TreeEnsembleRegressor`` with float32 thresholds and a float32 output, which
     can send a row down the other branch of a split that scikit-learn compares in float64.
     """
-    from onnx import TensorProto, numpy_helper
+    from onnx import numpy_helper
     from skl2onnx.common.data_types import DoubleTensorType
 
     op = operator.raw_operator
@@ -88,49 +88,53 @@ def _convert_hgb_regressor(scope: Any, operator: Any, container: Any) -> None:
         "nodes_featureids", "nodes_modes", "nodes_splits", "nodes_missing_value_tracks_true",
         "nodes_truenodeids", "nodes_trueleafs", "nodes_falsenodeids", "nodes_falseleafs", "tree_roots",
         "leaf_weights")}
+    # scikit-learn starts every row at the baseline and adds the trees in order; the baseline as the first
+    # tree makes ONNX Runtime add the same numbers in the same order, so the sums match to the last bit
+    _single_leaf_tree(attrs, float(np.ravel(op._baseline_prediction)[0]))
     for (predictor,) in op._predictors:
         nodes = predictor.nodes
         if nodes["is_categorical"].any():
             raise NotImplementedError("a HistGradientBoosting split on a native categorical feature")
+        if nodes["is_leaf"][0]:
+            _single_leaf_tree(attrs, float(nodes["value"][0]))
+            continue
         leaf = np.cumsum(nodes["is_leaf"]) - 1 + len(attrs["leaf_weights"])
         branch = np.cumsum(1 - nodes["is_leaf"]) - 1 + len(attrs["nodes_modes"])
         attrs["leaf_weights"].extend(nodes["value"][nodes["is_leaf"] == 1].tolist())
-        if nodes["is_leaf"][0]:  # a single-leaf tree: a split whose both sides reach that leaf
-            attrs["tree_roots"].append(len(attrs["nodes_modes"]))
-            for key, value in (("nodes_featureids", 0), ("nodes_modes", 0), ("nodes_splits", 0.0),
-                               ("nodes_missing_value_tracks_true", 0), ("nodes_truenodeids", int(leaf[0])),
-                               ("nodes_trueleafs", 1), ("nodes_falsenodeids", int(leaf[0])),
-                               ("nodes_falseleafs", 1)):
-                attrs[key].append(value)
-            continue
         attrs["tree_roots"].append(int(branch[0]))
         for node in nodes[nodes["is_leaf"] == 0]:
-            left, right = int(node["left"]), int(node["right"])
             attrs["nodes_featureids"].append(int(node["feature_idx"]))
             attrs["nodes_modes"].append(0)  # BRANCH_LEQ: x <= threshold goes left, as in scikit-learn
             attrs["nodes_splits"].append(float(node["num_threshold"]))
             attrs["nodes_missing_value_tracks_true"].append(int(node["missing_go_to_left"]))
-            for side, child in (("true", left), ("false", right)):
+            for side, child in (("true", int(node["left"])), ("false", int(node["right"]))):
                 is_leaf = int(nodes["is_leaf"][child])
                 attrs[f"nodes_{side}nodeids"].append(int(leaf[child] if is_leaf else branch[child]))
                 attrs[f"nodes_{side}leafs"].append(is_leaf)
     leaves = np.asarray(attrs.pop("leaf_weights"), dtype=np.float64)
-    summed = scope.get_unique_variable_name("tree_sum")
+    out = operator.outputs[0].full_name
+    raw = scope.get_unique_variable_name("raw") if link == "LogLink" else out
     container.add_node(
-        "TreeEnsemble", operator.inputs[0].full_name, summed, op_domain="ai.onnx.ml", op_version=3,
+        "TreeEnsemble", operator.inputs[0].full_name, raw, op_domain="ai.onnx.ml", op_version=3,
         name=scope.get_unique_operator_name("TreeEnsemble"), n_targets=1, aggregate_function=1,
         post_transform=0, tree_roots=attrs.pop("tree_roots"),
         nodes_modes=numpy_helper.from_array(np.asarray(attrs.pop("nodes_modes"), dtype=np.uint8)),
         nodes_splits=numpy_helper.from_array(np.asarray(attrs.pop("nodes_splits"), dtype=np.float64)),
         leaf_weights=numpy_helper.from_array(leaves), leaf_targetids=[0] * len(leaves), **attrs,
     )
-    baseline = scope.get_unique_variable_name("baseline")
-    container.add_initializer(baseline, TensorProto.DOUBLE, [1],
-                              [float(np.ravel(op._baseline_prediction)[0])])
-    raw = scope.get_unique_variable_name("raw") if link == "LogLink" else operator.outputs[0].full_name
-    container.add_node("Add", [summed, baseline], [raw])
     if link == "LogLink":
-        container.add_node("Exp", [raw], [operator.outputs[0].full_name])
+        container.add_node("Exp", [raw], [out])
+
+
+def _single_leaf_tree(attrs: dict[str, list[Any]], value: float) -> None:
+    """A tree that always answers ``value``: one split whose both sides reach the same leaf."""
+    leaf = len(attrs["leaf_weights"])
+    attrs["leaf_weights"].append(value)
+    attrs["tree_roots"].append(len(attrs["nodes_modes"]))
+    for key, item in (("nodes_featureids", 0), ("nodes_modes", 0), ("nodes_splits", 0.0),
+                      ("nodes_missing_value_tracks_true", 0), ("nodes_truenodeids", leaf),
+                      ("nodes_trueleafs", 1), ("nodes_falsenodeids", leaf), ("nodes_falseleafs", 1)):
+        attrs[key].append(item)
 
 
 def _hist_gradient_boosting() -> dict[type, Any]:

@@ -30,7 +30,7 @@ Validated = pd.DataFrame | Columns
 class Model:
     """One immutable model version, ready to predict."""
 
-    def __init__(self, bundle: Bundle, *, fast_path: bool = True, onnx_threads: int = 0) -> None:
+    def __init__(self, bundle: Bundle, *, fast_path: bool = True, onnx_workers: int | None = None) -> None:
         self.bundle_ = bundle
         self.manifest: dict[str, Any] = bundle.manifest
         self.schema: InputSchema = bundle.input_schema
@@ -38,9 +38,9 @@ class Model:
         self.pipeline_ = bundle.pipeline_
         self.fast_path_error_: str | None = None
         self.fast_path_fallbacks_ = 0
-        self.runner_: OnnxRunner | None = self._load_runner(onnx_threads) if fast_path else None
+        self.runner_: OnnxRunner | None = self._load_runner(onnx_workers) if fast_path else None
 
-    def _load_runner(self, threads: int) -> OnnxRunner | None:
+    def _load_runner(self, workers: int | None) -> OnnxRunner | None:
         info = self.manifest.get(FAST_PATH_KEY) or {}
         if not info.get("enabled") or info.get("kind") != "onnx":
             return None
@@ -53,7 +53,7 @@ class Model:
                 "checksum: refusing to load it", file=ONNX_FILE)
         try:
             return OnnxRunner(data, self.schema, task=self.task, label_dtype=self._label_dtype(),
-                              threads=threads)
+                              workers=workers)
         except Exception as exc:  # a verified file this onnxruntime cannot run: version skew
             self.fast_path_error_ = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.warning("%s v%s: ONNX fast path unavailable, scikit-learn serves (%s)", self.name,
