@@ -204,7 +204,8 @@ def test_a_wrong_number_of_answers_is_an_error_not_a_shifted_result() -> None:
 
 
 def test_config_comes_from_settings_with_per_model_overrides() -> None:
-    settings = Settings(batch_max_rows=100, batch_max_wait_ms=1.5, batch_per_model={"m": {"max_batch_rows": 7}})
+    settings = Settings(batch_max_rows=100, batch_max_wait_ms=1.5,
+                        batch_per_model={"m": {"max_batch_rows": 7}})
     assert batch_config(settings, "m") == BatchConfig(max_batch_rows=7, max_wait_ms=1.5)
     assert batch_config(settings, "other") == BatchConfig(max_batch_rows=100, max_wait_ms=1.5)
     with pytest.raises(ValueError):

@@ -14,6 +14,7 @@ from modelyard.errors import BadRequestError, BundleError
 from modelyard.registry import Registry, parse_ref
 from modelyard.runtime.fastpath import FAST_PATH_KEY, compile_fast_path
 from modelyard.runtime.onnxconv import MISSING_STRING
+from modelyard.schema import InputSchema, OutputSchema
 
 FORMATS = ("onnx",)
 
@@ -29,22 +30,22 @@ def export_cmd(
         raise BadRequestError(f"--format {fmt}: not supported (supported: {', '.join(FORMATS)})")
     registry = Registry(settings())
     record = registry.resolve(ref)
-    bundle = registry.load_bundle(record)  # every checksum verified before anything is read
     name, _ = parse_ref(ref)
-    onnx_bytes, info = onnx_of(bundle)
-    schema_path = export_onnx(bundle, onnx_bytes, info, out)
+    folder = registry.bundle_dir(record)  # every checksum verified before anything is read
+    info = record.manifest.get(FAST_PATH_KEY) or {}
+    if info.get("enabled") and (folder / ONNX_FILE).exists():
+        onnx_bytes = (folder / ONNX_FILE).read_bytes()  # verified; no pickle needs loading
+    elif info and info.get("tried", True):  # tried at publish and refused: the reason still holds
+        raise BundleError(f"{name} v{record.version} has no ONNX form: {info.get('reason')}", file=ONNX_FILE)
+    else:  # published before the fast path existed, or without it: compile now, with the same check
+        onnx_bytes, info = compile_now(registry.load_bundle(record))
+    schema_path = export_onnx(record.manifest, onnx_bytes, info, out)
     console.print(f"exported {name} v{record.version} to {out} ({len(onnx_bytes):,} bytes) and "
                   f"{schema_path}; parity with scikit-learn: max |diff| {info.get('max_abs_diff'):.3g}")
 
 
-def onnx_of(bundle: Bundle) -> tuple[bytes, dict[str, Any]]:
-    """The bundle's verified ONNX copy; for a bundle published without one, a compile with the same check."""
-    info = bundle.manifest.get(FAST_PATH_KEY) or {}
-    if info.get("enabled") and (bundle.path / ONNX_FILE).exists():
-        return (bundle.path / ONNX_FILE).read_bytes(), info
-    if info and info.get("tried", True):  # tried at publish and refused: the reason still holds
-        raise BundleError(f"{bundle.name} v{bundle.version} has no ONNX form: {info.get('reason')}",
-                          file=ONNX_FILE)
+def compile_now(bundle: Bundle) -> tuple[bytes, dict[str, Any]]:
+    """Compile a bundle published without a fast path, with the publish-time parity check."""
     schema = bundle.input_schema
     compiled = compile_fast_path(bundle.pipeline_, schema, schema.validate_rows(bundle.reference_inputs()),
                                  task=bundle.output_schema.task, label_dtype=bundle.output_schema.dtype)
@@ -54,7 +55,7 @@ def onnx_of(bundle: Bundle) -> tuple[bytes, dict[str, Any]]:
     return compiled.onnx_bytes, compiled.info
 
 
-def export_onnx(bundle: Bundle, onnx_bytes: bytes, info: dict[str, Any], out: Path) -> Path:
+def export_onnx(manifest: dict[str, Any], onnx_bytes: bytes, info: dict[str, Any], out: Path) -> Path:
     """Write ``out`` and ``<out stem>.schema.json``; return the schema's path."""
     import onnx
 
@@ -63,10 +64,11 @@ def export_onnx(bundle: Bundle, onnx_bytes: bytes, info: dict[str, Any], out: Pa
     out.write_bytes(onnx_bytes)
     schema_path = out.with_name(out.stem + ".schema.json")
     inputs = {i.name for i in model.graph.input}
-    output = bundle.output_schema
+    output = OutputSchema.model_validate(manifest["output_schema"])
+    columns = InputSchema.model_validate(manifest["input_schema"]).columns
     doc = {
-        "model": bundle.name,
-        "version": bundle.version,
+        "model": manifest["name"],
+        "version": manifest.get("version"),
         "format": "onnx",
         "file": out.name,
         "sha256": sha256_bytes(onnx_bytes),
@@ -74,8 +76,7 @@ def export_onnx(bundle: Bundle, onnx_bytes: bytes, info: dict[str, Any], out: Pa
         "task": output.task,
         "target": output.target,
         "classes": output.classes,
-        "inputs": [_input(c.model_dump(mode="json")) for c in bundle.input_schema.columns
-                   if c.name in inputs],
+        "inputs": [_input(c.model_dump(mode="json")) for c in columns if c.name in inputs],
         "outputs": [{"name": o.name, "type": onnx.helper.printable_type(o.type)} for o in model.graph.output],
         "parity": {k: info.get(k) for k in ("max_abs_diff", "tolerance", "rows_checked", "detail")},
         "usage": "Feed every input as a [N, 1] tensor, one row per entry. A missing number is NaN; a missing "
