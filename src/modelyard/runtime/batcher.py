@@ -23,7 +23,7 @@ import asyncio
 import collections
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +33,9 @@ import pandas as pd
 
 from modelyard.config import Settings
 from modelyard.errors import ConfigError, ModelyardError, PredictionError
-from modelyard.runtime.columns import Columns
+from modelyard.runtime.columns import Columns, concat_rows, slice_rows
 
-Batchable = pd.DataFrame | Columns
+Batchable = pd.DataFrame | Columns  # validated rows
 Result = Any  # an ndarray, or a tuple of ndarrays, each with one entry per row
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
@@ -174,7 +174,7 @@ class MicroBatcher:
         n, limit = len(rows), self.config.max_batch_rows
         if n <= limit:
             return await self._enqueue(rows, n)
-        parts = await asyncio.gather(*(self._enqueue(_slice(rows, i, i + limit), min(limit, n - i))
+        parts = await asyncio.gather(*(self._enqueue(slice_rows(rows, i, i + limit), min(limit, n - i))
                                        for i in range(0, n, limit)))
         return _join(parts)
 
@@ -182,6 +182,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = loop.create_task(self._dispatch(), name=f"batcher-{self.name}")
+            self._dispatcher.add_done_callback(self._dispatcher_ended)
         now = loop.time()
         if self._last_arrival is not None:
             sample = min(now - self._last_arrival, 1.0)
@@ -193,6 +194,16 @@ class MicroBatcher:
         return future
 
     # ---- the dispatcher ---------------------------------------------------------------------------------
+    def _dispatcher_ended(self, task: asyncio.Task[None]) -> None:
+        """A dispatcher that died must not leave callers waiting forever: fail what it left queued."""
+        if task.cancelled() or task.exception() is None:
+            return
+        reason = f"{self.name}: the batcher stopped: {task.exception()}"
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(PredictionError(reason))
+
     def wait_budget(self) -> float:
         """How long the next batch may wait for more requests (seconds); 0 when idle or sparse."""
         max_wait = self.config.max_wait_ms / 1000.0
@@ -266,7 +277,7 @@ class MicroBatcher:
 
     def _run(self, parts: list[Batchable], rows: int) -> Result:
         """In a worker thread: join the requests, predict, check one answer per row came back."""
-        result = self.predict(_concat(parts))
+        result = self.predict(concat_rows(parts))
         arrays = result if isinstance(result, tuple) else (result,)
         arrays = tuple(np.asarray(a) for a in arrays)
         if any(len(a) != rows for a in arrays):
@@ -327,22 +338,6 @@ class MicroBatcher:
                 pass
         if self._own_executor:
             self._executor.shutdown(wait=False)
-
-
-def _slice(rows: Batchable, start: int, stop: int) -> Batchable:
-    if isinstance(rows, Columns):
-        return rows.slice(start, stop)
-    return rows.iloc[start:stop].reset_index(drop=True)
-
-
-def _concat(parts: Sequence[Batchable]) -> Batchable:
-    if len(parts) == 1:
-        return parts[0]
-    if all(isinstance(p, Columns) for p in parts):
-        return Columns.concat(parts)  # type: ignore[arg-type]
-    if all(isinstance(p, pd.DataFrame) for p in parts):
-        return pd.concat(parts, ignore_index=True)
-    return Columns.concat([p if isinstance(p, Columns) else Columns.from_frame(p) for p in parts])
 
 
 def _take(result: Result, start: int, stop: int) -> Result:

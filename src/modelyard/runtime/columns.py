@@ -104,3 +104,18 @@ def _parse_clean(schema: InputSchema, records: list[Any]) -> Columns | None:
         data[col.name] = array
     return Columns(data, n)
 
+
+
+def slice_rows(rows: pd.DataFrame | Columns, start: int, stop: int) -> pd.DataFrame | Columns:
+    if isinstance(rows, Columns):
+        return rows.slice(start, stop)
+    return rows.iloc[start:stop].reset_index(drop=True)
+
+
+def concat_rows(parts: Sequence[pd.DataFrame | Columns]) -> pd.DataFrame | Columns:
+    """One batch from validated parts (frames, ``Columns`` or a mix), rows in order."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(p, pd.DataFrame) for p in parts):
+        return pd.concat(parts, ignore_index=True)
+    return Columns.concat([p if isinstance(p, Columns) else Columns.from_frame(p) for p in parts])
