@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ def test_house_prices_fast_path_matches_scikit_learn_on_the_whole_reference_set(
     records = reference.head(100).to_dict("records")
     np.testing.assert_array_equal(model.predict(records), expected[:100])
     np.testing.assert_array_equal(model.predict(records[7]), expected[7:8])
+    copy = pickle.loads(pickle.dumps(model))  # a model shipped to another process keeps its fast path
+    assert copy.fast_path == "onnx"
+    np.testing.assert_array_equal(copy.predict(records), expected[:100])
 
 
 def test_breast_cancer_fast_path_gives_the_same_labels_and_probabilities(

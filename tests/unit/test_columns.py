@@ -74,6 +74,33 @@ def test_same_values_and_same_errors_as_the_schema(rows: Any, unseen: str) -> No
     assert_same(make_schema(unseen), rows)
 
 
+FRAME = pd.DataFrame({"area": [10.5, np.nan, 3.0], "rooms": [1, 2, 3], "city": ["a", None, "b"],
+                      "pool": ["no", "yes", "no"]}, index=[7, 3, 5])
+
+FRAMES = [
+    FRAME,
+    FRAME.astype({"city": object, "pool": object}),
+    FRAME.astype({"city": "string", "pool": "string"}),  # pd.NA for missing
+    FRAME.astype({"rooms": "Int64"}),
+    FRAME.assign(rooms=[True, False, True]),
+    FRAME.assign(area=[1.0, np.inf, 2.0]),
+    FRAME.assign(rooms=[1.0, np.nan, 2.0]),
+    FRAME.assign(pool=["no", None, "yes"]),
+    FRAME.assign(city=["a", "zz", None]),
+    FRAME.assign(city=[1, 2, 3]),
+    FRAME.assign(rooms=["1", "2", "x"]),
+    FRAME.drop(columns="pool"),
+    FRAME.iloc[:0],
+    pd.concat([FRAME, FRAME[["city"]]], axis=1),  # a duplicated column
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=[str(i) for i in range(len(FRAMES))])
+@pytest.mark.parametrize("unseen", ["allow", "reject"])
+def test_frames_give_the_same_values_and_errors_as_the_schema(frame: pd.DataFrame, unseen: str) -> None:
+    assert_same(make_schema(unseen), frame)
+
+
 def test_clean_rows_are_parsed_without_pandas_into_float_and_object_arrays() -> None:
     cols = validate_columns(make_schema(), [GOOD, {**GOOD, "city": None}])
     assert cols.data["area"].dtype == np.float64 and cols.data["city"].dtype == object
@@ -98,3 +125,4 @@ values = st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=True, allo
        unseen=st.sampled_from(["allow", "reject"]))
 def test_any_mix_of_values_validates_like_the_schema(rows: list[dict[str, Any]], unseen: str) -> None:
     assert_same(make_schema(unseen), rows)
+    assert_same(make_schema(unseen), pd.DataFrame(rows))

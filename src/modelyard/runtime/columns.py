@@ -57,7 +57,8 @@ class Columns:
 def validate_columns(schema: InputSchema, rows: Rows) -> Columns:
     """Validate ``rows`` (a DataFrame, a list of dicts or one dict) into ``Columns``."""
     if isinstance(rows, pd.DataFrame):
-        return Columns.from_frame(schema.validate_rows(rows))
+        parsed = _parse_frame(schema, rows)
+        return parsed if parsed is not None else Columns.from_frame(schema.validate_rows(rows))
     records: Any = [rows] if isinstance(rows, Mapping) else rows
     if not isinstance(records, list):
         records = list(records)
@@ -65,6 +66,39 @@ def validate_columns(schema: InputSchema, rows: Rows) -> Columns:
     if parsed is not None:
         return parsed
     return Columns.from_frame(schema.validate_rows(records))  # raises the schema's own error
+
+
+def _parse_frame(schema: InputSchema, frame: pd.DataFrame) -> Columns | None:
+    """Columns of a frame whose dtypes already say what the schema checks element by element.
+
+    Number columns of a numeric dtype and category columns of a pandas string dtype are taken as they are
+    (what ``schema.py`` would make of them); any other dtype, or any value it would refuse, sends the
+    whole frame through ``schema.py``.
+    """
+    n = len(frame)
+    if n == 0 or any(c.name not in frame.columns for c in schema.columns) or frame.columns.has_duplicates:
+        return None
+    data: dict[str, np.ndarray] = {}
+    for col in schema.columns:
+        series = frame[col.name]
+        if col.kind == "numeric":
+            if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+                return None
+            array = series.to_numpy(dtype="float64", na_value=np.nan)
+            if not np.isfinite(array).all() and (np.isinf(array).any() or not col.nullable):
+                return None
+        else:
+            if not isinstance(series.dtype, pd.StringDtype):
+                return None
+            array = series.to_numpy(dtype=object, na_value=np.nan)
+            if not col.nullable and series.isna().any():
+                return None
+            if schema.unseen_categories == "reject" and col.categories is not None:
+                present = series.dropna().unique()
+                if not set(present) <= set(col.categories):
+                    return None
+        data[col.name] = array
+    return Columns(data, n)
 
 
 def _parse_clean(schema: InputSchema, records: list[Any]) -> Columns | None:

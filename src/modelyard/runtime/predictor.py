@@ -38,9 +38,12 @@ class Model:
         self.pipeline_ = bundle.pipeline_
         self.fast_path_error_: str | None = None
         self.fast_path_fallbacks_ = 0
-        self.runner_: OnnxRunner | None = self._load_runner(onnx_workers) if fast_path else None
+        self.onnx_workers = onnx_workers
+        self.onnx_bytes_ = self._read_onnx() if fast_path else None
+        self.runner_: OnnxRunner | None = self._start_runner()
 
-    def _load_runner(self, workers: int | None) -> OnnxRunner | None:
+    def _read_onnx(self) -> bytes | None:
+        """The verified ONNX copy when the manifest says the fast path passed its parity check."""
         info = self.manifest.get(FAST_PATH_KEY) or {}
         if not info.get("enabled") or info.get("kind") != "onnx":
             return None
@@ -51,14 +54,27 @@ class Model:
             raise IntegrityError(
                 f"bundle file {ONNX_FILE} in {self.bundle_.path} is missing or does not match the manifest's "
                 "checksum: refusing to load it", file=ONNX_FILE)
+        return data
+
+    def _start_runner(self) -> OnnxRunner | None:
+        if self.onnx_bytes_ is None:
+            return None
         try:
-            return OnnxRunner(data, self.schema, task=self.task, label_dtype=self._label_dtype(),
-                              workers=workers)
+            return OnnxRunner(self.onnx_bytes_, self.schema, task=self.task, label_dtype=self._label_dtype(),
+                              workers=self.onnx_workers)
         except Exception as exc:  # a verified file this onnxruntime cannot run: version skew
             self.fast_path_error_ = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.warning("%s v%s: ONNX fast path unavailable, scikit-learn serves (%s)", self.name,
                         self.version, self.fast_path_error_)
             return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles (for Dask workers, say) carry the ONNX bytes; the session is rebuilt on arrival."""
+        return {**self.__dict__, "runner_": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.runner_ = self._start_runner()
 
     def _label_dtype(self) -> str | None:
         return self.output_schema.dtype if self.task == "classification" else None
