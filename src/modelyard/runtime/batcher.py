@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from modelyard.config import Settings
 from modelyard.errors import ConfigError, ModelyardError, PredictionError
 from modelyard.runtime.columns import Columns, concat_rows, slice_rows
 
-Batchable = pd.DataFrame | Columns  # validated rows
+Batchable: TypeAlias = pd.DataFrame | Columns  # validated rows
 Result = Any  # an ndarray, or a tuple of ndarrays, each with one entry per row
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 

@@ -12,7 +12,7 @@ with its ONNX copy after the two agreed on every reference row.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ from modelyard.runtime.fastpath import FAST_PATH_KEY, OnnxRunner
 from modelyard.schema import InputSchema, OutputSchema, Rows
 
 log = logging.getLogger(__name__)
-Validated = pd.DataFrame | Columns
+Validated: TypeAlias = pd.DataFrame | Columns
 
 
 class Model:
@@ -107,8 +107,6 @@ class Model:
     # ---- validation -----------------------------------------------------------------------------------
     def validate(self, rows: Rows) -> pd.DataFrame:
         """Rows checked against the schema, as the frame the scikit-learn pipeline takes."""
-        if isinstance(rows, pd.DataFrame):
-            return self.schema.validate_rows(rows)
         return validate_columns(self.schema, rows).to_frame()
 
     def validate_columns(self, rows: Rows) -> Columns:
