@@ -137,4 +137,4 @@ def test_archives_hold_only_flat_files(sqlite_settings: Settings, house_spec: Pa
     registry = Registry(sqlite_settings)
     registry.publish(tmp_path / "b")
     with tarfile.open(registry.store.fetch(registry.resolve("house-prices@1").archive_sha256)) as tar:
-        assert sorted(tar.getnames()) == ["manifest.json", "model.joblib", "reference.parquet"]
+        assert sorted(tar.getnames()) == ["manifest.json", "model.joblib", "model.onnx", "reference.parquet"]

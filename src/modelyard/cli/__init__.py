@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import deploy, models, monitor, predictions, rollout, score, serve, stream, train
+from modelyard.cli import deploy, export, models, monitor, predictions, rollout, score, serve, stream, train
 
 app = typer.Typer(
     name="modelyard",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("train")(train.train_cmd)
 app.command("reproduce")(train.reproduce_cmd)
+app.command("export")(export.export_cmd)
 app.add_typer(models.models_app, name="models")
 app.add_typer(models.alias_app, name="alias")
 app.add_typer(models.import_app, name="import")

@@ -17,6 +17,7 @@ from sklearn.base import is_classifier
 from modelyard._version import __version__
 from modelyard.bundle import PREDICTION_COLUMN, TARGET_COLUMN, write_bundle
 from modelyard.profile import profile_frame, profile_series
+from modelyard.runtime.fastpath import FAST_PATH_KEY, compile_fast_path
 from modelyard.schema import InputSchema, OutputSchema
 
 MAX_REFERENCE_ROWS = 10_000
@@ -41,7 +42,9 @@ def assemble_bundle(
     categorical: list[str] | None = None,
     unseen_categories: str = "allow",
     seed: int = 0,
+    fast_path: bool = True,
 ) -> dict[str, Any]:
+    """Write the bundle of a fitted pipeline; with ``fast_path``, also its ONNX copy when it has parity."""
     schema = InputSchema.infer(X_fit, categorical=categorical, unseen_categories=unseen_categories)  # type: ignore[arg-type]
     task = task_of(pipeline)
     if len(X_ref) > MAX_REFERENCE_ROWS:
@@ -82,7 +85,13 @@ def assemble_bundle(
             "prediction": stats_pred,
         },
     }
-    return write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference)
+    compiled = (compile_fast_path(pipeline, schema, X_ref, task=task, label_dtype=output.dtype)
+                if fast_path else None)
+    manifest[FAST_PATH_KEY] = compiled.info if compiled else {
+        "enabled": False, "kind": "sklearn", "reason": "not compiled (fast_path=False)", "tried": False,
+        "max_abs_diff": None, "tolerance": None}
+    return write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
+                        extra_files=compiled.extra_files if compiled else None)
 
 
 def _final_step(pipeline: Any) -> Any:

@@ -1,0 +1,212 @@
+"""The micro-batcher: bounded batches, every caller its own rows' answers, failures kept to one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelyard.config import Settings
+from modelyard.errors import PredictionError, SchemaError
+from modelyard.runtime.batcher import BatchConfig, BatchRecord, MicroBatcher, batch_config
+from modelyard.runtime.columns import Columns
+
+
+class Recorder:
+    """A predict function that answers ``2 * x + 1`` per row and records every batch it was given."""
+
+    def __init__(self, fail_if: Callable[[np.ndarray], bool] | None = None, delay: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.fail_if = fail_if
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.threads: set[str] = set()
+
+    def __call__(self, rows: Any) -> np.ndarray:
+        x = rows.data["x"] if isinstance(rows, Columns) else rows["x"].to_numpy()
+        with self.lock:
+            self.sizes.append(len(x))
+            self.threads.add(threading.current_thread().name)
+        if self.delay:
+            threading.Event().wait(self.delay)  # a model that takes a while: requests pile up meanwhile
+        if self.fail_if is not None and self.fail_if(x):
+            raise ValueError(f"cannot predict x={x.min()}..{x.max()}")
+        return 2 * x + 1
+
+
+def columns(values: list[float]) -> Columns:
+    return Columns({"x": np.asarray(values, dtype=np.float64)}, len(values))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_concurrent_callers_each_get_exactly_their_own_rows_and_batches_stay_bounded() -> None:
+    model = Recorder(delay=0.002)
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, BatchConfig(max_batch_rows=16, max_wait_ms=5))
+        # 300 callers with 1 to 7 distinct rows each, all at once
+        requests = [[1000.0 * i + j for j in range(1 + i % 7)] for i in range(300)]
+        answers = await asyncio.gather(*(batcher.submit(columns(r)) for r in requests))
+        for rows, answer in zip(requests, answers, strict=True):
+            assert answer.tolist() == [2 * v + 1 for v in rows]
+        stats = batcher.stats()
+        assert stats.requests == 300 and stats.rows == sum(len(r) for r in requests)
+        assert stats.largest_batch_rows <= 16
+        await batcher.aclose()
+
+    run(main())
+    assert max(model.sizes) <= 16
+    assert len(model.sizes) < 300, "concurrent requests were not coalesced"
+    assert all(name.startswith("batch-") for name in model.threads), "predict ran on the event loop"
+
+
+def test_a_request_larger_than_the_max_is_split_and_put_back_together_in_order() -> None:
+    model = Recorder()
+
+    async def main() -> np.ndarray:
+        batcher = MicroBatcher(model, BatchConfig(max_batch_rows=10, max_wait_ms=0))
+        small = batcher.submit(columns([-1.0]))
+        big = batcher.submit(columns([float(i) for i in range(95)]))
+        got_small, got_big = await asyncio.gather(small, big)
+        assert got_small.tolist() == [-1.0]
+        await batcher.aclose()
+        return got_big
+
+    got = run(main())
+    assert got.tolist() == [2.0 * i + 1 for i in range(95)]
+    assert max(model.sizes) <= 10
+
+
+def test_dataframes_are_batched_too() -> None:
+    model = Recorder()
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(model, BatchConfig(max_batch_rows=8))
+        frames = [pd.DataFrame({"x": [float(i), float(i) + 0.5]}) for i in range(20)]
+        out = await asyncio.gather(*(batcher.submit(f) for f in frames))
+        await batcher.aclose()
+        return out
+
+    for i, answer in enumerate(run(main())):
+        assert answer.tolist() == [2.0 * i + 1, 2.0 * (i + 0.5) + 1]
+    assert max(model.sizes) <= 8
+
+
+def test_an_exception_fails_only_the_callers_in_that_batch() -> None:
+    # rows >= 1000 poison their batch; batches are formed while a slow predict runs
+    model = Recorder(fail_if=lambda x: bool((x >= 1000).any()), delay=0.005)
+    failed_batches: list[BatchRecord] = []
+
+    async def main() -> list[Any]:
+        batcher = MicroBatcher(model, BatchConfig(max_batch_rows=4, max_wait_ms=0),
+                               observer=lambda r: failed_batches.append(r) if r.error else None)
+        values = [float(i) if i != 13 else 1000.0 for i in range(40)]
+        out = await asyncio.gather(*(batcher.submit(columns([v])) for v in values), return_exceptions=True)
+        await batcher.aclose()
+        return out
+
+    results = run(main())
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors, "the poisoned row did not fail"
+    assert len(failed_batches) == 1 and len(errors) == failed_batches[0].requests <= 4
+    assert isinstance(results[13], PredictionError)
+    assert "cannot predict" in str(results[13]) and "batch" in str(results[13])
+    assert len({id(e) for e in errors}) == len(errors), "callers share one exception object"
+    for i, r in enumerate(results):
+        if not isinstance(r, BaseException):
+            assert r.tolist() == [2.0 * i + 1]
+
+
+def test_our_own_errors_reach_the_caller_with_their_type_and_context() -> None:
+    def predict(rows: Any) -> np.ndarray:
+        raise SchemaError("column 'x' row 0: bad", field="x", row=0)
+
+    async def main() -> None:
+        batcher = MicroBatcher(predict)
+        with pytest.raises(SchemaError) as err:
+            await batcher.submit(columns([1.0]))
+        assert err.value.field == "x"
+        await batcher.aclose()
+
+    run(main())
+
+
+def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
+    model = Recorder(delay=0.01)
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, BatchConfig(max_batch_rows=4, max_wait_ms=0))
+        tasks = [asyncio.ensure_future(batcher.submit(columns([float(i)]))) for i in range(12)]
+        await asyncio.sleep(0)
+        tasks[5].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[5], asyncio.CancelledError)
+        for i, r in enumerate(results):
+            if i != 5:
+                assert r.tolist() == [2.0 * i + 1]
+        await batcher.aclose()
+
+    run(main())
+
+
+def test_no_wait_budget_when_idle_and_a_bounded_one_under_load() -> None:
+    async def main() -> None:
+        batcher = MicroBatcher(Recorder(delay=0.003), BatchConfig(max_batch_rows=64, max_wait_ms=2))
+        assert batcher.wait_budget() == 0.0  # nothing known yet: never wait
+        await batcher.submit(columns([1.0]))
+        await asyncio.sleep(0.05)
+        await batcher.submit(columns([2.0]))  # arrivals 50 ms apart: sparse, no waiting
+        assert batcher.wait_budget() == 0.0
+        for _ in range(5):  # bursts of simultaneous arrivals: waiting pays
+            await asyncio.gather(*(batcher.submit(columns([float(i)])) for i in range(40)))
+        budget = batcher.wait_budget()
+        assert 0.0 < budget <= 0.002
+        stats = batcher.stats()
+        assert stats.cost_per_call_seconds is not None and stats.batches >= 2
+        assert sum(stats.batch_rows_histogram.values()) == stats.batches
+        await batcher.aclose()
+
+    run(main())
+
+
+def test_tuple_results_are_split_per_caller() -> None:
+    def predict(rows: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = rows.data["x"]
+        return x * 10, np.stack([x, -x], axis=1)
+
+    async def main() -> None:
+        batcher = MicroBatcher(predict, BatchConfig(max_batch_rows=3))
+        out = await asyncio.gather(*(batcher.submit(columns([float(i), float(i) + 0.1])) for i in range(5)))
+        for i, (labels, proba) in enumerate(out):
+            assert labels.tolist() == [10.0 * i, 10.0 * (i + 0.1)]
+            assert proba.shape == (2, 2) and proba[0].tolist() == [float(i), -float(i)]
+        await batcher.aclose()
+
+    run(main())
+
+
+def test_a_wrong_number_of_answers_is_an_error_not_a_shifted_result() -> None:
+    async def main() -> None:
+        batcher = MicroBatcher(lambda rows: np.zeros(len(rows) + 1))
+        with pytest.raises(PredictionError, match="answers"):
+            await batcher.submit(columns([1.0, 2.0]))
+        await batcher.aclose()
+
+    run(main())
+
+
+def test_config_comes_from_settings_with_per_model_overrides() -> None:
+    settings = Settings(batch_max_rows=100, batch_max_wait_ms=1.5,
+                        batch_per_model={"m": {"max_batch_rows": 7}})
+    assert batch_config(settings, "m") == BatchConfig(max_batch_rows=7, max_wait_ms=1.5)
+    assert batch_config(settings, "other") == BatchConfig(max_batch_rows=100, max_wait_ms=1.5)
+    with pytest.raises(ValueError):
+        BatchConfig(max_batch_rows=0)

@@ -1,0 +1,128 @@
+"""Column validation (no DataFrame) gives exactly the values and the errors of ``schema.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelyard.errors import SchemaError
+from modelyard.runtime.columns import Columns, validate_columns
+from modelyard.schema import InputSchema
+
+
+def make_schema(unseen: str = "allow") -> InputSchema:
+    frame = pd.DataFrame({
+        "area": [50.0, 80.5, np.nan, 120.0],
+        "rooms": [1, 2, 3, 4],
+        "city": ["a", "b", "a", None],
+        "pool": ["yes", "no", "no", "yes"],
+    })
+    return InputSchema.infer(frame, categorical=["city", "pool"], unseen_categories=unseen)  # type: ignore[arg-type]
+
+
+def outcome(fn: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn()
+    except SchemaError as exc:
+        return "error", (exc.message, exc.field, exc.row)
+    except Exception as exc:  # schema.py's own crashes (an int too large for a float) are kept alike too
+        return "crash", (type(exc).__name__, str(exc))
+
+
+def assert_same(schema: InputSchema, rows: Any) -> None:
+    expected = outcome(lambda: schema.validate_rows(rows))
+    got = outcome(lambda: validate_columns(schema, rows).to_frame())
+    assert got[0] == expected[0], (got, expected)
+    if expected[0] == "ok":
+        pd.testing.assert_frame_equal(got[1], expected[1])
+    else:
+        assert got[1] == expected[1]
+
+
+GOOD = {"area": 10.5, "rooms": 3, "city": "b", "pool": "no"}
+
+CASES = [
+    GOOD,
+    [GOOD, {**GOOD, "area": None, "city": None}],
+    [{**GOOD, "extra": "ignored"}],
+    [{**GOOD, "rooms": "3"}],  # a number given as a string: the schema coerces it
+    [{**GOOD, "rooms": True}],
+    [{**GOOD, "rooms": "many"}],
+    [{**GOOD, "rooms": None}],  # never missing in training
+    [{**GOOD, "area": float("inf")}],
+    [{**GOOD, "area": float("nan")}],
+    [{**GOOD, "city": 7}],  # a number in a categorical column becomes "7"
+    [{**GOOD, "city": [1]}],
+    [{**GOOD, "pool": None}],
+    [{**GOOD, "city": "unseen"}],
+    [GOOD, {k: v for k, v in GOOD.items() if k != "rooms"}],
+    [GOOD, ["not", "a", "dict"]],
+    [],
+    [{**GOOD, "rooms": 10**400}],
+    [{**GOOD, "rooms": np.float64(2.5)}],
+]
+
+
+@pytest.mark.parametrize("rows", CASES, ids=[str(i) for i in range(len(CASES))])
+@pytest.mark.parametrize("unseen", ["allow", "reject"])
+def test_same_values_and_same_errors_as_the_schema(rows: Any, unseen: str) -> None:
+    assert_same(make_schema(unseen), rows)
+
+
+FRAME = pd.DataFrame({"area": [10.5, np.nan, 3.0], "rooms": [1, 2, 3], "city": ["a", None, "b"],
+                      "pool": ["no", "yes", "no"]}, index=[7, 3, 5])
+
+FRAMES = [
+    FRAME,
+    FRAME.astype({"city": object, "pool": object}),
+    FRAME.astype({"city": "string", "pool": "string"}),  # pd.NA for missing
+    FRAME.astype({"rooms": "Int64"}),
+    FRAME.assign(rooms=[True, False, True]),
+    FRAME.assign(area=[1.0, np.inf, 2.0]),
+    FRAME.assign(rooms=[1.0, np.nan, 2.0]),
+    FRAME.assign(pool=["no", None, "yes"]),
+    FRAME.assign(city=["a", "zz", None]),
+    FRAME.assign(city=[1, 2, 3]),
+    FRAME.assign(rooms=["1", "2", "x"]),
+    FRAME.drop(columns="pool"),
+    FRAME.iloc[:0],
+    pd.concat([FRAME, FRAME[["city"]]], axis=1),  # a duplicated column
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=[str(i) for i in range(len(FRAMES))])
+@pytest.mark.parametrize("unseen", ["allow", "reject"])
+def test_frames_give_the_same_values_and_errors_as_the_schema(frame: pd.DataFrame, unseen: str) -> None:
+    assert_same(make_schema(unseen), frame)
+
+
+def test_clean_rows_are_parsed_without_pandas_into_float_and_object_arrays() -> None:
+    cols = validate_columns(make_schema(), [GOOD, {**GOOD, "city": None}])
+    assert cols.data["area"].dtype == np.float64 and cols.data["city"].dtype == object
+    assert cols.data["city"][0] == "b" and np.isnan(cols.data["city"][1])
+
+
+def test_slice_and_concat_keep_rows_in_order() -> None:
+    schema = make_schema()
+    cols = validate_columns(schema, [{**GOOD, "area": float(i)} for i in range(10)])
+    joined = Columns.concat([cols.slice(0, 3), cols.slice(3, 10)])
+    assert len(joined) == 10
+    assert joined.data["area"].tolist() == [float(i) for i in range(10)]
+
+
+values = st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True),
+                   st.sampled_from(["a", "b", "zz", "", "3", "yes"]), st.booleans())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.fixed_dictionaries({"area": values, "rooms": values, "city": values, "pool": values}),
+                     min_size=1, max_size=4),
+       unseen=st.sampled_from(["allow", "reject"]))
+def test_any_mix_of_values_validates_like_the_schema(rows: list[dict[str, Any]], unseen: str) -> None:
+    assert_same(make_schema(unseen), rows)
+    assert_same(make_schema(unseen), pd.DataFrame(rows))

@@ -1,0 +1,145 @@
+"""Compiling pipelines to ONNX: kept only with parity, refused (with the reason) otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from modelyard.runtime.fastpath import OnnxRunner, check_parity, compile_fast_path, frame_columns, probe_rows
+from modelyard.schema import InputSchema
+
+NUMERIC = ["area_sqm", "bedrooms", "year_built", "year_renovated", "lot_sqm", "school_rating"]
+CATEGORICAL = ["neighborhood", "house_type", "condition", "heating"]
+
+
+@pytest.fixture(scope="module")
+def data(houses_frame: pd.DataFrame) -> tuple[InputSchema, pd.DataFrame, np.ndarray]:
+    frame = houses_frame.head(1500)
+    schema = InputSchema.infer(frame[NUMERIC + CATEGORICAL], categorical=CATEGORICAL)
+    return schema, schema.validate_rows(frame[NUMERIC + CATEGORICAL]), frame["price"].to_numpy()
+
+
+def house_pipeline(estimator: Any) -> Pipeline:
+    """The shape the house-price spec builds: impute + scale numbers, impute + one-hot categories."""
+    return Pipeline([
+        ("preprocess", ColumnTransformer([
+            ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+             NUMERIC),
+            ("cat", Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                              ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
+             CATEGORICAL),
+        ])),
+        ("model", estimator),
+    ])
+
+
+def onnx_predict(compiled: Any, schema: InputSchema, frame: pd.DataFrame) -> np.ndarray:
+    runner = OnnxRunner(compiled.onnx_bytes, schema, task="regression")
+    feeds = runner.feeds(frame_columns(frame))
+    assert feeds is not None
+    return runner.run(feeds)
+
+
+def test_house_price_regressor_compiles_with_exact_parity(data: Any) -> None:
+    schema, X, y = data
+    pipe = house_pipeline(HistGradientBoostingRegressor(max_iter=40, random_state=0)).fit(X, y)
+    compiled = compile_fast_path(pipe, schema, X.iloc[:800], task="regression")
+    info = compiled.info
+    assert info["enabled"] and info["kind"] == "onnx" and compiled.onnx_bytes
+    assert info["max_abs_diff"] <= info["tolerance"] and info["rows_checked"] > 800
+    # every row, including rows never seen: missing values everywhere allowed, unseen categories
+    rows = X.iloc[800:].reset_index(drop=True)
+    odd = rows.head(50).copy()
+    odd.loc[:, "year_renovated"] = np.nan
+    odd.loc[::2, "heating"] = np.nan
+    odd.loc[1::2, "neighborhood"] = "Atlantis"
+    odd = schema.validate_rows(odd)
+    for frame in (rows, odd):
+        np.testing.assert_array_equal(onnx_predict(compiled, schema, frame), pipe.predict(frame))
+
+
+def test_probe_rows_add_missing_and_unseen_values(data: Any) -> None:
+    schema, X, _ = data
+    probe = probe_rows(X.head(10), schema, per_case=2)
+    nullable = [c.name for c in schema.columns if c.nullable]
+    assert len(probe) == 10 + 2 * (len(nullable) + len(CATEGORICAL))
+    assert probe.iloc[10:]["neighborhood"].astype(str).str.contains("unseen").any()
+
+
+def test_linear_classifier_has_identical_labels_and_close_probabilities(data: Any) -> None:
+    schema, X, y = data
+    labels = np.where(y > np.median(y), "expensive", "cheap").astype(object)
+    pipe = house_pipeline(LogisticRegression(max_iter=500)).fit(X, labels)
+    compiled = compile_fast_path(pipe, schema, X, task="classification", label_dtype="object")
+    assert compiled.info["enabled"], compiled.info
+    assert compiled.info["label_mismatches"] == 0 and compiled.info["max_abs_diff"] <= 1e-9
+    runner = OnnxRunner(compiled.onnx_bytes, schema, task="classification", label_dtype="object")
+    feeds = runner.feeds(frame_columns(X))
+    assert feeds is not None
+    np.testing.assert_array_equal(runner.run(feeds), pipe.predict(X))
+    np.testing.assert_allclose(runner.run(feeds, proba=True), pipe.predict_proba(X), rtol=0, atol=1e-9)
+
+
+def test_a_lambda_step_cannot_be_converted_and_is_refused_with_the_reason(data: Any) -> None:
+    schema, X, y = data
+    log = FunctionTransformer(lambda a: np.log1p(np.abs(a)))
+    pre = house_pipeline(Ridge()).steps[0][1]
+    pipe = Pipeline([("pre", pre), ("log", log), ("model", Ridge())]).fit(X, y)
+    compiled = compile_fast_path(pipe, schema, X, task="regression")
+    assert not compiled.info["enabled"] and compiled.onnx_bytes is None
+    assert compiled.info["kind"] == "sklearn" and "conversion failed" in compiled.info["reason"]
+    assert compiled.extra_files == {}
+
+
+class MedianRegressor(RegressorMixin, BaseEstimator):
+    """An estimator no converter knows."""
+
+    def fit(self, X: Any, y: Any) -> MedianRegressor:
+        self.median_ = float(np.median(y))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.full(len(X), self.median_)
+
+
+def test_a_custom_estimator_is_refused(data: Any) -> None:
+    schema, X, y = data
+    pipe = house_pipeline(MedianRegressor()).fit(X, y)
+    info = compile_fast_path(pipe, schema, X, task="regression").info
+    assert not info["enabled"] and "MedianRegressor" in info["reason"]
+
+
+def test_a_graph_that_disagrees_is_refused_with_the_measured_difference(data: Any) -> None:
+    schema, X, y = data
+    compiled_a = compile_fast_path(house_pipeline(Ridge(alpha=1.0)).fit(X, y), schema, X, task="regression")
+    pipe_b = house_pipeline(Ridge(alpha=50.0)).fit(X, y)  # what scikit-learn would answer instead
+    runner = OnnxRunner(compiled_a.onnx_bytes, schema, task="regression")  # type: ignore[arg-type]
+    info = check_parity(pipe_b, runner, probe_rows(X, schema), task="regression", reference_rows=len(X))
+    assert not info["enabled"] and info["kind"] == "sklearn"
+    assert info["reason"].startswith("parity check failed") and info["max_abs_diff"] > info["tolerance"] > 0
+
+
+def test_a_graph_onnx_runtime_cannot_run_is_refused(data: Any) -> None:
+    schema, X, y = data
+    pipe = house_pipeline(RandomForestRegressor(n_estimators=3, max_depth=4, random_state=0)).fit(X, y)
+    info = compile_fast_path(pipe, schema, X, task="regression").info
+    assert not info["enabled"] and info["reason"]  # skl2onnx declares a double output its operator lacks
+
+
+def test_an_empty_string_category_is_not_fed_to_the_graph(data: Any) -> None:
+    schema, X, y = data
+    pipe = house_pipeline(HistGradientBoostingRegressor(max_iter=10)).fit(X, y)
+    compiled = compile_fast_path(pipe, schema, X.head(300), task="regression")
+    runner = OnnxRunner(compiled.onnx_bytes, schema, task="regression")  # type: ignore[arg-type]
+    rows = schema.validate_rows(X.head(3).assign(condition=["", "good", None]))
+    assert runner.feeds(frame_columns(rows)) is None  # "" would read as missing: scikit-learn must answer
