@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelyard.batch import BatchError, score_chunk, validate_partial
+from modelyard.batch import BatchError, score_chunk
 from modelyard.batch.source import Source
 from modelyard.bundle import load_bundle
 from modelyard.runtime import Model
+from modelyard.runtime.partial import validate_partial
 from tests.batchstream_helpers import house_bundle_once, houses_input, spoil
 
 
@@ -22,7 +23,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
 def test_validate_partial_finds_every_bad_row_even_several_in_one_column(model: Model) -> None:
     bad = {0: ("area_sqm", "x"), 5: ("area_sqm", "y"), 6: ("house_type", None), 399: ("bedrooms", [1])}
     frame = spoil(houses_input(400), bad).drop(columns=["id"])
-    validated, positions, rejected = validate_partial(model, frame)
+    checked = validate_partial(model, frame)
+    validated, positions, rejected = checked.frame, checked.positions, checked.rejected
     assert [p for p, _ in rejected] == sorted(bad)
     assert [e.field for _, e in rejected] == ["area_sqm", "area_sqm", "house_type", "bedrooms"]
     assert positions.tolist() == [i for i in range(400) if i not in bad]

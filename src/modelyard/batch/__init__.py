@@ -3,7 +3,7 @@
     modelyard score house-prices --from "SELECT * FROM houses" --to house_prices_scored --key id
 """
 
-from modelyard.batch.chunk import BatchError, Rejected, ScoredChunk, score_chunk, validate_partial
+from modelyard.batch.chunk import BatchError, Rejected, ScoredChunk, score_chunk
 from modelyard.batch.runner import BatchResult, score
 
-__all__ = ["BatchError", "BatchResult", "Rejected", "ScoredChunk", "score", "score_chunk", "validate_partial"]
+__all__ = ["BatchError", "BatchResult", "Rejected", "ScoredChunk", "score", "score_chunk"]

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from modelyard.config import Settings
-from modelyard.errors import ModelyardError, SchemaError
+from modelyard.errors import ModelyardError
 from modelyard.registry import Registry
 from modelyard.runtime import Model
+from modelyard.runtime.partial import PartialValidation, validate_partial
 
 
 class BatchError(ModelyardError):
@@ -65,41 +66,6 @@ def _row_json(frame: pd.DataFrame, position: int) -> dict[str, Any]:
     return dict(json.loads(frame.iloc[[position]].to_json(orient="records", date_format="iso"))[0])
 
 
-def validate_partial(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame | None, np.ndarray,
-                                                                 list[tuple[int, SchemaError]]]:
-    """Validate ``frame``; return (validated good rows, their positions, [(bad position, error)]).
-
-    The schema names only the first bad row of a column, so a failing frame drops that row and bisects
-    the rest: a clean chunk costs one vectorized validation, a chunk with k bad rows about k·log(n).
-    A frame-wide problem (a missing column) is not a row's fault and raises.
-    """
-    good: list[tuple[np.ndarray, pd.DataFrame]] = []
-    bad: list[tuple[int, SchemaError]] = []
-
-    def walk(positions: np.ndarray) -> None:
-        if len(positions) == 0:
-            return
-        try:
-            good.append((positions, model.validate(frame.iloc[positions])))
-            return
-        except SchemaError as exc:
-            if exc.row is None or exc.row >= len(positions):
-                raise
-            bad.append((int(positions[exc.row]), exc))
-            rest = np.delete(positions, exc.row)
-        mid = len(rest) // 2
-        walk(rest[:mid])
-        walk(rest[mid:])
-
-    walk(np.arange(len(frame)))
-    bad.sort(key=lambda item: item[0])
-    if not good:
-        return None, np.empty(0, dtype=int), bad
-    positions = np.concatenate([p for p, _ in good])
-    validated = pd.concat([f for _, f in good], ignore_index=True) if len(good) > 1 else good[0][1]
-    return validated, positions, bad
-
-
 def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int = 0,
                 *, with_inputs: bool = False) -> ScoredChunk:
     """Score one chunk. ``key`` names the key column; without one the key is the row's input position."""
@@ -120,7 +86,8 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
                                     _row_json(frame, int(pos)), int(pos))
     candidates = np.flatnonzero(~missing_key)
     sub = frame.iloc[candidates].reset_index(drop=True)
-    validated, positions, bad = validate_partial(model, sub) if len(sub) else (None, np.empty(0, int), [])
+    checked = validate_partial(model, sub) if len(sub) else PartialValidation(None, np.empty(0, int), [])
+    validated, positions, bad = checked.frame, checked.positions, checked.rejected
     for pos, exc in bad:
         original = int(candidates[pos])
         reason = exc.message.replace(f"row {exc.row}", f"row {offset + original}", 1)

@@ -19,14 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
-import pandas as pd
 from sqlalchemy import Engine
 
 from modelyard.errors import ModelyardError, PredictionError, SchemaError
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry, parse_ref
 from modelyard.runtime import Model
+from modelyard.runtime.partial import PartialValidation, validate_partial
 from modelyard.stream.base import Broker, Message, OutMessage
 
 log = logging.getLogger("modelyard.stream")
@@ -77,35 +78,21 @@ def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], l
     k·log(n) validations); if the model fails on the validated batch, rows are retried one by one.
     """
     bad: dict[int, tuple[str, str | None]] = {}
-    parts: list[tuple[list[int], Any]] = []
-
-    def walk(idx: list[int]) -> None:
-        if not idx:
-            return
-        try:
-            parts.append((idx, model.validate([rows[i] for i in idx])))
-            return
-        except SchemaError as exc:
-            if exc.row is None or exc.row >= len(idx):
-                for i in idx:
-                    bad[i] = (exc.message, exc.field)
-                return
-            reason = exc.message.replace(f" row {exc.row}:", ":", 1)
-            reason = reason.replace(f"row {exc.row} is", "the message is", 1)
-            bad[idx[exc.row]] = (reason, exc.field)
-            rest = idx[: exc.row] + idx[exc.row + 1 :]
-        walk(rest[: len(rest) // 2])
-        walk(rest[len(rest) // 2 :])
-
-    walk(list(range(len(rows))))
+    try:
+        checked = validate_partial(model, rows)
+    except SchemaError as exc:  # no single row's fault: every row gets the reason
+        checked = PartialValidation(None, np.empty(0, dtype=int), [])
+        bad = {i: (exc.message, exc.field) for i in range(len(rows))}
+    for i, exc in checked.rejected:
+        reason = exc.message.replace(f" row {exc.row}:", ":", 1).replace(f"row {exc.row} is", "the message is", 1)
+        bad[i] = (reason, exc.field)
     good: list[int] = []
     preds: list[Any] = []
     with_proba = model.task == "classification"
     probas: list[Any] | None = [] if with_proba else None
-    frames = [f for _, f in parts]
-    if frames:
-        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        order = [i for idx, _ in parts for i in idx]
+    if checked.frame is not None:
+        frame = checked.frame
+        order = [int(i) for i in checked.positions]
         try:
             preds, good = model.predict_frame(frame).tolist(), order
             if probas is not None:
