@@ -10,10 +10,10 @@ gauges are the same in every worker; the prediction-log backlog is summed.
 Labels: ``version`` is the version number as text ("" when the request never reached a model); ``route``
 is primary | canary | shadow.
 
-The per-request hooks are cheap on purpose: one histogram update per request for the predictions (counted
-into buckets with numpy, not one ``observe`` per row) and per-feature input counters from the request's own
-rows when it is small (a Python pass over a few dicts costs microseconds, a pandas column access ~10 us
-each) or from the validated frame's columns when it is large.
+The per-request hooks are cheap on purpose (``benchmarks/monitor_hooks.py``): predictions are counted into the
+histogram's buckets with numpy (one update per bucket, not one ``observe`` per row), and the per-feature
+input counters read the request's own rows when it is small (a pass over up to 128 dicts costs less than
+the fixed ~0.3 ms of reading 16 pandas columns) or the validated frame's columns when it is large.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.07
                    5.0, 10.0)
 # Predictions span probabilities, class indices and prices: 1-2.5-5 per decade from 0.01 to 10 million.
 VALUE_BUCKETS = tuple(sorted({round(m * 10.0**e, 6) for e in range(-2, 8) for m in (1.0, 2.5, 5.0)}))
-SMALL_REQUEST_ROWS = 32  # up to this many rows are counted in plain Python: cheaper than pandas per column
+SMALL_REQUEST_ROWS = 128  # up to this many rows, counting the request's dicts beats pandas column access
 
 REQUESTS = Counter(
     "modelyard_requests", "Prediction requests answered, by model, version, route and HTTP status.",
@@ -227,21 +227,22 @@ def _count_rows(plan: _InputPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[di
 
 
 def _count_frame(plan: _InputPlan, frame: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Column by column over the validated frame: numpy for numbers; a hash-set pass for categories (5-10x
+    cheaper than ``Series.isin`` or ``np.isin``, which sort or build a table per call)."""
     missing: dict[str, int] = {}
     out: dict[str, int] = {}
     for name, low, high in plan.numeric:
         values = frame[name].to_numpy(dtype="float64", na_value=np.nan)
-        missing[name] = int(np.isnan(values).sum())
+        missing[name] = int(np.count_nonzero(np.isnan(values)))
         if low is not None and high is not None:
             with np.errstate(invalid="ignore"):
-                out[name] = int(((values < low) | (values > high)).sum())
+                out[name] = int(np.count_nonzero((values < low) | (values > high)))
     for name, known in plan.categorical:
-        series = frame[name]
-        nulls = series.isna().to_numpy()
-        missing[name] = int(nulls.sum())
-        if known is not None:
-            seen = ~series.astype(object).isin(known).to_numpy()
-            out[name] = int((seen & ~nulls).sum())
+        values = frame[name].to_numpy(dtype=object)
+        nulls = int(np.count_nonzero(pd.isna(values)))
+        missing[name] = nulls
+        if known is not None:  # a null is never in ``known``: counted by the pass, then taken off
+            out[name] = sum(1 for v in values.tolist() if v not in known) - nulls
     return missing, out
 
 

@@ -99,6 +99,7 @@ class MonitorScheduler:
         self.book = AlertBook(registry.engine)
         self.latest: dict[tuple[str, int], DriftReport | None] = {}
         self.last_run: MonitorRun | None = None
+        self._leading: bool | None = None
         self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
         self._gauge_labels: set[tuple[str, str, str]] = set()
 
@@ -131,9 +132,14 @@ class MonitorScheduler:
     def run_once(self, now: datetime | None = None) -> MonitorRun:
         now = now or datetime.now(UTC)
         run = MonitorRun(at=now)
-        if self.lease and not acquire_lease(
+        leading = not self.lease or acquire_lease(
             self.registry.engine, LEASE, self.holder, timedelta(seconds=max(3 * self.interval, 30)), now
-        ):
+        )
+        if leading != self._leading:
+            log.info("monitor: %s", "this process evaluates (it holds the lease)" if leading else
+                     "another process holds the monitor lease; this one skips its runs")
+            self._leading = leading
+        if not leading:
             run.skipped = "another replica holds the monitor lease"
             if not metrics.multiprocess_enabled():
                 self._set_gauges({})  # the holder exports them: stale values here would keep alerts firing
