@@ -90,3 +90,11 @@ def test_many_values_land_in_the_buckets_observe_would_put_them_in() -> None:
     sums = [_value("modelyard_prediction_value_sum", model="bulk-check", version=v, route="primary")
             for v in ("1", "2")]
     assert sums[1] == pytest.approx(sums[0], rel=1e-12)
+
+
+def test_a_dropped_drift_series_is_no_longer_exported() -> None:
+    metrics.DRIFT_PSI.labels("drop-check", "1", "a").set(0.4)
+    assert b'modelyard_drift_psi{feature="a",model="drop-check",version="1"} 0.4' in metrics.render()[0]
+    metrics.drop_series(metrics.DRIFT_PSI, "drop-check", "1", "a")
+    metrics.drop_series(metrics.DRIFT_PSI, "drop-check", "1", "never-set")  # unknown series: no error
+    assert b'model="drop-check"' not in metrics.render()[0]

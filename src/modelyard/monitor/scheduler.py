@@ -8,9 +8,8 @@ its values win as the most recent ones).
 
 Wiring, in the server (which may import the prediction log; the monitor may not): see ``serve/monitoring.py``::
 
-    scheduler = MonitorScheduler(registry, lambda m, since, until: list_records(
-        registry.engine, m, since=since, until=until, limit=20_000), notifier=WebhookNotifier(url),
-        psi_gauge=metrics.DRIFT_PSI, ks_gauge=metrics.DRIFT_KS)
+    scheduler = MonitorScheduler(registry, predlog.window_source(registry.engine),
+        notifier=WebhookNotifier(url), psi_gauge=metrics.DRIFT_PSI, ks_gauge=metrics.DRIFT_KS)
     task = asyncio.create_task(scheduler.run_forever(stop_event))
     ...
     scheduler.release()
@@ -101,7 +100,7 @@ class MonitorScheduler:
         self.last_run: MonitorRun | None = None
         self._leading: bool | None = None
         self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
-        self._gauge_labels: set[tuple[str, str, str]] = set()
+        self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
 
     def _served_by_alias(self) -> dict[str, set[int]]:
         return {
@@ -185,19 +184,17 @@ class MonitorScheduler:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
     def _set_gauges(self, reports: dict[tuple[str, int], DriftReport | None]) -> None:
-        seen: set[tuple[str, str, str]] = set()
+        """Export this run's drift; drop the series this process exported before and not now."""
+        seen: set[tuple[Any, tuple[str, str, str]]] = set()
         for (model, version), report in reports.items():
             for fd in report.all() if report else ():
                 labels = (model, str(version), fd.feature)
-                if self.psi_gauge is not None and fd.psi is not None:
-                    self.psi_gauge.labels(*labels).set(fd.psi)
-                    seen.add(labels)
-                if self.ks_gauge is not None and fd.ks is not None:
-                    self.ks_gauge.labels(*labels).set(fd.ks)
-        for labels in self._gauge_labels - seen:  # versions no longer served: drop their series
-            for gauge in (self.psi_gauge, self.ks_gauge):
-                if gauge is not None:
-                    metrics.drop_series(gauge, *labels)
+                for gauge, value in ((self.psi_gauge, fd.psi), (self.ks_gauge, fd.ks)):
+                    if gauge is not None and value is not None:
+                        gauge.labels(*labels).set(value)
+                        seen.add((gauge, labels))
+        for gauge, labels in self._gauge_labels - seen:  # versions no longer served, or no longer ours
+            metrics.drop_series(gauge, *labels)
         self._gauge_labels = seen
 
 
