@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import subprocess
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import pytest
 
 from modelyard.config import Settings
 from modelyard.deploy import K8sOptions, manifests
@@ -19,17 +17,6 @@ from tests.conftest import cli_env, run_cli, train_and_publish
 from tests.deploy_tools import free_port, house_project, wait_until
 from tests.unit.test_deploy_docker import instructions
 from tests.unit.test_deploy_k8s import container
-
-
-def _serve_missing() -> str | None:
-    try:
-        importlib.import_module("modelyard.serve")
-    except ImportError as exc:
-        return f"modelyard.serve cannot be imported yet ({exc}): the REST server comes from another branch"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_serve_missing() is not None, reason=str(_serve_missing()))
 
 
 def test_probe_paths_of_the_generated_deployment_answer(tmp_path: Path, houses_frame: pd.DataFrame) -> None:

@@ -1,30 +1,23 @@
-"""The /dashboard page renders in headless Chromium with data from a published model and logged traffic."""
+"""``/dashboard`` of a real ``modelyard serve`` renders in headless Chromium with data from the served model."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from modelyard.config import Settings
-from modelyard.monitor.dashboard import dashboard_data, dashboard_html, static_dir
-from modelyard.monitor.scheduler import MonitorScheduler
-from modelyard.predlog import PredictionRecord, insert_records, list_records
+from modelyard.monitor.dashboard import dashboard_html
+from modelyard.monitor.scheduler import LEASE, acquire_lease, release_lease
+from modelyard.monitor.state import AlertBook
+from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
 from tests.conftest import ROOT, generate_houses, train_and_publish
-from tests.integration.monitor_helpers import log_traffic
+from tests.integration.monitor_helpers import json_rows, log_traffic, webhook_receiver
+from tests.integration.serving import Server, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,16 +25,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def dashboard_site(sqlite_settings: Settings, house_spec: Path) -> Iterator[str]:
-    """A published model with production v1, canary v2 at 20%, an hour of traffic and a recorded alert;
-    its dashboard served by uvicorn the way the server will (page, JSON data, static assets)."""
+def dashboard_site(sqlite_settings: Settings, house_spec: Path, tmp_path: Path) -> Iterator[str]:
+    """A published model with production v1 and canary v2 at 20%, an hour of logged traffic (the history a
+    chart needs), then a real server: its monitor records the canary's drift alert at start, and live
+    requests to both versions go through it."""
     registry = Registry(sqlite_settings)
     train_and_publish(house_spec, sqlite_settings)
     v2 = train_and_publish(house_spec, sqlite_settings, alias=None)
@@ -55,32 +43,23 @@ def dashboard_site(sqlite_settings: Settings, house_spec: Path) -> Iterator[str]
     insert_records(registry.engine, [PredictionRecord(request_id=f"bad-{i}", model="house-prices", version=1,
                                                       error="schema_error: missing column", latency_ms=1.0,
                                                       ts=now - timedelta(minutes=12)) for i in range(5)])
+    with Server(sqlite_settings, tmp_path / "server.log", MODELYARD_LOG_FLUSH_INTERVAL="0.1") as server:
+        book = AlertBook(registry.engine)
+        wait_until(lambda: any(a["version"] == v2 for a in book.firing("house-prices")), 60,
+                   "the server's monitor to record the shifted canary's drift alert")
+        with httpx.Client(timeout=30) as client:
+            for i, ref in enumerate(["house-prices"] * 8 + ["house-prices@canary"] * 2):
+                rows = json_rows(generate_houses(5, seed=300 + i).drop(columns=["price"]))
+                r = client.post(f"{server.url}/v1/models/{ref}/predict", json={"instances": rows})
+                assert r.status_code == 200, r.text
 
-    def records(model: str, since: datetime, until: datetime) -> list[Any]:
-        return list_records(registry.engine, model, since=since, until=until, limit=None)
+        def live_requests() -> int:
+            data = httpx.get(server.url + "/dashboard/data", timeout=30).json()
+            return int(data["models"][0]["totals"]["requests"])
 
-    run = MonitorScheduler(registry, records).run_once()
-    assert any(tr.alert["version"] == v2 for tr in run.transitions)  # the shifted canary drifts
-
-    async def page(_: Request) -> HTMLResponse:
-        return HTMLResponse(dashboard_html("/dashboard/data", "/dashboard/static"))
-
-    async def data(_: Request) -> JSONResponse:
-        return JSONResponse(dashboard_data(registry, registry.engine, records=records))
-
-    app = Starlette(routes=[Route("/dashboard", page), Route("/dashboard/data", data),
-                            Mount("/dashboard/static", StaticFiles(directory=static_dir()))])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+        logged = 11 * 6 + 40 + 5  # records of the logged hour: 60-row days in 10-row requests, canary, errors
+        wait_until(lambda: live_requests() == logged + 10, 30, "the live requests in the dashboard's data")
+        yield server.url
 
 
 def test_dashboard_renders_charts_in_headless_chromium(dashboard_site: str) -> None:
@@ -126,3 +105,29 @@ def test_dashboard_html_inlines_scripts_when_no_static_url() -> None:
     html = dashboard_html("/x/data")
     assert 'data-url="/x/data"' in html and "Chart.js v4" in html and "modelyardCharts" in html
     assert "<script src=" not in html
+
+
+def test_a_replica_without_the_lease_sends_nothing_yet_its_dashboard_shows_drift(
+    sqlite_settings: Settings, house_spec: Path, tmp_path: Path
+) -> None:
+    """Another replica holds the monitor lease: this server neither notifies nor exports drift gauges, but its
+    dashboard computes drift itself. Once the lease is free, this server takes over and the alert goes out."""
+    registry = Registry(sqlite_settings)
+    train_and_publish(house_spec, sqlite_settings)
+    log_traffic(sqlite_settings, "house-prices", generate_houses(400, seed=61, shift=0.7),
+                datetime.now(UTC) - timedelta(minutes=5))
+    assert acquire_lease(registry.engine, LEASE, "another-replica", timedelta(hours=1))
+    with webhook_receiver() as hook, Server(sqlite_settings, tmp_path / "server.log",
+                                            MODELYARD_MONITOR_INTERVAL="1", MODELYARD_ALERT_WEBHOOK=hook.url) as server:
+        wait_until(lambda: "another process holds the monitor lease" in server.log(), 30, "a skipped run")
+        (drift,) = httpx.get(server.url + "/dashboard/data", timeout=30).json()["models"][0]["drift"]
+        psi = {f["feature"]: f["psi"] for f in drift["features"]}
+        assert drift["version"] == 1 and psi["area_sqm"] > 0.2
+        assert server.metric("modelyard_drift_psi") == 0 and "modelyard_drift_psi{" not in httpx.get(
+            server.url + "/metrics").text
+        assert hook.bodies == [] and AlertBook(registry.engine).recent("house-prices") == []
+
+        release_lease(registry.engine, LEASE, "another-replica")
+        hook.wait_for(lambda bodies: any(b["feature"] == "area_sqm" for b in bodies), timeout=30)
+        assert "this process evaluates" in server.log()
+        assert server.metric("modelyard_drift_psi", feature="area_sqm") == pytest.approx(psi["area_sqm"], rel=0.05)

@@ -1,17 +1,14 @@
 """Debian's Prometheus on 127.0.0.1 loads the generated rules and scrapes our metrics.
 
 The first test scrapes a tiny exporter in the test (the drift gauge the scheduler sets) and sees the
-generated drift alert go pending in Prometheus. The second scrapes a real ``modelyard serve``; it needs the
-REST server (``modelyard.serve``) and is skipped on a branch without it.
+generated drift alert go pending in Prometheus. The second scrapes a real ``modelyard serve``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,8 +23,9 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from modelyard.config import Settings
 from modelyard.monitor.alerts import rules_for
 from modelyard.monitor.rules import write_prometheus
-from tests.conftest import cli_env, generate_houses, run_cli, train_and_publish
+from tests.conftest import generate_houses, run_cli, train_and_publish
 from tests.integration.monitor_helpers import json_rows
+from tests.integration.serving import Server
 
 REGRESSOR = {"task": "regression", "output_schema": {"task": "regression", "min": 50000, "max": 900000}}
 
@@ -129,32 +127,18 @@ def test_prometheus_loads_the_rules_and_the_drift_alert_goes_pending(tmp_path: P
         thread.join(timeout=5)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("modelyard.serve") is None,
-    reason="needs the REST server (modelyard.serve), built on another branch; runs after the merge",
-)
 def test_prometheus_scrapes_a_running_modelyard_serve(
     sqlite_settings: Settings, house_spec: Path, tmp_path: Path
 ) -> None:
+    """Two workers (multiprocess metrics) and the server's own monitor schedule every second: requests,
+    predictions, input counters, alias and drift series of our model all reach Prometheus."""
     train_and_publish(house_spec, sqlite_settings)
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "modelyard", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=cli_env(sqlite_settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: serve.poll() is None and httpx.get(f"{base}/readyz", timeout=2).status_code == 200,
-            120,
-            "modelyard serve to be ready",
-        )
+    server = Server(sqlite_settings, tmp_path / "serve.log", workers=2, MODELYARD_MONITOR_INTERVAL="1",
+                    MODELYARD_LOG_FLUSH_INTERVAL="0.1")
+    with server:
         rows = json_rows(generate_houses(20, seed=5).drop(columns=["price"]))
         for _ in range(3):
-            r = httpx.post(f"{base}/v1/models/house-prices/predict", json={"instances": rows}, timeout=30)
+            r = httpx.post(f"{server.url}/v1/models/house-prices/predict", json={"instances": rows}, timeout=30)
             assert r.status_code == 200, r.text
         out = tmp_path / "prom"
         result = run_cli(
@@ -164,7 +148,7 @@ def test_prometheus_scrapes_a_running_modelyard_serve(
             "--out",
             str(out),
             "--target",
-            f"127.0.0.1:{port}",
+            f"127.0.0.1:{server.port}",
             settings=sqlite_settings,
         )
         assert result.returncode == 0, result.stderr
@@ -174,13 +158,20 @@ def test_prometheus_scrapes_a_running_modelyard_serve(
                 60,
                 "our model's request counter in Prometheus",
             )
-            assert sum(float(s["value"][1]) for s in series) >= 3
-            assert series[0]["metric"]["version"] == "1"
-            assert wait_until(
-                lambda: query(url, 'modelyard_prediction_value_count{model="house-prices"}'),
+            assert sum(float(s["value"][1]) for s in series) == 3  # both workers' requests, counted once
+            assert series[0]["metric"]["version"] == "1" and series[0]["metric"]["route"] == "primary"
+            predicted = wait_until(
+                lambda: query(url, 'modelyard_prediction_value_count{model="house-prices",route="primary"}'),
                 30,
                 "the prediction histogram",
             )
+            assert float(predicted[0]["value"][1]) == 60
+            missing = wait_until(
+                lambda: query(url, 'modelyard_input_missing_total{model="house-prices",feature="year_renovated"}'),
+                30,
+                "the missing-input counter",
+            )
+            assert float(missing[0]["value"][1]) == sum(row["year_renovated"] is None for row in rows) * 3
             assert (
                 wait_until(
                     lambda: query(url, 'modelyard_alias_version{model="house-prices",alias="production"}'),
@@ -189,11 +180,11 @@ def test_prometheus_scrapes_a_running_modelyard_serve(
                 )[0]["value"][1]
                 == "1"
             )
-    finally:
-        serve.terminate()
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
-        log.close()
+            drift = wait_until(
+                lambda: query(url, 'modelyard_drift_psi{model="house-prices",version="1"}'),
+                60,
+                "the drift gauges the server's monitor sets",
+            )
+            features = [s["metric"]["feature"] for s in drift]
+            assert "area_sqm" in features and "__prediction__" in features
+            assert len(features) == len(set(features))  # one series per feature: one worker evaluates

@@ -29,9 +29,9 @@ def test_every_agreed_metric_name_is_exported() -> None:
     metrics.DRIFT_PSI.labels("names-check", "1", "a").set(0)
     metrics.DRIFT_KS.labels("names-check", "1", "a").set(0)
     metrics.observe_request("names-check", "1", "primary", 422, 0.01, "schema_error")
-    metrics.observe_predictions("names-check", "1", np.array([1.0]))
-    metrics.INPUT_MISSING.labels("names-check", "1", "a").inc(0)
-    metrics.INPUT_OUT_OF_RANGE.labels("names-check", "1", "a").inc(0)
+    metrics.observe_predictions("names-check", "1", np.array([1.0]), route="primary")
+    metrics.INPUT_MISSING.labels("names-check", "1", "primary", "a").inc(0)
+    metrics.INPUT_OUT_OF_RANGE.labels("names-check", "1", "primary", "a").inc(0)
     metrics.MODEL_LOAD_FAILURES.labels("names-check", "1").inc(0)
     text, content_type = metrics.render()
     assert content_type.startswith("text/plain")
@@ -47,21 +47,54 @@ def test_missing_and_out_of_range_inputs_are_counted_per_feature(with_rows: bool
     train = pd.DataFrame({"x": [0.0, 1.0, 2.0], "c": ["a", "b", None]})
     schema = InputSchema.infer(train)
     rows = [{"x": 5.0, "c": "a"}, {"x": "1", "c": "zzz"}, {"x": -1, "c": None}, {"x": 2, "c": "b"}]
-    metrics.observe_inputs(model, "1", schema.validate_rows(rows), schema, rows if with_rows else None)
-    assert _value("modelyard_input_out_of_range_total", model=model, version="1", feature="x") == 2
-    assert _value("modelyard_input_out_of_range_total", model=model, version="1", feature="c") == 1
-    assert _value("modelyard_input_missing_total", model=model, version="1", feature="c") == 1
+    metrics.observe_inputs(model, "1", schema.validate_rows(rows), schema, rows if with_rows else None,
+                           route="canary")
+    labels = {"model": model, "version": "1", "route": "canary"}
+    assert _value("modelyard_input_out_of_range_total", **labels, feature="x") == 2
+    assert _value("modelyard_input_out_of_range_total", **labels, feature="c") == 1
+    assert _value("modelyard_input_missing_total", **labels, feature="c") == 1
     nullable = InputSchema.infer(pd.DataFrame({"x": [0.0, None, 2.0]}))
     rows = [{"x": None}, {"x": 1.0}]
-    metrics.observe_inputs(model, "2", nullable.validate_rows(rows), nullable, rows if with_rows else None)
-    assert _value("modelyard_input_missing_total", model=model, version="2", feature="x") == 1
-    assert _value("modelyard_input_out_of_range_total", model=model, version="2", feature="x") == 0
+    metrics.observe_inputs(model, "2", nullable.validate_rows(rows), nullable, rows if with_rows else None,
+                           route="primary")
+    labels = {"model": model, "version": "2", "route": "primary"}
+    assert _value("modelyard_input_missing_total", **labels, feature="x") == 1
+    assert _value("modelyard_input_out_of_range_total", **labels, feature="x") == 0
 
 
 def test_predictions_are_observed_as_values_or_class_indices() -> None:
-    metrics.observe_predictions("values-check", "1", np.array([0.5, 250_000.0, np.nan]))
-    assert _value("modelyard_prediction_value_count", model="values-check", version="1") == 2
-    assert _value("modelyard_prediction_value_sum", model="values-check", version="1") == 250_000.5
-    labels = np.array(["no", "yes", "yes"], dtype=object)
-    metrics.observe_predictions("values-check", "2", labels, ["no", "yes"])
-    assert _value("modelyard_prediction_value_sum", model="values-check", version="2") == 2.0
+    labels = {"model": "values-check", "version": "1", "route": "primary"}
+    metrics.observe_predictions("values-check", "1", np.array([0.5, 250_000.0, np.nan]), route="primary")
+    assert _value("modelyard_prediction_value_count", **labels) == 2
+    assert _value("modelyard_prediction_value_sum", **labels) == 250_000.5
+    for n in (3, 100):  # a few rows (a dict) and many (a pandas index) map classes the same way
+        labels = {"model": "values-check", "version": f"c{n}", "route": "shadow"}
+        predicted = np.array((["no", "yes", "maybe"] * n)[:n], dtype=object)
+        metrics.observe_predictions("values-check", f"c{n}", predicted, ["no", "yes"], route="shadow")
+        expected = sum({"no": 0, "yes": 1, "maybe": -1}[p] for p in predicted)
+        assert _value("modelyard_prediction_value_sum", **labels) == expected
+        assert _value("modelyard_prediction_value_count", **labels) == n
+
+
+def test_many_values_land_in_the_buckets_observe_would_put_them_in() -> None:
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.lognormal(11, 2, 500), np.array(metrics.VALUE_BUCKETS), [-5.0, 0.0, 1e12]])
+    one_by_one = metrics.PREDICTION_VALUE.labels("bulk-check", "1", "primary")
+    for v in values:
+        one_by_one.observe(float(v))
+    metrics.observe_many(metrics.PREDICTION_VALUE.labels("bulk-check", "2", "primary"), values)
+    for le in [*(str(float(b)) for b in metrics.VALUE_BUCKETS), "+Inf"]:
+        counts = [_value("modelyard_prediction_value_bucket", model="bulk-check", version=v, route="primary",
+                         le=le) for v in ("1", "2")]
+        assert counts[0] == counts[1], le
+    sums = [_value("modelyard_prediction_value_sum", model="bulk-check", version=v, route="primary")
+            for v in ("1", "2")]
+    assert sums[1] == pytest.approx(sums[0], rel=1e-12)
+
+
+def test_a_dropped_drift_series_is_no_longer_exported() -> None:
+    metrics.DRIFT_PSI.labels("drop-check", "1", "a").set(0.4)
+    assert b'modelyard_drift_psi{feature="a",model="drop-check",version="1"} 0.4' in metrics.render()[0]
+    metrics.drop_series(metrics.DRIFT_PSI, "drop-check", "1", "a")
+    metrics.drop_series(metrics.DRIFT_PSI, "drop-check", "1", "never-set")  # unknown series: no error
+    assert b'model="drop-check"' not in metrics.render()[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,8 @@ import typer
 
 from modelyard.cli._common import console, friendly, settings
 from modelyard.errors import BadRequestError
-from modelyard.predlog import list_records
+from modelyard.predlog import window_source
 from modelyard.registry import Registry, parse_ref
-
-RECORD_LIMIT = 20_000
-
-
-def record_source(registry: Registry) -> Any:
-    """The prediction log as the monitor reads it: one model, one window, newest records first."""
-
-    def load(model: str, since: datetime, until: datetime) -> list[Any]:
-        return list_records(registry.engine, model, since=since, until=until, limit=RECORD_LIMIT)
-
-    return load
 
 
 def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -73,7 +61,7 @@ def monitor_cmd(
         if not json_out:
             console.print(f"{model}: rule overrides now {json.dumps(rules)}")
     report = build_report(
-        registry, record_source(registry), model, window=parse_duration(window), versions=set(version) or None
+        registry, window_source(registry.engine), model, window=parse_duration(window), versions=set(version) or None
     )
     if html is not None:
         html.write_text(render_html(report))

@@ -1,15 +1,18 @@
 """The monitor loop a server runs: drift and alert rules for every served version, gauges, notifications.
 
 One replica evaluates at a time: the loop holds a lease in ``my_leases`` (renewed each run, taken over when
-it expires), so replicas behind a load balancer do not record or notify the same alert twice. A replica
-without the lease still serves its own gauges from the last run it made.
+it expires or is released at shutdown), so replicas and workers do not record or notify the same alert
+twice. A process that finds the lease held elsewhere skips the run and stops exporting drift gauges of its
+own (single-process mode; in prometheus_client's multiprocess mode a sibling worker may hold the lease and
+its values win as the most recent ones).
 
-Wiring, in the server (which may import the prediction log; the monitor may not)::
+Wiring, in the server (which may import the prediction log; the monitor may not): see ``serve/monitoring.py``::
 
-    scheduler = MonitorScheduler(registry, lambda m, since, until: list_records(
-        registry.engine, m, since=since, until=until, limit=20_000), notifier=WebhookNotifier(url),
-        psi_gauge=metrics.DRIFT_PSI, ks_gauge=metrics.DRIFT_KS)
+    scheduler = MonitorScheduler(registry, predlog.window_source(registry.engine),
+        notifier=WebhookNotifier(url), psi_gauge=metrics.DRIFT_PSI, ks_gauge=metrics.DRIFT_KS)
     task = asyncio.create_task(scheduler.run_forever(stop_event))
+    ...
+    scheduler.release()
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
+from modelyard.monitor import metrics
 from modelyard.monitor.alerts import Finding, evaluate_rules, load_overrides, rules_for
 from modelyard.monitor.drift import DriftReport, evaluate_drift
 from modelyard.monitor.notify import Notifier
@@ -93,8 +97,10 @@ class MonitorScheduler:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.book = AlertBook(registry.engine)
         self.latest: dict[tuple[str, int], DriftReport | None] = {}
+        self.last_run: MonitorRun | None = None
+        self._leading: bool | None = None
         self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
-        self._gauge_labels: set[tuple[str, str, str]] = set()
+        self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
 
     def _served_by_alias(self) -> dict[str, set[int]]:
         return {
@@ -125,10 +131,18 @@ class MonitorScheduler:
     def run_once(self, now: datetime | None = None) -> MonitorRun:
         now = now or datetime.now(UTC)
         run = MonitorRun(at=now)
-        if self.lease and not acquire_lease(
+        leading = not self.lease or acquire_lease(
             self.registry.engine, LEASE, self.holder, timedelta(seconds=max(3 * self.interval, 30)), now
-        ):
+        )
+        if leading != self._leading:
+            log.info("monitor: %s", "this process evaluates (it holds the lease)" if leading else
+                     "another process holds the monitor lease; this one skips its runs")
+            self._leading = leading
+        if not leading:
             run.skipped = "another replica holds the monitor lease"
+            if not metrics.multiprocess_enabled():
+                self._set_gauges({})  # the holder exports them: stale values here would keep alerts firing
+            self.last_run = run
             return run
         served = self.served()
         for model, versions in sorted(served.items()):
@@ -151,7 +165,13 @@ class MonitorScheduler:
                 self.book.mark(int(tr.alert["id"]), tr.status, ok)
                 run.delivered += ok
                 run.failed += not ok
+        self.last_run = run
         return run
+
+    def release(self) -> None:
+        """Give the lease up (server shutdown), so another replica takes over at its next run."""
+        if self.lease:
+            release_lease(self.registry.engine, LEASE, self.holder)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Evaluate every ``interval`` seconds until ``stop`` is set; blocking work runs in a thread."""
@@ -164,30 +184,31 @@ class MonitorScheduler:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
     def _set_gauges(self, reports: dict[tuple[str, int], DriftReport | None]) -> None:
-        seen: set[tuple[str, str, str]] = set()
+        """Export this run's drift; drop the series this process exported before and not now."""
+        seen: set[tuple[Any, tuple[str, str, str]]] = set()
         for (model, version), report in reports.items():
             for fd in report.all() if report else ():
                 labels = (model, str(version), fd.feature)
-                if self.psi_gauge is not None and fd.psi is not None:
-                    self.psi_gauge.labels(*labels).set(fd.psi)
-                    seen.add(labels)
-                if self.ks_gauge is not None and fd.ks is not None:
-                    self.ks_gauge.labels(*labels).set(fd.ks)
-        for labels in self._gauge_labels - seen:  # versions no longer served: drop their series
-            for gauge in (self.psi_gauge, self.ks_gauge):
-                with contextlib.suppress(KeyError, AttributeError):
-                    gauge.remove(*labels)
+                for gauge, value in ((self.psi_gauge, fd.psi), (self.ks_gauge, fd.ks)):
+                    if gauge is not None and value is not None:
+                        gauge.labels(*labels).set(value)
+                        seen.add((gauge, labels))
+        for gauge, labels in self._gauge_labels - seen:  # versions no longer served, or no longer ours
+            metrics.drop_series(gauge, *labels)
         self._gauge_labels = seen
 
 
 def default_gauges() -> tuple[Any, Any]:
-    """``modelyard_drift_psi`` and ``modelyard_drift_ks`` from ``monitor/metrics.py`` (the server's
-    metrics), or (None, None) where that module is not installed."""
-    try:
-        from modelyard.monitor import metrics  # type: ignore[attr-defined]
-    except ImportError:
-        return None, None
-    return getattr(metrics, "DRIFT_PSI", None), getattr(metrics, "DRIFT_KS", None)
+    """``modelyard_drift_psi`` and ``modelyard_drift_ks``, the gauges ``/metrics`` exports."""
+    return metrics.DRIFT_PSI, metrics.DRIFT_KS
+
+
+def release_lease(engine: Engine, name: str, holder: str) -> None:
+    """Mark the named lease free if ``holder`` still has it."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder).values(active=False)
+        )
 
 
 def acquire_lease(

@@ -1,6 +1,6 @@
 """The prediction log: every answered prediction, durable, queryable and replayable."""
 
-from modelyard.predlog.query import find_request, parse_since, recent
+from modelyard.predlog.query import find_request, parse_since, recent, window_source
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.replay import ReplayResult, replay
 from modelyard.predlog.store import get_records, insert_records, list_records
@@ -17,4 +17,5 @@ __all__ = [
     "parse_since",
     "recent",
     "replay",
+    "window_source",
 ]

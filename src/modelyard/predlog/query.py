@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
@@ -13,6 +14,7 @@ from modelyard.predlog.store import get_records, list_records
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+WINDOW_LIMIT = 20_000  # records (each of one or more rows) a monitor window reads at most, newest first
 
 
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
@@ -48,3 +50,14 @@ def find_request(engine: Engine, request_id: str) -> list[PredictionRecord]:
         )
     order = {"primary": 0, "canary": 1, "shadow": 2}
     return sorted(records, key=lambda r: order.get(r.route, 3))
+
+
+def window_source(engine: Engine, limit: int | None = WINDOW_LIMIT
+                  ) -> Callable[[str, datetime, datetime], list[PredictionRecord]]:
+    """The log as the monitor reads it (``monitor.window.RecordSource``): one model's records in a window,
+    newest first. The monitor cannot import the log (sibling layers), so the CLI and the server hand it this."""
+
+    def load(model: str, since: datetime, until: datetime) -> list[PredictionRecord]:
+        return list_records(engine, model, since=since, until=until, limit=limit)
+
+    return load

@@ -1,9 +1,10 @@
 """The ASGI app: REST v1, the Open Inference Protocol v2, health, metrics and OpenAPI, around one repository.
 
 Start-up (uvicorn lifespan) opens the registry, starts the prediction-log writer, loads every model's
-``production`` version and starts the alias poller; only then does uvicorn accept requests. Shutdown
-(SIGTERM: uvicorn first finishes the requests in flight) stops the poller and flushes the prediction log
-to the database, or to the spill file when the database is away.
+``production`` version and starts the alias poller and the monitor schedule (``serve/monitoring.py``); only
+then does uvicorn accept requests. Shutdown (SIGTERM: uvicorn first finishes the requests in flight) stops
+the monitor and the poller and flushes the prediction log to the database, or to the spill file when the
+database is away. ``/dashboard`` lives in ``serve/dashboard.py``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from modelyard.config import Settings
 from modelyard.monitor import metrics
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry
-from modelyard.serve import v1, v2
+from modelyard.serve import dashboard, v1, v2
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
+from modelyard.serve.monitoring import ServerMonitor
 from modelyard.serve.repository import ModelRepository
 from modelyard.serve.routing import Router
 from modelyard.serve.schemas import add_request_schemas
@@ -60,8 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes)
         state = ServerState(settings, registry, repository, router, service, writer)
         app.state.modelyard = state
+        monitor = app.state.modelyard_monitor = ServerMonitor(settings, registry)  # monitoring
         try:
             await repository.start()
+            monitor.start()  # monitoring
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.stopping = True
+            await monitor.stop()  # monitoring
             await repository.stop()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1.router)
     app.include_router(v2.router)
+    dashboard.install(app)  # monitoring: /dashboard, its data and static files
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     async def healthz() -> Response:

@@ -68,6 +68,16 @@ def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabilities:
     return _Result(frame, predictions, proba)
 
 
+def observe_success(routed: Routed, result: _Result, rows: Sequence[Mapping[str, Any]], seconds: float) -> None:
+    """Every metric of one answered request: count and latency, the predicted values, the per-feature counts
+    of missing and out-of-range inputs. The only monitoring hook on the success path."""
+    model = routed.model
+    version = str(model.version)
+    metrics.observe_request(model.name, version, routed.route, 200, seconds)
+    metrics.observe_predictions(model.name, version, result.predictions, model.classes_, route=routed.route)
+    metrics.observe_inputs(model.name, version, result.frame, model.schema, rows, route=routed.route)
+
+
 def _plain(values: np.ndarray) -> list[Any]:
     out = np.asarray(values).tolist()
     if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -117,11 +127,8 @@ class InferenceService:
     def _record_success(self, outcome: Outcome, result: _Result, started: float, protocol: str) -> None:
         routed = outcome.routed
         model = routed.model
-        version = str(model.version)
         seconds = time.perf_counter() - started
-        metrics.observe_request(model.name, version, routed.route, 200, seconds)
-        metrics.observe_predictions(model.name, version, result.predictions, model.classes_)
-        metrics.observe_inputs(model.name, version, result.frame, model.schema, outcome.parsed.rows)
+        observe_success(routed, result, outcome.parsed.rows, seconds)
         if self.writer is not None:
             meta: dict[str, Any] = {"protocol": protocol, "ref": _ref(routed), **outcome.parsed.meta}
             if outcome.probabilities is not None:
