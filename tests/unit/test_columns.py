@@ -107,7 +107,8 @@ def test_clean_rows_are_parsed_without_pandas_into_float_and_object_arrays() -> 
     assert cols.data["city"][0] == "b" and np.isnan(cols.data["city"][1])
 
 
-@pytest.mark.parametrize("rows", [[GOOD, {**GOOD, "rooms": 10**400}], pd.DataFrame([GOOD, {**GOOD, "area": -(10**309)}])])
+@pytest.mark.parametrize("rows", [[GOOD, {**GOOD, "rooms": 10**400}],
+                                  pd.DataFrame([GOOD, {**GOOD, "area": -(10**309)}])])
 def test_an_int_too_large_for_a_float_is_a_schema_error(rows: Any) -> None:
     with pytest.raises(SchemaError) as err:  # was an OverflowError: a 500 for a caller's mistake
         validate_columns(make_schema(), rows)
