@@ -24,6 +24,7 @@ from modelyard.monitor import metrics
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry
 from modelyard.serve import v1, v2
+from modelyard.serve.batching import Batching
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
 from modelyard.serve.repository import ModelRepository
@@ -57,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         repository = ModelRepository(registry, reload_interval=settings.reload_interval)
         router = Router(repository)
         writer = _writer(settings)
-        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes)
+        batching = Batching(settings) if settings.batching else None
+        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes, batching=batching)
         state = ServerState(settings, registry, repository, router, service, writer)
         app.state.modelyard = state
         try:
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             state.stopping = True
             await repository.stop()
+            if batching is not None:
+                await batching.aclose()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
                 log.info("prediction log flushed: %d written, %d spilled, %d pending", writer.written,
