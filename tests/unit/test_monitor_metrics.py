@@ -65,3 +65,26 @@ def test_predictions_are_observed_as_values_or_class_indices() -> None:
     labels = np.array(["no", "yes", "yes"], dtype=object)
     metrics.observe_predictions("values-check", "2", labels, ["no", "yes"])
     assert _value("modelyard_prediction_value_sum", model="values-check", version="2") == 2.0
+
+
+def test_many_predictions_land_in_the_same_buckets_as_one_observation_each() -> None:
+    values = np.array([-5.0, 0.0, 0.01, 0.0100001, 2.5, 2.5, 7.0, 1e7, 3e9, np.nan, 123456.0] * 3)
+    metrics.observe_predictions("bulk", "1", values)  # the bulk path
+    one_by_one = metrics.PREDICTION_VALUE.labels("bulk", "2")
+    for v in values[~np.isnan(values)]:
+        one_by_one.observe(float(v))
+    bounds = [*metrics.VALUE_BUCKETS, float("inf")]
+    for le in bounds:
+        key = "+Inf" if le == float("inf") else str(le)
+        assert _value("modelyard_prediction_value_bucket", model="bulk", version="1", le=key) == _value(
+            "modelyard_prediction_value_bucket", model="bulk", version="2", le=key), le
+    for suffix in ("_count", "_sum"):
+        assert _value(f"modelyard_prediction_value{suffix}", model="bulk", version="1") == pytest.approx(
+            _value(f"modelyard_prediction_value{suffix}", model="bulk", version="2"))
+    assert _value("modelyard_prediction_value_count", model="bulk", version="1") == 30
+
+
+def test_batch_metrics_are_exported() -> None:
+    metrics.observe_batch("batch-names", "1", 12, [0.001, 0.002])
+    assert _value("modelyard_batch_rows_sum", model="batch-names", version="1") == 12
+    assert _value("modelyard_batch_queue_wait_seconds_count", model="batch-names", version="1") == 2
