@@ -1,9 +1,11 @@
 """``benchmarks/serve.py --compare mlflow,bentoml``: the same pipeline behind modelyard, MLflow and BentoML.
 
-Every server runs at once on 127.0.0.1 with the same number of workers, idle except while it is measured;
-each cell (request size x concurrency) measures every server in turn, in an order that rotates from cell to
-cell, so that a busy moment on the shared machine hits every side of a ratio alike. In-process figures
-(raw scikit-learn, ONNX Runtime) are measured in the same run, before the servers start.
+Two phases, 1-row requests (concurrency 1, 8, 32) then 1000-row requests (concurrency 1, 4), each with fresh
+servers (so no adaptive batching state carries over from one request size to the other), warmed up by one
+client. In a phase every server runs at once on 127.0.0.1 with the same number of workers, idle except while
+it is measured; each cell measures every server in turn, in an order that rotates from cell to cell, so that
+a busy moment on the shared machine hits every side of a ratio alike. In-process figures (raw scikit-learn,
+ONNX Runtime) are measured in the same run, before the servers start.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 from _competitors import Server, bench_python, bentoml_server, mlflow_server, modelyard_server
 from _loadgen import free_port, measure, pick_client, write_body
 
-CELLS = [(1, 1), (1, 8), (1, 32), (1000, 1), (1000, 4)]  # (rows per request, concurrency)
+PHASES = [(1, (1, 8, 32)), (1000, (1, 4))]  # rows per request, concurrency levels
+CELLS = [(n, c) for n, levels in PHASES for c in levels]
 
 
 def request_rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
@@ -80,39 +83,35 @@ def raw_figures(model: Any, one: list[dict[str, Any]], thousand: list[dict[str, 
     return out
 
 
-def check_answers(server: Server, one: list[dict[str, Any]], thousand: list[dict[str, Any]],
-                  expected: np.ndarray) -> float:
+def check_answers(server: Server, rows: list[dict[str, Any]], expected: np.ndarray) -> float:
     """Max |difference| between the server's answers and in-process scikit-learn on the same rows."""
-    worst = 0.0
-    for rows in (one, thousand):
-        deadline = time.monotonic() + 120
-        while True:  # BentoML says ready before its workers are
-            try:
-                r = httpx.post(server.url, json=server.body(rows), timeout=120)
-                if r.status_code == 200 or time.monotonic() > deadline:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(1)
-        r.raise_for_status()
-        got = np.asarray(server.predictions(r.json()), dtype=np.float64)
-        worst = max(worst, float(np.max(np.abs(got - expected[:len(rows)]))))
-    return worst
+    deadline = time.monotonic() + 120
+    while True:  # BentoML says it is ready before its workers are
+        try:
+            r = httpx.post(server.url, json=server.body(rows), timeout=120)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+    r.raise_for_status()
+    got = np.asarray(server.predictions(r.json()), dtype=np.float64)
+    return float(np.max(np.abs(got - expected[:len(rows)])))
 
 
-def start_servers(frameworks: list[str], home: Path, tmp: Path, model_file: Path, sample: Path,
-                  workers: int, max_batch: int) -> tuple[list[Server], dict[str, str]]:
-    python, problems = bench_python(frameworks) if frameworks else (None, {})
-    servers = [modelyard_server(home, free_port(), workers, tmp)]
+def start_servers(frameworks: list[str], python: Path | None, problems: dict[str, str], home: Path, tmp: Path,
+                  model_file: Path, sample: Path, args: argparse.Namespace) -> list[Server]:
+    """modelyard and every framework not known to be broken, started together, once all are ready."""
+    servers = [modelyard_server(home, free_port(), args.workers, tmp)]
     for name in frameworks:
         if name in problems or python is None:
             continue
         try:
             if name == "mlflow":
-                servers.append(mlflow_server(python, model_file, sample, free_port(), workers, tmp))
+                servers.append(mlflow_server(python, model_file, sample, free_port(), args.workers, tmp))
             else:
-                servers.append(bentoml_server(python, model_file, free_port(), workers, tmp, max_batch))
+                servers.append(bentoml_server(python, model_file, free_port(), args.workers, tmp, args.max_batch))
         except Exception as exc:  # reported in the output; the others carry on
             problems[name] = f"{type(exc).__name__}: {str(exc)[-500:]}"
     ready = []
@@ -121,9 +120,11 @@ def start_servers(frameworks: list[str], home: Path, tmp: Path, model_file: Path
             ready.append(server.wait_ready())
         except RuntimeError as exc:
             if server.name == "modelyard":
+                for other in servers:
+                    other.stop()
                 raise
             problems[server.name.lower()] = str(exc)[-500:]
-    return ready, problems
+    return ready
 
 
 def compare(args: argparse.Namespace, prepare: Callable[..., Path]) -> None:
@@ -134,7 +135,6 @@ def compare(args: argparse.Namespace, prepare: Callable[..., Path]) -> None:
     client = pick_client(args.client)
     tmp = Path(tempfile.mkdtemp(prefix="modelyard-compare-"))
     home = tmp / ".modelyard"
-    servers: list[Server] = []
     try:
         print(f"training the house-price pipeline (100 trees) on {args.rows} rows ...", flush=True)
         model_file = prepare(home, None, args.rows)
@@ -143,35 +143,35 @@ def compare(args: argparse.Namespace, prepare: Callable[..., Path]) -> None:
 
         model = modelyard.load("house-prices", settings=Settings(home=home))
         rows = request_rows(1000)
-        one, thousand = rows[:1], rows
         expected = model.pipeline_.predict(model.schema.validate_rows(rows))
         sample = write_body(tmp, "sample", rows[:300])
         print(f"in-process figures (fast path: {model.fast_path}) ...", flush=True)
-        raw = raw_figures(model, one, thousand, args.single)
+        raw = raw_figures(model, rows[:1], rows, args.single)
+        python, problems = bench_python(frameworks) if frameworks else (None, {})
         load_before = os.getloadavg()[0]
-        servers, problems = start_servers(frameworks, home, tmp, model_file, sample, args.workers,
-                                          args.max_batch)
-        diffs = {s.name: check_answers(s, one, thousand, expected) for s in servers}
-        bodies = {(s.name, n): write_body(tmp, f"{s.name}-{n}", s.body(one if n == 1 else thousand))
-                  for s in servers for n in (1, 1000)}
-        for s in servers:  # warm-up: first requests load code paths and fill caches
-            measure(client, s.url, bodies[(s.name, 1)], 8, 2)
-            measure(client, s.url, bodies[(s.name, 1000)], 1, 2)
         results: dict[tuple[str, int, int], dict[str, Any]] = {}
-        for i, (n, c) in enumerate(CELLS):
-            order = servers[i % len(servers):] + servers[:i % len(servers)]
-            for s in order:
-                r = measure(client, s.url, bodies[(s.name, n)], c, args.duration)
-                results[(s.name, n, c)] = r
-                print(f"  {s.name:<9} {n:>4} row(s) c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50']:8.2f} ms  "
-                      f"p99 {r['p99']:8.2f} ms  errors {r['errors']}", flush=True)
+        diffs: dict[str, float] = {}
+        notes: dict[str, str] = {}
+        for n, levels in PHASES:  # fresh servers per request size: no adaptive state carried over
+            servers = start_servers(frameworks, python, problems, home, tmp, model_file, sample, args)
+            try:
+                bodies = {}
+                for s in servers:
+                    notes[s.name] = s.note
+                    diffs[s.name] = max(diffs.get(s.name, 0.0), check_answers(s, rows[:n], expected))
+                    bodies[s.name] = write_body(tmp, f"{s.name}-{n}", s.body(rows[:n]))
+                    measure(client, s.url, bodies[s.name], 1, 2)  # warm-up, one client
+                for i, c in enumerate(levels):
+                    for s in servers[i % len(servers):] + servers[:i % len(servers)]:
+                        r = results[(s.name, n, c)] = measure(client, s.url, bodies[s.name], c, args.duration)
+                        print(f"  {s.name:<9} {n:>4} row(s) c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50']:8.2f} "
+                              f"ms  p99 {r['p99']:8.2f} ms  errors {r['errors']}", flush=True)
+            finally:
+                for s in servers:
+                    s.stop()
         load_after = os.getloadavg()[0]
-    finally:
-        for s in servers:
-            s.stop()
-    try:
-        logged = _logged(home)
-        report(args, client, servers, problems, diffs, results, raw, logged, (load_before, load_after))
+        names = ["modelyard", *(x for x in ("MLflow", "BentoML") if x in notes)]
+        report(args, client, names, notes, problems, diffs, results, raw, _logged(home), (load_before, load_after))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -187,14 +187,13 @@ def _logged(home: Path) -> int:
         return int(conn.execute(select(func.count()).select_from(predictions)).scalar() or 0)
 
 
-def report(args: argparse.Namespace, client: str, servers: list[Server], problems: dict[str, str],
-           diffs: dict[str, float], results: dict[tuple[str, int, int], dict[str, Any]], raw: dict[str, float],
-           logged: int, load: tuple[float, float]) -> None:
-    names = [s.name for s in servers]
+def report(args: argparse.Namespace, client: str, names: list[str], notes: dict[str, str],
+           problems: dict[str, str], diffs: dict[str, float], results: dict[tuple[str, int, int], dict[str, Any]],
+           raw: dict[str, float], logged: int, load: tuple[float, float]) -> None:
     print(f"\nSame pipeline, {args.workers} workers each, load by {client}, {args.duration:.0f} s per cell, one run "
-          f"(load average {load[0]:.1f} before, {load[1]:.1f} after; 2-core machine shared with others)")
-    for s in servers:
-        print(f"  {s.name}: {s.note}; max |answer - in-process scikit-learn| {diffs[s.name]:.3g}")
+          f"(load average {load[0]:.1f} before, {load[1]:.1f} after, {os.cpu_count()} cores shared with others)")
+    for name in names:
+        print(f"  {name}: {notes[name]}; max |answer - in-process scikit-learn| {diffs[name]:.3g}")
     for name, why in problems.items():
         print(f"  {name}: NOT measured: {why}")
     print("\n| request | conc | server | req/s | rows/s | p50 ms | p99 ms | errors |\n"
