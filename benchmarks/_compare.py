@@ -108,10 +108,12 @@ def start_servers(frameworks: list[str], python: Path | None, problems: dict[str
         if name in problems or python is None:
             continue
         try:
+            threads = None if args.competitor_threads == "default" else int(args.competitor_threads)
             if name == "mlflow":
-                servers.append(mlflow_server(python, model_file, sample, free_port(), args.workers, tmp))
+                servers.append(mlflow_server(python, model_file, sample, free_port(), args.workers, tmp, threads))
             else:
-                servers.append(bentoml_server(python, model_file, free_port(), args.workers, tmp, args.max_batch))
+                servers.append(bentoml_server(python, model_file, free_port(), args.workers, tmp, args.max_batch,
+                                              threads))
         except Exception as exc:  # reported in the output; the others carry on
             problems[name] = f"{type(exc).__name__}: {str(exc)[-500:]}"
     ready = []
@@ -229,12 +231,15 @@ def goals(results: dict[tuple[str, int, int], dict[str, Any]], raw: dict[str, fl
             lines.append((f"1 row, c=32: >= {target:.0f}x {other}'s req/s", ratio, ratio >= target))
         else:
             lines.append((f"1 row, c=32: >= {target:.0f}x {other}'s req/s", float("nan"), None))
-    p50 = results[("modelyard", 1, 1)]["p50"] / raw["sklearn 1 row p50 ms"]
+    # against the faster of raw scikit-learn's two settings (default threads, one thread): the stricter test
+    best_p50 = min(raw["sklearn 1 row p50 ms"], raw["sklearn 1 row, 1 thread p50 ms"])
+    best_rows = max(raw["sklearn 1000 rows/s"], raw["sklearn 1000, 1 thread rows/s"])
+    p50 = results[("modelyard", 1, 1)]["p50"] / best_p50
     lines.append(("1 row, c=1: p50 <= 0.5x raw scikit-learn 1-row predict", p50, p50 <= 0.5))
     for c in (1, 4):
-        rows = results[("modelyard", 1000, c)]["rps"] * 1000 / raw["sklearn 1000 rows/s"]
+        rows = results[("modelyard", 1000, c)]["rps"] * 1000 / best_rows
         lines.append((f"1000 rows, c={c}: rows/s >= 1.0x raw scikit-learn on 1000 rows", rows, rows >= 1.0))
-    print("\ngoals (issue 4)")
+    print("\ngoals (issue 4; raw scikit-learn = the faster of its default and its one-thread figure)")
     for text, value, met in lines:
         verdict = "not measured" if met is None else ("met" if met else "NOT met")
         print(f"  {text:<62} {value:8.2f}x  {verdict}")

@@ -92,12 +92,22 @@ def package_version(python: Path, package: str) -> str:
     return out.stdout.strip() or "?"
 
 
-def _venv_env(python: Path) -> dict[str, str]:
-    """The environment with the benchmark venv first on PATH (MLflow runs ``uvicorn`` by name)."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _venv_env(python: Path, threads: int | None) -> dict[str, str]:
+    """The environment with the benchmark venv first on PATH (MLflow runs ``uvicorn`` by name) and, with
+    ``threads``, native thread pools held to that many threads per worker, as modelyard's workers are."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = str(python.parent) + os.pathsep + env.get("PATH", "")
     env["VIRTUAL_ENV"] = str(python.parent.parent)
+    if threads is not None:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
     return env
+
+
+def _threads_note(threads: int | None) -> str:
+    return f", OMP_NUM_THREADS={threads}" if threads is not None else ", native threads as they come"
 
 
 class Server:
@@ -160,33 +170,34 @@ def modelyard_server(home: Path, port: int, workers: int, workdir: Path, *, log:
 
 
 def mlflow_server(python: Path, model_file: Path, sample: Path, port: int, workers: int,
-                  workdir: Path) -> Server:
+                  workdir: Path, threads: int | None = 1) -> Server:
     model_dir = workdir / "mlflow-model"
     if not model_dir.exists():
         done = subprocess.run([str(python), "-c", SAVE_MLFLOW, str(model_file), str(sample), str(model_dir)],
                               capture_output=True, text=True, cwd=workdir)
         if done.returncode != 0:
             raise RuntimeError(f"saving the MLflow model failed: {done.stderr.strip()[-1500:]}")
-    env = {**_venv_env(python), "MLFLOW_TRACKING_URI": (workdir / "mlruns").as_uri()}
+    env = {**_venv_env(python, threads), "MLFLOW_TRACKING_URI": (workdir / "mlruns").as_uri()}
     base = f"http://127.0.0.1:{port}"
     command = [str(python.parent / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
                "-w", str(workers), "-h", "127.0.0.1", "-p", str(port)]
     return Server("MLflow", command, url=f"{base}/invocations", ready=f"{base}/ping", env=env, cwd=workdir,
                   logfile=workdir / "mlflow.log", body_key="dataframe_records",
-                  note=f"mlflow {package_version(python, 'mlflow')} models serve --env-manager local -w {workers}")
+                  note=f"mlflow {package_version(python, 'mlflow')} models serve --env-manager local -w {workers}"
+                       + _threads_note(threads))
 
 
 def bentoml_server(python: Path, model_file: Path, port: int, workers: int, workdir: Path,
-                   max_batch: int) -> Server:
+                   max_batch: int, threads: int | None = 1) -> Server:
     folder = workdir / "bento"
     folder.mkdir(exist_ok=True)
     (folder / "service.py").write_text(BENTO_SERVICE.format(workers=workers, max_batch=max_batch))
-    env = {**_venv_env(python), "BENCH_MODEL_PATH": str(model_file), "BENTOML_HOME": str(workdir / "bentoml-home"),
-           "BENTOML_DO_NOT_TRACK": "True"}
+    env = {**_venv_env(python, threads), "BENCH_MODEL_PATH": str(model_file),
+           "BENTOML_HOME": str(workdir / "bentoml-home"), "BENTOML_DO_NOT_TRACK": "True"}
     base = f"http://127.0.0.1:{port}"
     command = [str(python.parent / "bentoml"), "serve", "service:HousePrices", "--host", "127.0.0.1", "--port",
                str(port)]
     return Server("BentoML", command, url=f"{base}/predict", ready=f"{base}/readyz", env=env, cwd=folder,
                   logfile=workdir / "bentoml.log", body_key="instances",
                   note=f"bentoml {package_version(python, 'bentoml')}, {workers} workers, adaptive batching "
-                       f"(max_batch_size {max_batch})")
+                       f"(max_batch_size {max_batch})" + _threads_note(threads))

@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=400, help="--compare: in-process 1-row calls per case.")
     parser.add_argument("--max-batch", type=int, default=256,
                         help="--compare: BentoML's max_batch_size (modelyard's is MODELYARD_BATCH_MAX_ROWS).")
+    parser.add_argument("--competitor-threads", default="1",
+                        help="--compare: OMP/BLAS threads per MLflow or BentoML worker, as modelyard's (1), or "
+                             "'default' to leave their native thread pools as they come.")
     parser.add_argument("--client", choices=["auto", "wrk", "async"], default="auto")
     args = parser.parse_args()
     if args.compare is not None:
