@@ -199,5 +199,5 @@ def bentoml_server(python: Path, model_file: Path, port: int, workers: int, work
                str(port)]
     return Server("BentoML", command, url=f"{base}/predict", ready=f"{base}/readyz", env=env, cwd=folder,
                   logfile=workdir / "bentoml.log", body_key="instances",
-                  note=f"bentoml {package_version(python, 'bentoml')}, {workers} workers, adaptive batching "
-                       f"(max_batch_size {max_batch})" + _threads_note(threads))
+                  note=f"bentoml {package_version(python, 'bentoml')}, {workers} workers, list-of-records input, "
+                       f"adaptive batching (max_batch_size {max_batch})" + _threads_note(threads))
