@@ -136,3 +136,39 @@ def test_every_batch_is_observed_in_the_batch_metrics() -> None:
     assert REGISTRY.get_sample_value("modelyard_batch_rows_bucket",
                                      {"model": "observed", "version": "4", "le": "4.0"}) == sample(
         "modelyard_batch_rows_count")
+
+
+class ThreadRecorder(FakeModel):
+    """Validates any rows into one column and remembers which thread predicted."""
+
+    def __init__(self) -> None:
+        super().__init__("threads")
+        self.threads: list[str] = []
+
+    def validate_columns(self, rows: list[dict[str, Any]]) -> Columns:
+        return cols(len(rows))
+
+    def predict_frame(self, rows: Columns) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        return super().predict_frame(rows)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_where_each_request_is_predicted(batching: bool) -> None:
+    from modelyard.serve.inference import INLINE_ROWS, predict_rows
+
+    async def main(model: Any) -> None:
+        service = Batching(Settings()) if batching else None
+        small = await predict_rows(model, [{}] * 3, False, service)
+        large = await predict_rows(model, [{}] * (max(INLINE_ROWS, JOIN_MAX_ROWS) + 1), False, service)
+        assert len(small.predictions) == 3 and large.frame["x"].shape == (max(INLINE_ROWS, JOIN_MAX_ROWS) + 1,)
+        if service is not None:
+            await service.aclose()
+
+    model = ThreadRecorder()
+    asyncio.run(main(model))
+    small_thread, large_thread = model.threads
+    if batching:  # small ones join their version's batch; large ones are passed through whole
+        assert small_thread.startswith("batch-threads") and not large_thread.startswith("batch-")
+    else:  # small ones on the event loop, large ones in a worker thread
+        assert small_thread == threading.main_thread().name and large_thread != small_thread
