@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from prometheus_client import (
 from modelyard.schema import InputSchema
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-ColumnData = pd.DataFrame | Mapping[str, Any]  # validated rows: a frame, or one array per column
+ColumnData: TypeAlias = pd.DataFrame | Mapping[str, Any]  # validated rows: a frame, or one array per column
 disable_created_metrics()  # no "_created" series: they double the output and no rule of ours reads them
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
