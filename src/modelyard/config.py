@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     alert_webhook: str | None = Field(default=None, description="URL that receives alert JSON; unset = none.")
     monitor_interval: float = Field(default=60.0, description="Seconds between drift and alert evaluations.")
     monitor_window: str = Field(default="1h", description="Traffic each evaluation reads (15m, 1h).")
+    batching: bool = Field(default=True, description="Servers coalesce concurrent small requests.")
     batch_max_rows: int = Field(default=256, description="Micro-batching: most rows in one predict call.")
     batch_max_wait_ms: float = Field(default=2.0, description="Micro-batching: longest wait for company.")
     batch_per_model: dict[str, dict[str, float]] = Field(

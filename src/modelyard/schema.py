@@ -20,6 +20,7 @@ from modelyard.errors import SchemaError
 
 Rows = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]]
 MAX_CATEGORIES_RECORDED = 1000
+_FLOAT_MAX = int(np.finfo(np.float64).max)
 
 
 class ColumnSchema(BaseModel):
@@ -147,6 +148,12 @@ def _numeric(series: pd.Series, col: ColumnSchema) -> np.ndarray:
                 field=col.name,
                 row=i,
             )
+        too_big = np.fromiter((isinstance(v, int) and not -_FLOAT_MAX <= v <= _FLOAT_MAX for v in raw),
+                              dtype=bool, count=len(raw))
+        if too_big.any():  # pandas would raise OverflowError: a caller's number, so a SchemaError
+            i = _first_bad(too_big)
+            raise SchemaError(f"column '{col.name}' row {i}: the number is too large (beyond a 64-bit float)",
+                              field=col.name, row=i)
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         unparsable = np.isnan(values) & series.notna().to_numpy()
         if unparsable.any():

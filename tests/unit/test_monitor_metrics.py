@@ -98,3 +98,9 @@ def test_a_dropped_drift_series_is_no_longer_exported() -> None:
     metrics.drop_series(metrics.DRIFT_PSI, "drop-check", "1", "a")
     metrics.drop_series(metrics.DRIFT_PSI, "drop-check", "1", "never-set")  # unknown series: no error
     assert b'model="drop-check"' not in metrics.render()[0]
+
+
+def test_batch_metrics_are_exported() -> None:
+    metrics.observe_batch("batch-names", "1", 12, [0.001, 0.002])
+    assert _value("modelyard_batch_rows_sum", model="batch-names", version="1") == 12
+    assert _value("modelyard_batch_queue_wait_seconds_count", model="batch-names", version="1") == 2

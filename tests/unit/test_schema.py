@@ -84,3 +84,13 @@ def test_infinite_and_non_object_rows_are_refused(schema: InputSchema) -> None:
 
 def test_schema_round_trips_through_json(schema: InputSchema) -> None:
     assert InputSchema.model_validate_json(schema.model_dump_json()) == schema
+
+
+@pytest.mark.parametrize("big", [10**400, -(10**400), 2**1024])
+def test_an_int_too_large_for_a_float_is_a_schema_error_not_a_crash(schema: InputSchema, big: int) -> None:
+    good = {"area": 1, "rooms": 2, "city": "a", "pool": "no"}
+    for rows in ([good, {**good, "rooms": big}], pd.DataFrame([good, {**good, "rooms": big}])):
+        with pytest.raises(SchemaError) as err:
+            schema.validate_rows(rows)
+        assert (err.value.field, err.value.row) == ("rooms", 1)
+        assert "too large" in err.value.message

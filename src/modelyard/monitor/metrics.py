@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ from prometheus_client import (
 from modelyard.schema import InputSchema
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ColumnData: TypeAlias = pd.DataFrame | Mapping[str, Any]  # validated rows: a frame, or one array per column
 disable_created_metrics()  # no "_created" series: they double the output and no rule of ours reads them
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -98,6 +99,15 @@ PREDICTION_LOG_PENDING = Gauge(
     "modelyard_prediction_log_pending", "Prediction records not yet in the database (queued or spilled).",
     multiprocess_mode="livesum",
 )
+BATCH_ROWS = Histogram(
+    "modelyard_batch_rows", "Rows in each micro-batch predict call (requests coalesced by the server).",
+    ["model", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+)
+BATCH_QUEUE_WAIT = Histogram(
+    "modelyard_batch_queue_wait_seconds", "Time a request waited in the micro-batch queue before its batch ran.",
+    ["model", "version"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                   0.1, 0.25, 1.0),
+)
 PREDICTION_LOG_SPILLED = Counter(
     "modelyard_prediction_log_spilled", "Prediction records written to the spill file while the DB was down.",
 )
@@ -139,6 +149,14 @@ def observe_request(model: str, version: str, route: str, status: int, seconds: 
         REQUEST_ERRORS.labels(model, version, route, code).inc()
     if model:
         REQUEST_LATENCY.labels(model, version, route).observe(seconds)
+
+
+def observe_batch(model: str, version: str, rows: int, queue_waits: Sequence[float]) -> None:
+    """One micro-batch: its size, and how long each of its requests waited for it."""
+    BATCH_ROWS.labels(model, version).observe(rows)
+    wait = BATCH_QUEUE_WAIT.labels(model, version)
+    for seconds in queue_waits:
+        wait.observe(seconds)
 
 
 def observe_predictions(model: str, version: str, predictions: np.ndarray,
@@ -226,19 +244,19 @@ def _count_rows(plan: _InputPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[di
     return missing, out
 
 
-def _count_frame(plan: _InputPlan, frame: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
-    """Column by column over the validated frame: numpy for numbers; a hash-set pass for categories (5-10x
-    cheaper than ``Series.isin`` or ``np.isin``, which sort or build a table per call)."""
+def _count_frame(plan: _InputPlan, frame: ColumnData) -> tuple[dict[str, int], dict[str, int]]:
+    """Column by column over the validated rows (a DataFrame, or one array per column): numpy for numbers; a
+    hash-set pass for categories (5-10x cheaper than ``Series.isin`` or ``np.isin``)."""
     missing: dict[str, int] = {}
     out: dict[str, int] = {}
     for name, low, high in plan.numeric:
-        values = frame[name].to_numpy(dtype="float64", na_value=np.nan)
+        values = np.asarray(frame[name], dtype="float64")
         missing[name] = int(np.count_nonzero(np.isnan(values)))
         if low is not None and high is not None:
             with np.errstate(invalid="ignore"):
                 out[name] = int(np.count_nonzero((values < low) | (values > high)))
     for name, known in plan.categorical:
-        values = frame[name].to_numpy(dtype=object)
+        values = np.asarray(frame[name], dtype=object)
         nulls = int(np.count_nonzero(pd.isna(values)))
         missing[name] = nulls
         if known is not None:  # a null is never in ``known``: counted by the pass, then taken off
@@ -246,10 +264,11 @@ def _count_frame(plan: _InputPlan, frame: pd.DataFrame) -> tuple[dict[str, int],
     return missing, out
 
 
-def observe_inputs(model: str, version: str, frame: pd.DataFrame, schema: InputSchema,
+def observe_inputs(model: str, version: str, frame: ColumnData, schema: InputSchema,
                    rows: Sequence[Mapping[str, Any]] | None = None, *, route: str) -> None:
     """Count missing and out-of-range values per feature: values outside the training range (numeric) or
-    categories never seen in training. ``rows`` (the validated request rows) makes small requests cheap."""
+    categories never seen in training. ``frame`` is the validated rows (a DataFrame, or one array per
+    column); ``rows`` (the request's rows) makes small requests cheap."""
     plan = _plan(schema)
     if rows is not None and len(rows) <= SMALL_REQUEST_ROWS:
         missing, out = _count_rows(plan, rows)

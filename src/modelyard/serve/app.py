@@ -25,6 +25,7 @@ from modelyard.monitor import metrics
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry
 from modelyard.serve import dashboard, v1, v2
+from modelyard.serve.batching import Batching
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
 from modelyard.serve.monitoring import ServerMonitor
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         repository = ModelRepository(registry, reload_interval=settings.reload_interval)
         router = Router(repository)
         writer = _writer(settings)
-        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes)
+        batching = Batching(settings) if settings.batching else None
+        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes, batching=batching)
         state = ServerState(settings, registry, repository, router, service, writer)
         app.state.modelyard = state
         monitor = app.state.modelyard_monitor = ServerMonitor(settings, registry)  # monitoring
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.stopping = True
             await monitor.stop()  # monitoring
             await repository.stop()
+            if batching is not None:
+                await batching.aclose()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
                 log.info("prediction log flushed: %d written, %d spilled, %d pending", writer.written,

@@ -1,7 +1,8 @@
 """What happens to one prediction request, whatever the protocol: read, route, validate, predict, count, log.
 
 ``predict_rows`` is the only place the server calls the model; a protocol module (``v1``, ``v2``) only turns
-its wire format into rows and the outcome back into its wire format.
+its wire format into rows and the outcome back into its wire format. Small requests are validated into
+column arrays (no DataFrame) and predicted together with concurrent ones (``serve/batching.py``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.to_thread
 import numpy as np
-import pandas as pd
 from fastapi import Request
 
 from modelyard.errors import ModelyardError, SchemaError
 from modelyard.monitor import metrics
 from modelyard.predlog import PredictionLogWriter, PredictionRecord
 from modelyard.runtime import Model
+from modelyard.runtime.columns import Columns
+from modelyard.serve.batching import Batching, in_thread
 from modelyard.serve.http import read_json, request_id
 from modelyard.serve.routing import Routed, Router
 
@@ -49,23 +50,43 @@ class Outcome:
 
 @dataclass
 class _Result:
-    frame: pd.DataFrame
+    frame: dict[str, np.ndarray]  # the validated rows, one array per column
     predictions: np.ndarray
     probabilities: np.ndarray | None
 
 
-def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool) -> _Result:
-    """Validate against the schema, then predict: the one call into the runtime."""
+async def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool,
+                       batching: Batching | None = None) -> _Result:
+    """Validate against the schema, then predict: the one call into the runtime.
+
+    With ``batching``, a small request is validated here (on the event loop: cheaper than a thread hop)
+    and joins its version's micro-batch; a larger one, or any request without batching past
+    ``INLINE_ROWS``, is validated and predicted in one call in a worker thread.
+    """
+    if batching is not None and batching.joins(model, len(rows), probabilities):
+        columns = _validate(model, rows)
+        predictions, proba = await batching.predict(model, columns, probabilities)
+        return _Result(columns.data, predictions, proba)
+    if batching is None and len(rows) <= INLINE_ROWS:
+        return _predict_now(model, rows, probabilities)
+    return await in_thread(_predict_now, model, rows, probabilities)
+
+
+def _validate(model: Model, rows: Sequence[Mapping[str, Any]]) -> Columns:
     try:
-        frame = model.validate(rows)
+        return model.validate_columns(rows)
     except ModelyardError:
         raise
     except Exception as exc:  # input pandas could not digest: still the caller's rows, still a 422
         log.exception("validating rows for %s v%s failed unexpectedly", model.name, model.version)
         raise SchemaError(f"the rows could not be read: {exc}", field="instances") from exc
-    predictions = model.predict_frame(frame)
-    proba = model.predict_proba_frame(frame) if probabilities else None
-    return _Result(frame, predictions, proba)
+
+
+def _predict_now(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool) -> _Result:
+    columns = _validate(model, rows)
+    predictions = model.predict_frame(columns)
+    proba = model.predict_proba_frame(columns) if probabilities else None
+    return _Result(columns.data, predictions, proba)
 
 
 def observe_success(routed: Routed, result: _Result, rows: Sequence[Mapping[str, Any]], seconds: float) -> None:
@@ -88,10 +109,12 @@ def _plain(values: np.ndarray) -> list[Any]:
 class InferenceService:
     """Protocol-neutral handling of prediction requests, shared by v1 and v2."""
 
-    def __init__(self, router: Router, writer: PredictionLogWriter | None, *, max_body_bytes: int) -> None:
+    def __init__(self, router: Router, writer: PredictionLogWriter | None, *, max_body_bytes: int,
+                 batching: Batching | None = None) -> None:
         self.router = router
         self.writer = writer
         self.max_body_bytes = max_body_bytes
+        self.batching = batching
 
     async def handle(
         self, request: Request, ref: str, parse: Callable[[Any], Parsed], protocol: str
@@ -110,11 +133,7 @@ class InferenceService:
             if parsed.probabilities and model.task != "classification":
                 raise SchemaError(f"{model.name} v{model.version} is a {model.task} model: it has no "
                                   "probabilities", field="probabilities")
-            if len(parsed.rows) <= INLINE_ROWS:
-                result = predict_rows(model, parsed.rows, parsed.probabilities)
-            else:
-                result = await anyio.to_thread.run_sync(
-                    predict_rows, model, parsed.rows, parsed.probabilities)
+            result = await predict_rows(model, parsed.rows, parsed.probabilities, self.batching)
         except ModelyardError as exc:
             self._record_failure(rid, routed, parsed, exc, started, protocol)
             raise
