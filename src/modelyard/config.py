@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     alert_webhook: str | None = Field(default=None, description="URL that receives alert JSON; unset = none.")
     monitor_interval: float = Field(default=60.0, description="Seconds between drift and alert evaluations.")
     monitor_window: str = Field(default="1h", description="Traffic each evaluation reads (15m, 1h).")
+    shadow_queue_size: int = Field(default=1000, ge=1,
+                                   description="Shadow and mirror jobs waiting in a server; more are dropped.")
+    canary_mirror: bool = Field(default=True, description="Also run the primary on canary requests (route "
+                                "'mirror', never returned) so the watcher can measure disagreement.")
+    watch_interval: float = Field(default=5.0, ge=0, description="Seconds between canary watcher runs in "
+                                  "servers (one replica acts, by lease); 0 = off.")
+    watch_rules: dict[str, float | None] = Field(
+        default_factory=dict, description='Canary watcher thresholds as JSON, e.g. {"window": 300, '
+        '"max_error_rate": 0.05}; the names are the fields of rollout.WatchRules, null turns a rule off.')
 
     @property
     def resolved_database_url(self) -> str:

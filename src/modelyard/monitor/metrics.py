@@ -6,7 +6,7 @@ imports this module: prometheus_client then keeps each worker's values in memory
 Gauges say how they combine across workers (``multiprocess_mode``).
 
 Labels: ``version`` is the version number as text ("" when the request never reached a model); ``route``
-is primary | canary | shadow.
+is primary | canary | shadow | mirror.
 """
 
 from __future__ import annotations
@@ -91,6 +91,18 @@ PREDICTION_LOG_PENDING = Gauge(
 )
 PREDICTION_LOG_SPILLED = Counter(
     "modelyard_prediction_log_spilled", "Prediction records written to the spill file while the DB was down.",
+)
+CANARY_ERRORS = Counter(
+    "modelyard_canary_errors", "Canary predictions that failed; the primary answered those requests instead.",
+    ["model", "version"],
+)
+SHADOW_DROPPED = Counter(
+    "modelyard_shadow_dropped", "Shadow or mirror jobs dropped because the server's shadow queue was full.",
+    ["model", "route"],
+)
+SHADOW_ERRORS = Counter(
+    "modelyard_shadow_errors", "Shadow or mirror predictions that failed (never seen by the caller).",
+    ["model", "version", "route"],
 )
 
 

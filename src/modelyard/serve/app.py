@@ -23,13 +23,15 @@ from modelyard.config import Settings
 from modelyard.monitor import metrics
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry
-from modelyard.serve import v1, v2
+from modelyard.serve import admin, v1, v2
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
 from modelyard.serve.repository import ModelRepository
 from modelyard.serve.routing import Router
 from modelyard.serve.schemas import add_request_schemas
+from modelyard.serve.shadow import ShadowRunner
 from modelyard.serve.state import ServerState, server_state
+from modelyard.serve.watch import WatchTask, watch_rules
 
 log = logging.getLogger("modelyard.serve")
 
@@ -55,13 +57,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threadpool_limits(limits=1)
         registry = await anyio.to_thread.run_sync(Registry, settings)
         repository = ModelRepository(registry, reload_interval=settings.reload_interval)
-        router = Router(repository)
+        router = Router(repository, mirror=settings.canary_mirror)
         writer = _writer(settings)
-        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes)
+        shadow = ShadowRunner(repository, writer, maxsize=settings.shadow_queue_size)  # rollout: shadow/mirror
+        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes, shadow=shadow)
         state = ServerState(settings, registry, repository, router, service, writer)
         app.state.modelyard = state
+        watch: WatchTask | None = None  # rollout: the canary watcher
         try:
             await repository.start()
+            await shadow.start()  # rollout
+            if settings.watch_interval > 0:  # rollout
+                watch = await WatchTask(registry, repository, interval=settings.watch_interval,
+                                        rules=watch_rules(settings.watch_rules)).start()
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
@@ -69,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.stopping = True
+            if watch is not None:  # rollout
+                await watch.stop()
+            await shadow.stop()  # rollout: finish the queued shadow work before the log is flushed
             await repository.stop()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
@@ -86,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1.router)
     app.include_router(v2.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     async def healthz() -> Response:
