@@ -40,7 +40,7 @@ class WatchTask:
         self.watcher = Watcher(registry, rules, lease_ttl=max(30.0, 3 * interval))
         self.repository = repository
         self.interval = interval
-        self.leader = False
+        self.leader: bool | None = None  # unknown until the first run
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> WatchTask:
