@@ -1,13 +1,17 @@
 """Benchmark the REST server: requests/s and p50/p99 latency at concurrency 1, 8 and 32, with the prediction
-log on and off, and the log's cost as a ratio measured in the same run.
+log on and off, and with a shadow attached or not; each cost as a ratio measured in the same run.
 
     python benchmarks/serve.py                       # SQLite log (the embedded default)
     python benchmarks/serve.py --database-url postgresql://postgres@127.0.0.1:5432/bench   # PostgreSQL log
+    python benchmarks/serve.py --compare shadow      # only the shadow's cost
 
 The server (``modelyard serve``, one worker unless ``--workers``) and the load generator run as separate
 processes. The load generator is ``wrk`` with a Lua body script when it is installed, otherwise an async
 httpx client in a subprocess. Each request carries one house (the house-price example model, trained here
-on generated data). Log-on and log-off servers alternate for ``--rounds`` rounds; figures are averages.
+on generated data). The registry holds the model twice: ``house-prices`` (production only) and
+``house-prices-shadowed`` (production plus a shadow: the same bundle published again). The log-on server
+answers both, so "shadow" against "no shadow" is the same process, the same model and the same log; the
+log-off server answers ``house-prices``. Cells alternate for ``--rounds`` rounds; figures are averages.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ ROW = {"area_sqm": 120.0, "bedrooms": 3, "bathrooms": 2, "year_built": 1990, "ye
        "crime_index": 2.1, "neighborhood": "Harbor", "house_type": "detached", "condition": "good",
        "heating": "gas", "has_pool": "no"}
 BODY = json.dumps({"instances": [ROW]})
+MODEL, SHADOWED = "house-prices", "house-prices-shadowed"
 
 ASYNC_CLIENT = r"""
 import asyncio, json, sys, time
@@ -95,13 +100,16 @@ def prepare(home: Path, database_url: str | None, rows: int) -> None:
     (folder / "spec.toml").write_text((ROOT / "examples" / "house_prices" / "spec.toml").read_text())
     result = train(load_spec(folder / "spec.toml"))
     result.write_bundle(folder / "bundle")
-    Registry(Settings(home=home, database_url=database_url)).publish(folder / "bundle", alias="production")
+    registry = Registry(Settings(home=home, database_url=database_url))
+    registry.publish(folder / "bundle", alias="production")
+    registry.publish(folder / "bundle", name=SHADOWED, alias="production")
+    registry.publish(folder / "bundle", name=SHADOWED, alias="shadow")
 
 
 class Server:
     def __init__(self, home: Path, database_url: str | None, log: bool, workers: int) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1/models/house-prices/predict"
+        self.base = f"http://127.0.0.1:{self.port}"
         self.logfile = open(home.parent / f"server-{'on' if log else 'off'}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port), "--workers", str(workers)],
@@ -116,6 +124,14 @@ class Server:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"server did not start; see {self.logfile.name}")
             time.sleep(0.2)
+
+    def url(self, model: str) -> str:
+        return f"{self.base}/v1/models/{model}/predict"
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(self.base + "/metrics", timeout=10).text
+        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+                   if line.startswith(name + "{") or line.startswith(name + " "))
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -152,15 +168,21 @@ def measure(client: str, url: str, concurrency: int, duration: float, workdir: P
     return run_async(url, concurrency, duration)
 
 
-def logged_count(home: Path, database_url: str | None) -> int:
+def logged_count(home: Path, database_url: str | None) -> dict[str, int]:
     from sqlalchemy import func, select
 
     from modelyard.config import Settings
     from modelyard.registry import Registry
-    from modelyard.registry.tables import predictions
+    from modelyard.registry.tables import predictions as p
 
     with Registry(Settings(home=home, database_url=database_url)).engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(predictions)).scalar() or 0)
+        rows = conn.execute(select(p.c.route, func.count()).group_by(p.c.route)).all()
+    return {str(route): int(n) for route, n in rows}
+
+
+# A cell: (server, model). The ratio pairs: (name, numerator cell, denominator cell, goal text).
+CELLS = {"log on": ("on", MODEL), "log off": ("off", MODEL), "shadow": ("on", SHADOWED)}
+PAIRS = {"log": ("log on", "log off"), "shadow": ("shadow", "log on")}
 
 
 def main() -> None:
@@ -173,33 +195,42 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rows", type=int, default=3000, help="Training rows for the model.")
     parser.add_argument("--client", choices=["auto", "wrk", "async"], default="auto")
+    parser.add_argument("--compare", default="log,shadow", help="Which costs: log, shadow or both.")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     client = args.client if args.client != "auto" else ("wrk" if shutil.which("wrk") else "async")
+    pairs = [c.strip() for c in args.compare.split(",") if c.strip()]
+    if not pairs or any(c not in PAIRS for c in pairs):
+        parser.error(f"--compare takes {', '.join(PAIRS)}")
+    cells = sorted({cell for c in pairs for cell in PAIRS[c]}, key=list(CELLS).index)
 
     tmp = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
     home = tmp / ".modelyard"
     try:
         print(f"training the house-price model on {args.rows} rows ...", flush=True)
         prepare(home, args.database_url, args.rows)
-        results: dict[tuple[bool, int], list[dict[str, Any]]] = {}
-        answered_with_log = 0
+        results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        answered = {cell: 0 for cell in cells}
+        dropped = 0.0
         for round_ in range(args.rounds):
-            # Both servers run side by side; each cell measures one, then the other (order alternating by
-            # round), so that a busy moment on the machine hits both sides of a ratio alike.
-            servers = {log: Server(home, args.database_url, log, args.workers) for log in (True, False)}
+            # The servers run side by side; each measurement runs alone, the order alternating by round, so
+            # that a busy moment on the machine hits both sides of a ratio alike.
+            servers = {key: Server(home, args.database_url, key == "on", args.workers)
+                       for key in sorted({CELLS[c][0] for c in cells})}
             try:
-                for server in servers.values():
-                    measure(client, server.url, 8, 2, tmp)  # warm-up
+                for cell in cells:
+                    key, model = CELLS[cell]
+                    measure(client, servers[key].url(model), 8, 2, tmp)  # warm-up
                 for c in levels:
-                    for log in (True, False) if round_ % 2 == 0 else (False, True):
-                        r = measure(client, servers[log].url, c, args.duration, tmp)
-                        results.setdefault((log, c), []).append(r)
-                        if log:
-                            answered_with_log += r["requests"]
-                        print(f"  round {round_ + 1} log {'on ' if log else 'off'} c={c:<3} "
-                              f"{r['rps']:8.1f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  "
-                              f"errors {r['errors']}", flush=True)
+                    for cell in cells if round_ % 2 == 0 else reversed(cells):
+                        key, model = CELLS[cell]
+                        r = measure(client, servers[key].url(model), c, args.duration, tmp)
+                        results.setdefault((cell, c), []).append(r)
+                        answered[cell] += r["requests"]
+                        print(f"  round {round_ + 1} {cell:<8} c={c:<3} {r['rps']:8.1f} req/s  "
+                              f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  errors {r['errors']}", flush=True)
+                if "on" in servers:
+                    dropped += servers["on"].metric("modelyard_shadow_dropped_total")
             finally:
                 for server in servers.values():
                     server.stop()
@@ -207,24 +238,35 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def avg(log: bool, c: int, key: str) -> float:
-        return statistics.fmean(r[key] for r in results[(log, c)])
+    def avg(cell: str, c: int, key: str) -> float:
+        return statistics.fmean(r[key] for r in results[(cell, c)])
 
     db = "PostgreSQL" if args.database_url else "SQLite"
     print(f"\nmodelyard serve, {args.workers} worker(s), 1-row requests, load by {client}, log in {db}, "
           f"{args.rounds} rounds x {args.duration:.0f}s per cell (averages)")
-    print(f"{'conc':>4} | {'log on req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'log off req/s':>13} "
-          f"{'p50 ms':>7} {'p99 ms':>7} | {'on/off req/s':>12} {'p50 on/off':>10}")
-    for c in levels:
-        on, off = avg(True, c, "rps"), avg(False, c, "rps")
-        print(f"{c:>4} | {on:12.1f} {avg(True, c, 'p50'):7.2f} {avg(True, c, 'p99'):7.2f} | {off:13.1f} "
-              f"{avg(False, c, 'p50'):7.2f} {avg(False, c, 'p99'):7.2f} | {on / off:12.3f} "
-              f"{avg(True, c, 'p50') / avg(False, c, 'p50'):10.3f}")
-    overall = statistics.fmean(avg(True, c, "rps") / avg(False, c, "rps") for c in levels)
-    print(f"log overhead: throughput with the log is {overall:.3f} x without it "
-          f"(goal >= 0.90, i.e. the log costs at most 10%)")
-    print(f"prediction log: {logged} records in the database for {answered_with_log} requests answered "
-          f"by the log-on servers (+ warm-up requests)")
+    for pair in pairs:
+        a, b = PAIRS[pair]
+        print(f"\n{'conc':>4} | {a + ' req/s':>14} {'p50 ms':>7} {'p99 ms':>7} | {b + ' req/s':>14} {'p50 ms':>7} "
+              f"{'p99 ms':>7} | {'req/s ratio':>11} {'p50 ratio':>9} {'p99 ratio':>9}")
+        for c in levels:
+            print(f"{c:>4} | {avg(a, c, 'rps'):14.1f} {avg(a, c, 'p50'):7.2f} {avg(a, c, 'p99'):7.2f} | "
+                  f"{avg(b, c, 'rps'):14.1f} {avg(b, c, 'p50'):7.2f} {avg(b, c, 'p99'):7.2f} | "
+                  f"{avg(a, c, 'rps') / avg(b, c, 'rps'):11.3f} {avg(a, c, 'p50') / avg(b, c, 'p50'):9.3f} "
+                  f"{avg(a, c, 'p99') / avg(b, c, 'p99'):9.3f}")
+        rps = statistics.fmean(avg(a, c, "rps") / avg(b, c, "rps") for c in levels)
+        p50 = statistics.fmean(avg(a, c, "p50") / avg(b, c, "p50") for c in levels)
+        if pair == "log":
+            print(f"log overhead: throughput with the log is {rps:.3f} x without it "
+                  f"(goal >= 0.90, i.e. the log costs at most 10%)")
+        else:
+            print(f"shadow overhead: with a shadow attached, throughput is {rps:.3f} x and p50 {p50:.3f} x "
+                  f"without one (goal: p50 at most 1.10 x)")
+    on = sum(answered[c] for c in cells if CELLS[c][0] == "on")
+    print(f"\nprediction log: {sum(logged.values())} records in the database ({logged}) for {on} requests "
+          "answered by the log-on server (+ warm-up requests)")
+    if "shadow" in cells:
+        print(f"shadow: {logged.get('shadow', 0)} shadow records for {answered['shadow']} shadowed requests "
+              f"(+ warm-up); {dropped:.0f} shadow jobs dropped because the queue was full")
 
 
 if __name__ == "__main__":
