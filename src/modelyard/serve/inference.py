@@ -1,7 +1,9 @@
 """What happens to one prediction request, whatever the protocol: read, route, validate, predict, count, log.
 
 ``predict_rows`` is the only place the server calls the model; a protocol module (``v1``, ``v2``) only turns
-its wire format into rows and the outcome back into its wire format.
+its wire format into rows and the outcome back into its wire format. A request routed to a canary that fails
+is answered by the primary (the canary's failure is logged and counted); once answered, the rows are handed
+to the shadow queue (``serve/shadow.py``) when a shadow or a mirror should see them.
 """
 
 from __future__ import annotations
