@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=2.0, description="Micro-batching: longest wait for company.")
     batch_per_model: dict[str, dict[str, float]] = Field(
         default_factory=dict, description='Per-model overrides, JSON: {"name": {"max_batch_rows": 512}}.')
+    shadow_queue_size: int = Field(default=1000, ge=1,
+                                   description="Shadow and mirror jobs waiting in a server; more are dropped.")
+    canary_mirror: bool = Field(default=True, description="Also run the primary on canary requests (route "
+                                "'mirror', never returned) so the watcher can measure disagreement.")
+    watch_interval: float = Field(default=5.0, ge=0, description="Seconds between canary watcher runs in "
+                                  "servers (one replica acts, by lease); 0 = off.")
+    watch_rules: dict[str, float | None] = Field(
+        default_factory=dict, description='Canary watcher thresholds as JSON, e.g. {"window": 300, '
+        '"max_error_rate": 0.05}; the names are the fields of rollout.WatchRules, null turns a rule off.')
 
     @property
     def resolved_database_url(self) -> str:

@@ -125,7 +125,7 @@ def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets
     route = np.array([r[2] for r in rows], dtype=object)
     latency = np.array([np.nan if r[3] is None else float(r[3]) for r in rows], dtype="float64")
     failed = np.array([bool(r[4]) for r in rows], dtype=bool)
-    counted = route != "shadow"  # shadow calls are extra work, not user traffic
+    counted = (route != "shadow") & (route != "mirror")  # extra work after the answer, not user traffic
     per_version = {
         str(v): [float(np.sum((idx == b) & (version == v) & counted)) / width for b in range(buckets)]
         for v in sorted(set(version[counted].tolist()))

@@ -8,7 +8,7 @@ worker that holds the monitor lease, so the most recent value of a live worker w
 gauges are the same in every worker; the prediction-log backlog is summed.
 
 Labels: ``version`` is the version number as text ("" when the request never reached a model); ``route``
-is primary | canary | shadow.
+is primary | canary | shadow | mirror.
 
 The per-request hooks are cheap on purpose (``benchmarks/monitor_hooks.py``): predictions are counted into the
 histogram's buckets with numpy (one update per bucket, not one ``observe`` per row), and the per-feature
@@ -110,6 +110,18 @@ BATCH_QUEUE_WAIT = Histogram(
 )
 PREDICTION_LOG_SPILLED = Counter(
     "modelyard_prediction_log_spilled", "Prediction records written to the spill file while the DB was down.",
+)
+CANARY_ERRORS = Counter(
+    "modelyard_canary_errors", "Canary predictions that failed; the primary answered those requests instead.",
+    ["model", "version"],
+)
+SHADOW_DROPPED = Counter(
+    "modelyard_shadow_dropped", "Shadow or mirror jobs dropped because the server's shadow queue was full.",
+    ["model", "route"],
+)
+SHADOW_ERRORS = Counter(
+    "modelyard_shadow_errors", "Shadow or mirror predictions that failed (never seen by the caller).",
+    ["model", "version", "route"],
 )
 
 

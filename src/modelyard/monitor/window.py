@@ -82,7 +82,7 @@ def split_windows(
     """Group records by version; newest rows first when a window is longer than ``MAX_ROWS``."""
     windows: dict[int, Window] = {}
     for r in sorted(records, key=lambda r: r.ts, reverse=True):
-        if r.model != model or (r.route == "shadow" and not include_shadow):
+        if r.model != model or r.route == "mirror" or (r.route == "shadow" and not include_shadow):
             continue
         w = windows.setdefault(int(r.version), Window(model, int(r.version), since, until))
         w.requests += 1

@@ -48,7 +48,7 @@ def find_request(engine: Engine, request_id: str) -> list[PredictionRecord]:
             "a request answered a moment ago may take a second to appear)",
             request_id=request_id,
         )
-    order = {"primary": 0, "canary": 1, "shadow": 2}
+    order = {"primary": 0, "canary": 1, "mirror": 2, "shadow": 3}
     return sorted(records, key=lambda r: order.get(r.route, 3))
 
 

@@ -14,7 +14,7 @@ class PredictionRecord:
     request_id: str
     model: str
     version: int
-    route: str = "primary"  # primary | canary | shadow | batch | stream
+    route: str = "primary"  # primary | canary | shadow | mirror | batch | stream
     inputs: Any = None
     outputs: Any = None
     n_rows: int = 1

@@ -259,6 +259,37 @@ class Registry:
             )
         return self.get_version(name, aliases[selector].version)
 
+    # ---- per-model settings (my_models.settings: {"rollout": {...}, "monitor": {...}}) -------------------
+    def model_settings(self, name: str) -> dict[str, Any]:
+        """One model's settings (empty when none were set)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.models.c.settings).where(t.models.c.name == name)).first()
+        if row is None:
+            raise ModelNotFoundError(f"no model named '{name}' in the registry", model=name)
+        return dict(row[0] or {})
+
+    def all_model_settings(self) -> dict[str, dict[str, Any]]:
+        """Every model's settings in one query (what servers read with their alias poll)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.models.c.name, t.models.c.settings)).all()
+        return {str(name): dict(settings) for name, settings in rows if settings}
+
+    def update_model_settings(self, name: str, section: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``values`` into one section of a model's settings (a ``None`` value removes its key);
+        the other sections are kept. Returns the section as stored."""
+        with self.engine.begin() as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            current = conn.execute(select(t.models.c.settings).where(t.models.c.id == model_id)).scalar()
+            settings = json.loads(json.dumps(current or {}))  # a deep copy: SQLAlchemy compares old and new
+            part = settings.setdefault(section, {})
+            for key, value in values.items():
+                if value is None:
+                    part.pop(key, None)
+                else:
+                    part[key] = value
+            conn.execute(update(t.models).where(t.models.c.id == model_id).values(settings=settings))
+        return dict(part)
+
     # ---- aliases and events --------------------------------------------------------------------------
     def aliases(self, name: str) -> dict[str, AliasRecord]:
         with self.engine.connect() as conn:

@@ -10,6 +10,7 @@ The server's part, in three calls and no HTTP:
 from modelyard.rollout.lease import Lease
 from modelyard.rollout.policy import (
     CANARY,
+    MIRROR,
     PRODUCTION,
     ROUTING_HEADER,
     SHADOW,
@@ -33,6 +34,7 @@ from modelyard.rollout.watcher import CanaryHealth, Watcher, WatchRules, WatchRu
 
 __all__ = [
     "CANARY",
+    "MIRROR",
     "PRODUCTION",
     "ROUTING_HEADER",
     "SHADOW",

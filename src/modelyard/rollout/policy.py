@@ -23,6 +23,7 @@ from modelyard.registry import AliasRecord
 PRODUCTION = "production"
 CANARY = "canary"
 SHADOW = "shadow"
+MIRROR = "mirror"  # the route of the primary's answer to a canary request: logged, never returned
 ROUTING_HEADER = "X-Routing-Key"
 
 
@@ -38,8 +39,8 @@ class Route:
 
     ``version`` answers (``route`` is ``"primary"`` or ``"canary"``). If the canary fails, answer with
     ``primary`` instead and log the canary's error. After answering, run ``shadow`` (when set) and, when
-    ``mirror`` is true, the primary too: both are logged under the same request id and never returned, so
-    the watcher can measure the canary's disagreement with the primary.
+    ``mirror`` is true, the primary too (logged on route ``mirror``): both are logged under the same request
+    id and never returned, so the watcher can measure the canary's disagreement with the primary.
     """
 
     model: str

@@ -3,7 +3,8 @@
 For every model whose canary has a weight above 0, ``Watcher.run_once`` reads the canary's records since
 ``window`` seconds ago (or since the canary alias last changed, whichever is later) and computes its error
 rate, its p99 latency (absolute and as a ratio to the primary's), and its disagreement with the primary on
-requests both answered (mirrored canary requests, or shadow records of the canary's version). When a figure
+requests both answered (canary requests the server mirrored to the primary, logged on route ``mirror``, or
+shadow records of the canary's version). When a figure
 crosses its rule, the canary's weight is set to 0 and a ``rollback`` event records the figures.
 
 Several replicas may run a watcher on one database: a lease row lets exactly one act per run.
@@ -22,7 +23,7 @@ import numpy as np
 from modelyard.predlog import PredictionRecord, list_records
 from modelyard.registry import AliasRecord, Registry
 from modelyard.rollout.lease import Lease, default_holder
-from modelyard.rollout.policy import CANARY, PRODUCTION, SHADOW
+from modelyard.rollout.policy import CANARY, MIRROR, PRODUCTION, SHADOW
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "modelyard.rollout.watcher"
@@ -149,7 +150,8 @@ class Watcher:
                                        f"primary's {health.primary_p99_ms:.1f} ms")
         shadows = list_records(engine, name, since=since, route=SHADOW, version=canary.version,
                                limit=MAX_RECORDS)
-        pairs = _pairs(primaries, [*records, *shadows])
+        mirrors = list_records(engine, name, since=since, route=MIRROR, limit=MAX_RECORDS)
+        pairs = _pairs([*primaries, *mirrors], [*records, *shadows])
         health.compared_rows = len(pairs)
         if len(pairs) >= rules.min_pairs:
             task = self._task(name, canary.version)

@@ -24,7 +24,7 @@ from modelyard.config import Settings
 from modelyard.monitor import metrics
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry
-from modelyard.serve import dashboard, v1, v2
+from modelyard.serve import admin, dashboard, v1, v2
 from modelyard.serve.batching import Batching
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
@@ -32,7 +32,9 @@ from modelyard.serve.monitoring import ServerMonitor
 from modelyard.serve.repository import ModelRepository
 from modelyard.serve.routing import Router
 from modelyard.serve.schemas import add_request_schemas
+from modelyard.serve.shadow import ShadowRunner
 from modelyard.serve.state import ServerState, server_state
+from modelyard.serve.watch import WatchTask, watch_rules
 
 log = logging.getLogger("modelyard.serve")
 
@@ -58,16 +60,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threadpool_limits(limits=1)
         registry = await anyio.to_thread.run_sync(Registry, settings)
         repository = ModelRepository(registry, reload_interval=settings.reload_interval)
-        router = Router(repository)
+        router = Router(repository, mirror=settings.canary_mirror)
         writer = _writer(settings)
         batching = Batching(settings) if settings.batching else None
-        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes, batching=batching)
+        shadow = ShadowRunner(repository, writer, maxsize=settings.shadow_queue_size)  # rollout: shadow/mirror
+        service = InferenceService(router, writer, max_body_bytes=settings.max_body_bytes, batching=batching,
+                                   shadow=shadow)
         state = ServerState(settings, registry, repository, router, service, writer)
         app.state.modelyard = state
         monitor = app.state.modelyard_monitor = ServerMonitor(settings, registry)  # monitoring
+        watch: WatchTask | None = None  # rollout: the canary watcher
         try:
             await repository.start()
             monitor.start()  # monitoring
+            await shadow.start()  # rollout
+            if settings.watch_interval > 0:  # rollout
+                watch = await WatchTask(registry, repository, interval=settings.watch_interval,
+                                        rules=watch_rules(settings.watch_rules)).start()
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
@@ -76,6 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             state.stopping = True
             await monitor.stop()  # monitoring
+            if watch is not None:  # rollout
+                await watch.stop()
+            await shadow.stop()  # rollout: finish the queued shadow work before the log is flushed
             await repository.stop()
             if batching is not None:
                 await batching.aclose()
@@ -96,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(v2.router)
     dashboard.install(app)  # monitoring: /dashboard, its data and static files
+    app.include_router(admin.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     async def healthz() -> Response:

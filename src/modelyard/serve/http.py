@@ -104,7 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
         err = ModelyardError(str(exc.detail))
         err.status_code = exc.status_code
         err.code = codes.get(exc.status_code, "http_error")

@@ -2,7 +2,9 @@
 
 ``predict_rows`` is the only place the server calls the model; a protocol module (``v1``, ``v2``) only turns
 its wire format into rows and the outcome back into its wire format. Small requests are validated into
-column arrays (no DataFrame) and predicted together with concurrent ones (``serve/batching.py``).
+column arrays (no DataFrame) and predicted together with concurrent ones (``serve/batching.py``). A request
+routed to a canary that fails is answered by the primary (the canary's failure is logged and counted); once
+answered, the rows are handed to the shadow queue (``serve/shadow.py``) when a shadow or a mirror should see them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import Request
@@ -24,6 +26,9 @@ from modelyard.runtime.columns import Columns
 from modelyard.serve.batching import Batching, in_thread
 from modelyard.serve.http import read_json, request_id
 from modelyard.serve.routing import Routed, Router
+
+if TYPE_CHECKING:
+    from modelyard.serve.shadow import ShadowRunner
 
 log = logging.getLogger("modelyard.serve")
 INLINE_ROWS = 64  # up to this many rows are predicted on the event loop; more go to a worker thread
@@ -68,8 +73,8 @@ async def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabil
         predictions, proba = await batching.predict(model, columns, probabilities)
         return _Result(columns.data, predictions, proba)
     if batching is None and len(rows) <= INLINE_ROWS:
-        return _predict_now(model, rows, probabilities)
-    return await in_thread(_predict_now, model, rows, probabilities)
+        return predict_now(model, rows, probabilities)
+    return await in_thread(predict_now, model, rows, probabilities)
 
 
 def _validate(model: Model, rows: Sequence[Mapping[str, Any]]) -> Columns:
@@ -82,7 +87,7 @@ def _validate(model: Model, rows: Sequence[Mapping[str, Any]]) -> Columns:
         raise SchemaError(f"the rows could not be read: {exc}", field="instances") from exc
 
 
-def _predict_now(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool) -> _Result:
+def predict_now(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool) -> _Result:
     columns = _validate(model, rows)
     predictions = model.predict_frame(columns)
     proba = model.predict_proba_frame(columns) if probabilities else None
@@ -99,7 +104,8 @@ def observe_success(routed: Routed, result: _Result, rows: Sequence[Mapping[str,
     metrics.observe_inputs(model.name, version, result.frame, model.schema, rows, route=routed.route)
 
 
-def _plain(values: np.ndarray) -> list[Any]:
+def plain(values: np.ndarray) -> list[Any]:
+    """JSON-ready values: NaN and infinities become null."""
     out = np.asarray(values).tolist()
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         out = [v if v == v and v not in (float("inf"), float("-inf")) else None for v in out]
@@ -110,11 +116,13 @@ class InferenceService:
     """Protocol-neutral handling of prediction requests, shared by v1 and v2."""
 
     def __init__(self, router: Router, writer: PredictionLogWriter | None, *, max_body_bytes: int,
-                 batching: Batching | None = None) -> None:
+                 batching: Batching | None = None, shadow: ShadowRunner | None = None) -> None:
         self.router = router
         self.writer = writer
         self.max_body_bytes = max_body_bytes
         self.batching = batching
+        self.shadow = shadow
+        self._canary_failing: set[tuple[str, int]] = set()
 
     async def handle(
         self, request: Request, ref: str, parse: Callable[[Any], Parsed], protocol: str
@@ -127,20 +135,34 @@ class InferenceService:
             rid = request_id(request)
             parsed = parse(await read_json(request, self.max_body_bytes))
             routed = await self.router.select(ref, request_id=rid, headers=request.headers, rows=parsed.rows)
-            model = routed.model
-            if parsed.complete is not None:
-                parsed.rows = parsed.complete(model)
-            if parsed.probabilities and model.task != "classification":
-                raise SchemaError(f"{model.name} v{model.version} is a {model.task} model: it has no "
-                                  "probabilities", field="probabilities")
-            result = await predict_rows(model, parsed.rows, parsed.probabilities, self.batching)
+            try:
+                result = await self._predict(routed.model, parsed)
+            except Exception as exc:
+                if routed.primary is None:
+                    raise
+                # The canary failed: the primary answers. Rows the primary refuses too are the caller's
+                # mistake (raised from here), not a canary error.
+                canary, routed = routed, routed.fall_back()
+                canary_seconds = time.perf_counter() - started
+                result = await self._predict(routed.model, parsed)
+                self._record_canary_error(rid, canary, parsed, exc, canary_seconds, protocol)
         except ModelyardError as exc:
             self._record_failure(rid, routed, parsed, exc, started, protocol)
             raise
-        outcome = Outcome(rid, routed, parsed, _plain(result.predictions),
+        outcome = Outcome(rid, routed, parsed, plain(result.predictions),
                           None if result.probabilities is None else result.probabilities.tolist())
         self._record_success(outcome, result, started, protocol)
+        if self.shadow is not None and (routed.shadow or routed.mirror):
+            self.shadow.after(outcome, protocol)
         return outcome
+
+    async def _predict(self, model: Model, parsed: Parsed) -> _Result:
+        if parsed.complete is not None:
+            parsed.rows = parsed.complete(model)
+        if parsed.probabilities and model.task != "classification":
+            raise SchemaError(f"{model.name} v{model.version} is a {model.task} model: it has no "
+                              "probabilities", field="probabilities")
+        return await predict_rows(model, parsed.rows, parsed.probabilities, self.batching)
 
     # ---- bookkeeping: metrics and the prediction log -------------------------------------------------
     def _record_success(self, outcome: Outcome, result: _Result, started: float, protocol: str) -> None:
@@ -157,6 +179,25 @@ class InferenceService:
                 request_id=outcome.request_id, model=model.name, version=int(model.version or 0),
                 route=routed.route, inputs=list(outcome.parsed.rows), outputs=outcome.predictions,
                 n_rows=len(outcome.predictions), latency_ms=seconds * 1000.0, meta=meta,
+            ))
+
+    def _record_canary_error(self, rid: str, canary: Routed, parsed: Parsed, exc: Exception, seconds: float,
+                             protocol: str) -> None:
+        """Counted and logged on route ``canary``: the watcher's error rate reads these records."""
+        model = canary.model
+        version = int(model.version or 0)
+        error = f"{exc.code}: {exc.message}" if isinstance(exc, ModelyardError) else f"{type(exc).__name__}: {exc}"
+        metrics.CANARY_ERRORS.labels(model.name, str(version)).inc()
+        if (model.name, version) not in self._canary_failing:  # one line per canary version, not per request
+            self._canary_failing.add((model.name, version))
+            log.warning("canary %s v%d failed on a request, the primary answered it (counted in "
+                        "modelyard_canary_errors_total): %s", model.name, version, error)
+        if self.writer is not None:
+            answered_by = canary.primary.version if canary.primary is not None else None
+            self.writer.submit(PredictionRecord(
+                request_id=rid, model=model.name, version=version, route=canary.route, inputs=list(parsed.rows),
+                outputs=None, n_rows=len(parsed.rows), latency_ms=seconds * 1000.0, error=error,
+                meta={"protocol": protocol, "ref": _ref(canary), "answered_by": answered_by, **parsed.meta},
             ))
 
     def _record_failure(self, rid: str, routed: Routed | None, parsed: Parsed | None, exc: ModelyardError,

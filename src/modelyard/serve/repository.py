@@ -1,7 +1,8 @@
 """A tiny model repository (KServe style): model name → loaded versions, by alias, hot-reloaded.
 
-A model is loaded the first time a request names it (``production`` ones at start), and again whenever the
-alias it was asked by moves: a background task polls ``Registry.all_aliases()`` every ``reload_interval``
+A model is loaded the first time a request names it (``production``, a live ``canary`` and ``shadow`` at
+start and as soon as they appear), and again whenever the alias it was asked by moves: a background task
+polls ``Registry.all_aliases()`` (with the canary weights) and the models' settings every ``reload_interval``
 seconds, loads the new version off the event loop, and only then swaps the alias to it; requests keep
 being answered by the old version during the load, so a switch fails no request. A version whose bundle
 fails verification (``IntegrityError``) or loading (``BundleError``) is refused: the old version keeps
@@ -16,6 +17,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 
@@ -34,6 +36,7 @@ log = logging.getLogger("modelyard.serve")
 REFUSAL_RETRY = 60.0
 MAX_PINNED_VERSIONS = 8  # versions asked for by number (name@3) kept loaded, least recently used dropped
 MAX_VERSION = 2**31 - 1
+ROLLOUT_ALIASES = ("canary", "shadow")  # kept loaded (a canary only while its weight is above 0)
 
 
 @dataclass(frozen=True)
@@ -53,26 +56,30 @@ class ModelRepository:
         self.registry = registry
         self.reload_interval = reload_interval
         self._aliases: dict[str, dict[str, AliasRecord]] = {}
+        self._settings: dict[str, dict[str, Any]] = {}
         self._serving: dict[tuple[str, str], Model] = {}
         self._pinned: OrderedDict[tuple[str, int], Model] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future[Model]] = {}
         self._refused: dict[tuple[str, int], tuple[float, Exception]] = {}
         self._task: asyncio.Task[None] | None = None
         self._registry_down = False
+        self._exported: set[tuple[str, str]] = set()
         self.ready = False
 
     # ---- life cycle ----------------------------------------------------------------------------------
     async def start(self, warm_alias: str | None = "production") -> None:
         """Read every alias (fails loudly when the registry is unreachable), warm one alias, start polling."""
         self._aliases = await anyio.to_thread.run_sync(self.registry.all_aliases)
+        self._settings = await anyio.to_thread.run_sync(self.registry.all_model_settings)
         self._export_aliases()
         if warm_alias:
             for name, aliases in sorted(self._aliases.items()):
-                if warm_alias in aliases:
-                    try:
-                        await self.get(name, warm_alias)
-                    except (BundleError, RegistryError, VersionNotFoundError) as exc:
-                        log.error("model %s@%s could not be loaded at start: %s", name, warm_alias, exc)
+                for alias in (warm_alias, *ROLLOUT_ALIASES):
+                    if alias in aliases and (alias == warm_alias or _live(aliases[alias])):
+                        try:
+                            await self.get(name, alias)
+                        except (BundleError, RegistryError, VersionNotFoundError) as exc:
+                            log.error("model %s@%s could not be loaded at start: %s", name, alias, exc)
         self._task = asyncio.create_task(self._poll_forever(), name="modelyard-alias-poll")
         self.ready = True
 
@@ -137,6 +144,14 @@ class ModelRepository:
 
     def knows(self, name: str) -> bool:
         return name in self._aliases
+
+    def aliases_of(self, name: str) -> dict[str, AliasRecord] | None:
+        """The model's aliases as last polled (the same object until they are polled again)."""
+        return self._aliases.get(name)
+
+    def rollout_settings(self, name: str) -> dict[str, Any]:
+        """``my_models.settings["rollout"]`` as last polled, e.g. ``{"routing_column": "customer_id"}``."""
+        return dict(self._settings.get(name, {}).get("rollout") or {})
 
     # ---- loading -------------------------------------------------------------------------------------
     async def _load(self, name: str, version: int) -> Model:
@@ -206,8 +221,31 @@ class ModelRepository:
                 log.info("alias %s@%s was removed; no longer served", name, alias)
             elif record.version != model.version:
                 await self._swap(name, alias, record.version, model)
+        await self._load_rollout_aliases(latest)
+        try:
+            self._settings = await anyio.to_thread.run_sync(self.registry.all_model_settings)
+        except Exception:
+            log.warning("could not read the models' settings; keeping the last ones", exc_info=True)
         self._aliases = latest
         self._export_aliases()
+
+    async def _load_rollout_aliases(self, latest: dict[str, dict[str, AliasRecord]]) -> None:
+        """Load a canary or shadow that appeared, before any request is routed to it."""
+        for name, aliases in sorted(latest.items()):
+            for alias in ROLLOUT_ALIASES:
+                record = aliases.get(alias)
+                if record is None or not _live(record) or (name, alias) in self._serving:
+                    continue
+                refused = self._refused.get((name, record.version))
+                if refused is not None and time.monotonic() - refused[0] < REFUSAL_RETRY:
+                    continue
+                try:
+                    self._serving[(name, alias)] = await self._load(name, record.version)
+                except (BundleError, RegistryError, VersionNotFoundError, ModelNotFoundError) as exc:
+                    log.error("%s@%s (v%d) could not be loaded: %s", name, alias, record.version,
+                              getattr(exc, "message", exc))
+                    continue
+                log.info("%s@%s is v%d (loaded)", name, alias, record.version)
 
     async def _swap(self, name: str, alias: str, version: int, old: Model) -> None:
         refused = self._refused.get((name, version))
@@ -223,11 +261,24 @@ class ModelRepository:
         log.info("%s@%s switched from v%s to v%d", name, alias, old.version, version)
 
     def _export_aliases(self) -> None:
+        exported = set()
         for name, aliases in self._aliases.items():
             for alias, record in aliases.items():
                 metrics.ALIAS_VERSION.labels(name, alias).set(record.version)
+                exported.add((name, alias))
             canary = aliases.get("canary")
             metrics.CANARY_WEIGHT.labels(name).set(float(canary.weight or 0.0) if canary else 0.0)
+        for gone in self._exported - exported:  # a removed alias points at nothing: drop its series
+            try:
+                metrics.ALIAS_VERSION.remove(*gone)
+            except KeyError:
+                pass
+        self._exported = exported
+
+
+def _live(record: AliasRecord) -> bool:
+    """A shadow always runs; a canary only while it gets traffic."""
+    return record.alias != "canary" or bool(record.weight)
 
 
 def _warm_up(model: Model) -> None:
