@@ -46,6 +46,11 @@ class NatsKit:
                    for msg_id, data in items]
         await asyncio.gather(*futures)
 
+    async def unsettled(self, durable: str) -> int:
+        """Messages of the input stream the durable consumer has not acked yet (pending or in flight)."""
+        info = await self.js.consumer_info(self.streams[self.in_subject], durable)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     async def count(self, subject: str) -> int:
         return int((await self.js.stream_info(self.streams[subject])).state.messages)
 
