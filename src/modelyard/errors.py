@@ -127,3 +127,34 @@ class GateFailedError(RolloutError):
 class PredictionError(ModelyardError):
     status_code = 500
     code = "prediction_error"
+
+
+class PayloadTooLargeError(ModelyardError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailableError(ModelyardError):
+    status_code = 503
+    code = "unavailable"
+
+
+class BatchError(ModelyardError):
+    """A batch run that cannot go on: a bad source, an output table of another shape, a key used twice."""
+
+    status_code = 400
+    code = "batch_error"
+
+
+class RunBusyError(BatchError):
+    """Another process holds this run id right now: leave its record alone."""
+
+    status_code = 409
+    code = "run_busy"
+
+
+class StreamError(ModelyardError):
+    """A broker that cannot be reached or used as configured."""
+
+    status_code = 503
+    code = "stream_error"

@@ -176,8 +176,8 @@ def test_an_existing_table_of_another_shape_is_refused(house_model: Settings) ->
 @pytest.mark.postgres
 def test_a_run_id_being_scored_elsewhere_is_refused_and_left_alone(house_bundle: Path,
                                                                    pg_settings: Settings) -> None:
-    from modelyard.batch.chunk import RunBusyError
     from modelyard.batch.sink import _lock_key
+    from modelyard.errors import RunBusyError
 
     publish(house_bundle, pg_settings)
     url = pg_settings.resolved_database_url

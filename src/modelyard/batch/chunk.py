@@ -15,24 +15,10 @@ import numpy as np
 import pandas as pd
 
 from modelyard.config import Settings
-from modelyard.errors import ModelyardError
+from modelyard.errors import BatchError
 from modelyard.registry import Registry
 from modelyard.runtime import Model
 from modelyard.runtime.partial import PartialValidation, validate_partial
-
-
-class BatchError(ModelyardError):
-    """A batch run that cannot go on: a bad source, an output table of another shape, a key used twice."""
-
-    status_code = 400
-    code = "batch_error"
-
-
-class RunBusyError(BatchError):
-    """Another process holds this run id right now: leave its record alone."""
-
-    status_code = 409
-    code = "run_busy"
 
 
 @dataclass

@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from modelyard.batch.chunk import BatchError, ScoredChunk, score_chunk_remote
+from modelyard.batch.chunk import ScoredChunk, score_chunk_remote
 from modelyard.config import Settings
+from modelyard.errors import BatchError
 
 
 class _Future(Protocol):

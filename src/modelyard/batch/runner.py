@@ -19,12 +19,13 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from modelyard.batch.chunk import BatchError, RunBusyError, ScoredChunk, load_pinned, score_chunk
+from modelyard.batch.chunk import ScoredChunk, load_pinned, score_chunk
 from modelyard.batch.pipeline import DaskExecutor, Executor, LocalExecutor, run_pipeline
 from modelyard.batch.runs import RunRecord, get_run, open_run, record_progress
 from modelyard.batch.sink import ChunkWriter, Sink
 from modelyard.batch.source import Source
 from modelyard.config import Settings, normalize_database_url
+from modelyard.errors import BatchError, RunBusyError
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry, parse_ref
 from modelyard.registry.db import get_engine

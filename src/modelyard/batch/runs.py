@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from modelyard.batch.chunk import BatchError
+from modelyard.errors import BatchError
 from modelyard.registry.tables import batch_runs, utcnow
 
 

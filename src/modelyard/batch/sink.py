@@ -37,7 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
-from modelyard.batch.chunk import BatchError, RunBusyError, ScoredChunk
+from modelyard.batch.chunk import ScoredChunk
+from modelyard.errors import BatchError, RunBusyError
 
 OUTPUT_COLUMNS = ("run_id", "key", "prediction", "model", "version", "scored_at")
 REJECTED_COLUMNS = ("run_id", "key", "reason", "field", "row", "rejected_at")

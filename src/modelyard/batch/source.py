@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
-from modelyard.batch.chunk import BatchError
+from modelyard.errors import BatchError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 FILE_SUFFIXES = {".csv", ".parquet", ".pq"}

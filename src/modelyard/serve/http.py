@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from modelyard.errors import BadRequestError, ModelyardError
+from modelyard.errors import BadRequestError, ModelyardError, PayloadTooLargeError, ServiceUnavailableError
 
 log = logging.getLogger("modelyard.serve")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -27,14 +27,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-class PayloadTooLargeError(ModelyardError):
-    status_code = 413
-    code = "payload_too_large"
-
-
-class ServiceUnavailableError(ModelyardError):
-    status_code = 503
-    code = "unavailable"
 
 
 def json_response(body: Any, status: int = 200, request_id: str | None = None) -> Response:

@@ -3,7 +3,8 @@
     modelyard stream house-prices --broker nats://127.0.0.1:4222 --in houses.in --out houses.scored
 """
 
-from modelyard.stream.base import Broker, Message, OutMessage, StreamError, open_broker
+from modelyard.errors import StreamError
+from modelyard.stream.base import Broker, Message, OutMessage, open_broker
 from modelyard.stream.consumer import ModelHolder, StreamConsumer, StreamStats, predict_rows
 
 __all__ = ["Broker", "Message", "ModelHolder", "OutMessage", "StreamConsumer", "StreamError", "StreamStats",

@@ -13,14 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.errors import ModelyardError
-
-
-class StreamError(ModelyardError):
-    """A broker that cannot be reached or used as configured."""
-
-    status_code = 503
-    code = "stream_error"
+from modelyard.errors import StreamError
 
 
 @dataclass

@@ -15,7 +15,8 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from modelyard.stream.base import Broker, Message, OutMessage, StreamError, safe_name
+from modelyard.errors import StreamError
+from modelyard.stream.base import Broker, Message, OutMessage, safe_name
 
 
 class JetStreamBroker(Broker):

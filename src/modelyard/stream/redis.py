@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from modelyard.stream.base import Broker, Message, OutMessage, StreamError, safe_name
+from modelyard.errors import StreamError
+from modelyard.stream.base import Broker, Message, OutMessage, safe_name
 
 _PUBLISH = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
