@@ -13,6 +13,8 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
     │   ├── ModelNotFoundError
     │   └── VersionNotFoundError
     ├── RegistryError
+    ├── ServiceUnavailableError (503)
+    │   └── StoreUnavailable       the registry database cannot be reached
     ├── LineageMismatchError       reproduce found different data or predictions
     ├── RolloutError (409)         a promotion or rollback that cannot be done as asked
     │   └── GateFailedError        a candidate failed a promotion gate (the reasons are in the message)
@@ -137,6 +139,11 @@ class PayloadTooLargeError(ModelyardError):
 class ServiceUnavailableError(ModelyardError):
     status_code = 503
     code = "unavailable"
+
+
+class StoreUnavailable(ServiceUnavailableError):
+    """The registry's database cannot be reached or used right now (raised by ``registry`` in place of the
+    database driver's errors): retry shortly. The driver's error is its ``__cause__``."""
 
 
 class BatchError(ModelyardError):

@@ -14,7 +14,7 @@ import pytest
 
 from modelyard.config import Settings
 from modelyard.registry import Registry
-from modelyard.rollout import Lease, Watcher, WatchRules, promote
+from modelyard.rollout import Watcher, WatchRules, promote
 from tests.conftest import cli_env
 from tests.rollout_helpers import MODEL, house_spec_folder, log, publish, records, train_bundle
 
@@ -95,20 +95,6 @@ def test_too_few_or_too_old_records_are_not_evidence(sqlite_settings: Settings, 
     assert not other.run_once().leader  # "w" holds the lease for 30 s
     lower = Watcher(Registry(sqlite_settings), WatchRules(min_requests=5), holder="w")
     assert lower.run_once().rolled_back == [MODEL]
-
-
-def test_lease_lets_one_watcher_act_and_passes_on(any_settings: Settings) -> None:
-    engine = Registry(any_settings).engine
-    a, b = Lease(engine, "test-lease", holder="a", ttl=30), Lease(engine, "test-lease", holder="b", ttl=2.0)
-    assert a.acquire() and not b.acquire() and a.acquire()  # a renews, b stands by
-    assert b.holder_now() == "a"
-    a.release()
-    assert b.acquire() and not a.acquire()
-    deadline = time.monotonic() + 10  # b stops renewing: its lease runs out and a takes over
-    while not a.acquire():
-        assert time.monotonic() < deadline, "the expired lease was never taken over"
-        time.sleep(0.05)
-    assert a.holder_now() == "a"
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:

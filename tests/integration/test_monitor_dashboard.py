@@ -11,7 +11,8 @@ import pytest
 
 from modelyard.config import Settings
 from modelyard.monitor.dashboard import dashboard_html
-from modelyard.monitor.scheduler import LEASE, acquire_lease, release_lease
+from modelyard.monitor.scheduler import LEASE
+from modelyard.registry.lease import SqlLease
 from modelyard.monitor.state import AlertBook
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
@@ -116,7 +117,8 @@ def test_a_replica_without_the_lease_sends_nothing_yet_its_dashboard_shows_drift
     train_and_publish(house_spec, sqlite_settings)
     log_traffic(sqlite_settings, "house-prices", generate_houses(400, seed=61, shift=0.7),
                 datetime.now(UTC) - timedelta(minutes=5))
-    assert acquire_lease(registry.engine, LEASE, "another-replica", timedelta(hours=1))
+    other = SqlLease(registry.engine, LEASE, holder="another-replica", ttl=3600)
+    assert other.acquire()
     with webhook_receiver() as hook, Server(sqlite_settings, tmp_path / "server.log",
                                             MODELYARD_MONITOR_INTERVAL="1", MODELYARD_ALERT_WEBHOOK=hook.url) as server:
         wait_until(lambda: "another process holds the monitor lease" in server.log(), 30, "a skipped run")
@@ -127,7 +129,7 @@ def test_a_replica_without_the_lease_sends_nothing_yet_its_dashboard_shows_drift
             server.url + "/metrics").text
         assert hook.bodies == [] and AlertBook(registry.engine).recent("house-prices") == []
 
-        release_lease(registry.engine, LEASE, "another-replica")
+        other.release()
         hook.wait_for(lambda bodies: any(b["feature"] == "area_sqm" for b in bodies), timeout=30)
         assert "this process evaluates" in server.log()
         assert server.metric("modelyard_drift_psi", feature="area_sqm") == pytest.approx(psi["area_sqm"], rel=0.05)

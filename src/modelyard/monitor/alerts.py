@@ -1,8 +1,8 @@
-"""Alert rules and their state: evaluated on a window of traffic, recorded in ``my_alerts``.
+"""Alert rules and their state: evaluated on a window of traffic, recorded in ``modelyard_alerts``.
 
 Rules and their defaults (``DEFAULT_RULES``) are refined by the bundle (the expected prediction range is the
 output schema's observed range; a ``monitoring.rules`` section in the manifest, if any) and then by the
-model's settings in the registry (``my_models.settings["monitor"]["rules"]``), so an operator can tune one
+model's settings in the registry (``modelyard_models.settings["monitor"]["rules"]``), so an operator can tune one
 model without republishing it.
 
 A verdict is firing, ok, or unknown (too little traffic to say); ``state.AlertBook`` turns verdicts into
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select, update
 
 from modelyard.errors import BadRequestError, ModelNotFoundError
 from modelyard.monitor.drift import PREDICTION, DriftReport
 from modelyard.monitor.window import Window
-from modelyard.registry import tables as t
+from modelyard.registry.db import Engine
+from modelyard.registry.settings import ModelSettings, SqlSettingsStore
 
 DEFAULT_RULES: dict[str, dict[str, Any]] = {
     "prediction_range": {
@@ -198,25 +198,27 @@ def _range_finding(r: dict[str, Any], window: Window) -> Finding:
 
 # ---- model settings: per-model overrides ---------------------------------------------------------------
 def load_overrides(engine: Engine, model: str) -> dict[str, dict[str, Any]]:
-    with engine.connect() as conn:
-        settings = conn.execute(select(t.models.c.settings).where(t.models.c.name == model)).scalar()
-    return dict(((settings or {}).get("monitor") or {}).get("rules") or {})
+    """The model's rule overrides (empty for a model without any, or not in the registry)."""
+    try:
+        settings = SqlSettingsStore(engine).get(model)
+    except ModelNotFoundError:
+        return {}
+    return dict((settings.get("monitor") or {}).get("rules") or {})
 
 
 def save_overrides(
     engine: Engine, model: str, overrides: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
-    """Merge rule overrides into the model's settings (other keys of the settings are kept)."""
+    """Merge rule overrides into the model's settings (other keys of the settings are kept), under the
+    model's row lock: two operators tuning different rules at once both keep their change."""
     for rule in overrides:
         if rule not in DEFAULT_RULES:
             raise BadRequestError(f"unknown alert rule '{rule}' (known: {', '.join(DEFAULT_RULES)})")
-    with engine.begin() as conn:
-        current = conn.execute(select(t.models.c.settings).where(t.models.c.name == model)).first()
-        if current is None:
-            raise ModelNotFoundError(f"no model named '{model}' in the registry", model=model)
-        settings = copy.deepcopy(current[0] or {})
-        rules = settings.setdefault("monitor", {}).setdefault("rules", {})
+
+    def merge(settings: ModelSettings) -> dict[str, dict[str, Any]]:
+        rules: dict[str, dict[str, Any]] = settings.setdefault("monitor", {}).setdefault("rules", {})
         for rule, params in overrides.items():
             rules.setdefault(rule, {}).update(params)
-        conn.execute(update(t.models).where(t.models.c.name == model).values(settings=settings))
-    return rules
+        return copy.deepcopy(rules)
+
+    return SqlSettingsStore(engine).change(model, merge)

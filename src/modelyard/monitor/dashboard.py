@@ -4,9 +4,9 @@ Nothing to build: ``static/`` holds the page, its script and style, and Chart.js
 npm. The server serves ``dashboard_html()`` at ``/dashboard`` and ``dashboard_data(...)`` at the data URL;
 with ``static_url=None`` the scripts are inlined, so a single route is enough.
 
-Request rate, errors and latency come from the prediction log's scalar columns (``my_predictions``), read
-here directly: only time, version, route, latency and error, never the logged rows. Drift comes from the
-scheduler's last run (``drift=``) or is computed on the spot from ``records=``.
+Request rate, errors and latency come from the prediction log's scalar columns, read through the prediction
+store's ``traffic`` query: only time, version, route, latency and error, never the logged rows. Drift comes
+from the scheduler's last run (``drift=``) or is computed on the spot from ``records=``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select
 
 from modelyard.monitor.alerts import load_overrides, rules_for
 from modelyard.monitor.drift import PREDICTION, DriftReport
 from modelyard.monitor.state import AlertBook
 from modelyard.monitor.window import RecordSource
 from modelyard.registry import Registry
-from modelyard.registry import tables as t
+from modelyard.registry.db import Engine
+from modelyard.registry.predictions import SqlPredictionStore
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = ("chart.umd.min.js", "dashboard.js")
@@ -108,23 +108,18 @@ def dashboard_data(
 
 
 def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets: int) -> dict[str, Any]:
-    p = t.predictions
-    query = select(p.c.ts, p.c.version, p.c.route, p.c.latency_ms, p.c.error).where(
-        p.c.model == model, p.c.ts >= since, p.c.ts < now
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = SqlPredictionStore(engine).traffic(model, since, now)
     width = (now - since).total_seconds() / buckets
     start = since.timestamp()
     edges = [start + (i + 0.5) * width for i in range(buckets)]
-    ts = np.array([_aware(r[0]).timestamp() for r in rows], dtype="float64")
+    ts = np.array([r.ts.timestamp() for r in rows], dtype="float64")
     idx = (
         np.clip(((ts - start) // width).astype(int), 0, buckets - 1) if len(rows) else np.zeros(0, dtype=int)
     )
-    version = np.array([int(r[1]) for r in rows], dtype=int)
-    route = np.array([r[2] for r in rows], dtype=object)
-    latency = np.array([np.nan if r[3] is None else float(r[3]) for r in rows], dtype="float64")
-    failed = np.array([bool(r[4]) for r in rows], dtype=bool)
+    version = np.array([r.version for r in rows], dtype=int)
+    route = np.array([r.route for r in rows], dtype=object)
+    latency = np.array([np.nan if r.latency_ms is None else r.latency_ms for r in rows], dtype="float64")
+    failed = np.array([r.failed for r in rows], dtype=bool)
     counted = (route != "shadow") & (route != "mirror")  # extra work after the answer, not user traffic
     per_version = {
         str(v): [float(np.sum((idx == b) & (version == v) & counted)) / width for b in range(buckets)]

@@ -27,9 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError as DBIntegrityError
-
 from modelyard.monitor import metrics
 from modelyard.monitor.alerts import Finding, evaluate_rules, load_overrides, rules_for
 from modelyard.monitor.drift import DriftReport, evaluate_drift
@@ -37,7 +34,7 @@ from modelyard.monitor.notify import Notifier
 from modelyard.monitor.state import AlertBook, Transition
 from modelyard.monitor.window import RecordSource, Window, split_windows
 from modelyard.registry import Registry
-from modelyard.registry import tables as t
+from modelyard.registry.lease import SqlLease
 
 log = logging.getLogger("modelyard.monitor")
 LEASE = "modelyard-monitor"
@@ -131,9 +128,9 @@ class MonitorScheduler:
     def run_once(self, now: datetime | None = None) -> MonitorRun:
         now = now or datetime.now(UTC)
         run = MonitorRun(at=now)
-        leading = not self.lease or acquire_lease(
-            self.registry.engine, LEASE, self.holder, timedelta(seconds=max(3 * self.interval, 30)), now
-        )
+        leading = not self.lease or SqlLease(
+            self.registry.engine, LEASE, holder=self.holder, ttl=max(3 * self.interval, 30)
+        ).acquire(now)
         if leading != self._leading:
             log.info("monitor: %s", "this process evaluates (it holds the lease)" if leading else
                      "another process holds the monitor lease; this one skips its runs")
@@ -171,7 +168,7 @@ class MonitorScheduler:
     def release(self) -> None:
         """Give the lease up (server shutdown), so another replica takes over at its next run."""
         if self.lease:
-            release_lease(self.registry.engine, LEASE, self.holder)
+            SqlLease(self.registry.engine, LEASE, holder=self.holder).release()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Evaluate every ``interval`` seconds until ``stop`` is set; blocking work runs in a thread."""
@@ -201,38 +198,3 @@ class MonitorScheduler:
 def default_gauges() -> tuple[Any, Any]:
     """``modelyard_drift_psi`` and ``modelyard_drift_ks``, the gauges ``/metrics`` exports."""
     return metrics.DRIFT_PSI, metrics.DRIFT_KS
-
-
-def release_lease(engine: Engine, name: str, holder: str) -> None:
-    """Mark the named lease free if ``holder`` still has it."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder).values(active=False)
-        )
-
-
-def acquire_lease(
-    engine: Engine, name: str, holder: str, ttl: timedelta, now: datetime | None = None
-) -> bool:
-    """Take or renew the named lease; False while another holder's lease has not expired."""
-    now = now or datetime.now(UTC)
-    try:
-        with engine.begin() as conn:
-            row = conn.execute(select(t.leases).where(t.leases.c.name == name)).mappings().first()
-            if row is None:
-                conn.execute(
-                    insert(t.leases).values(name=name, holder=holder, expires_at=now + ttl, active=True)
-                )
-                return True
-            expires = row["expires_at"] if row["expires_at"].tzinfo else row["expires_at"].replace(tzinfo=UTC)
-            if row["holder"] != holder and row["active"] and expires > now:
-                return False
-            result = conn.execute(
-                update(t.leases)
-                .where(t.leases.c.name == name)
-                .where(t.leases.c.holder == row["holder"])
-                .values(holder=holder, expires_at=now + ttl, active=True)
-            )
-            return bool(result.rowcount)
-    except DBIntegrityError:
-        return False  # another replica inserted the lease first

@@ -6,11 +6,10 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
-
 from modelyard.errors import BadRequestError, NotFoundError
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.store import get_records, list_records
+from modelyard.registry.db import Engine
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}

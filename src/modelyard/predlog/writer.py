@@ -23,42 +23,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
-from sqlalchemy import Engine, create_engine
-from sqlalchemy import exc as sa_exc
-
-from modelyard.config import Settings, normalize_database_url
+from modelyard.config import Settings
 from modelyard.predlog import spill
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.store import insert_records
-from modelyard.registry.db import migrate
+from modelyard.registry.db import Engine, is_content_error, log_engine, migrate
 
 log = logging.getLogger("modelyard.predlog")
 ORPHAN_SCAN_INTERVAL = 30.0  # seconds between looks for spill segments that no live writer holds
-
-
-
-def _is_poison(exc: BaseException) -> bool:
-    """True when the content of a record is unacceptable, as opposed to the database being away."""
-    if isinstance(exc, (sa_exc.DataError, sa_exc.IntegrityError, TypeError, ValueError)):
-        return True
-    # SQLAlchemy wraps errors raised while preparing parameters (e.g. serializing JSON) in StatementError.
-    return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
-
-
-def _json_dumps(value: Any) -> str:
-    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    return orjson.dumps(value, option=options, default=str).decode()
-
-
-def log_engine(url: str) -> Engine:
-    """An engine of the log's own (short connect timeout, orjson: NaN becomes null, numpy is welcome)."""
-    url = normalize_database_url(url)
-    if url.startswith("sqlite"):
-        return create_engine(url, json_serializer=_json_dumps,
-                             connect_args={"timeout": 30, "check_same_thread": False})
-    return create_engine(url, json_serializer=_json_dumps, pool_pre_ping=True, pool_size=2, max_overflow=2,
-                         connect_args={"connect_timeout": 5, "options": "-c statement_timeout=30000"})
 
 
 class PredictionLogWriter:
@@ -226,7 +198,7 @@ class PredictionLogWriter:
             engine = self._get_engine()
             insert_records(engine, batch)
         except Exception as exc:
-            if not _is_poison(exc):
+            if not is_content_error(exc):
                 self._mark_down(exc)
                 return False
             if len(batch) == 1:

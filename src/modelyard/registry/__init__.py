@@ -1,9 +1,9 @@
 """The registry: versions, aliases, events (SQLAlchemy) and the content-addressed artifact store."""
 
+from modelyard.registry.events import EventRecord
 from modelyard.registry.registry import (
     DEFAULT_ALIAS,
     AliasRecord,
-    EventRecord,
     Registry,
     VersionRecord,
     parse_ref,

@@ -1,28 +1,57 @@
-"""Engines and migrations: one place that knows SQLite from PostgreSQL."""
+"""Engines and migrations: one place that knows SQLite from PostgreSQL.
+
+Engines made here translate the driver's "cannot reach / cannot use the database" errors into
+``StoreUnavailable`` (a ``ModelyardError``, HTTP 503), so no caller outside ``registry`` needs to know
+SQLAlchemy's exception types; errors about the data itself (a constraint, a value) stay as they are.
+"""
 
 from __future__ import annotations
 
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import ExceptionContext
 
 from modelyard.config import normalize_database_url
+from modelyard.errors import StoreUnavailable
+
+__all__ = ["Engine", "get_engine", "is_content_error", "log_engine", "migrate"]
 
 _MIGRATION_LOCK_KEY = 0x6D6F64656C  # "model": a PostgreSQL advisory lock key
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
+UNAVAILABLE = "the registry database is unavailable; retry shortly"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _translate_errors(context: ExceptionContext) -> None:
+    """``handle_error`` hook: a lost connection or an unusable database becomes ``StoreUnavailable``."""
+    error = context.sqlalchemy_exception
+    if context.is_disconnect or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        raise StoreUnavailable(UNAVAILABLE) from (error or context.original_exception)
+
+
+def is_content_error(exc: BaseException) -> bool:
+    """True when the database refused a write for its content (a value, a constraint), as opposed to being
+    away: retrying the same rows would fail again."""
+    if isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError | TypeError | ValueError):
+        return True
+    # SQLAlchemy wraps errors raised while preparing parameters (e.g. serializing JSON) in StatementError.
+    return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
 
 
 @lru_cache(maxsize=16)
@@ -37,7 +66,28 @@ def get_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    event.listen(engine, "handle_error", _translate_errors)
     migrate(engine)
+    return engine
+
+
+def _json_dumps(value: Any) -> str:
+    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    return orjson.dumps(value, option=options, default=str).decode()
+
+
+def log_engine(url: str) -> Engine:
+    """An engine of the prediction log's own (short connect timeout; orjson: NaN becomes null, numpy is
+    welcome). Not migrated here: the writer migrates it once the database answers."""
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, json_serializer=_json_dumps,
+                               connect_args={"timeout": 30, "check_same_thread": False})
+    else:
+        engine = create_engine(url, json_serializer=_json_dumps, pool_pre_ping=True, pool_size=2,
+                               max_overflow=2,
+                               connect_args={"connect_timeout": 5, "options": "-c statement_timeout=30000"})
+    event.listen(engine, "handle_error", _translate_errors)
     return engine
 
 

@@ -38,6 +38,8 @@ from modelyard.errors import (
 )
 from modelyard.registry import tables as t
 from modelyard.registry.db import get_engine
+from modelyard.registry.events import EventRecord, SqlEventLog, write_event
+from modelyard.registry.settings import SettingsStore, SqlSettingsStore
 from modelyard.registry.store import ArtifactStore, LocalStore
 
 DEFAULT_ALIAS = "production"
@@ -60,20 +62,6 @@ class AliasRecord:
     version: int
     weight: float | None
     updated_at: datetime
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    id: int
-    model: str
-    kind: str
-    alias: str | None
-    from_version: int | None
-    to_version: int | None
-    actor: str | None
-    reason: str | None
-    details: dict[str, Any] | None
-    at: datetime
 
 
 def parse_ref(ref: str) -> tuple[str, str | int]:
@@ -108,6 +96,7 @@ class Registry:
         self.engine = get_engine(self.url)
         self.store = store or LocalStore(self.settings.resolved_artifact_root)
         self.cache_dir = self.settings.resolved_cache_dir
+        self.model_settings_store: SettingsStore = SqlSettingsStore(self.engine)
 
     # ---- models and versions -------------------------------------------------------------------------
     def _model_id(self, conn: Connection, name: str, *, create: bool = False, lock: bool = False) -> int:
@@ -259,36 +248,19 @@ class Registry:
             )
         return self.get_version(name, aliases[selector].version)
 
-    # ---- per-model settings (my_models.settings: {"rollout": {...}, "monitor": {...}}) -------------------
+    # ---- per-model settings (modelyard_models.settings: {"rollout": {...}, "monitor": {...}}) -------------
     def model_settings(self, name: str) -> dict[str, Any]:
         """One model's settings (empty when none were set)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.models.c.settings).where(t.models.c.name == name)).first()
-        if row is None:
-            raise ModelNotFoundError(f"no model named '{name}' in the registry", model=name)
-        return dict(row[0] or {})
+        return self.model_settings_store.get(name)
 
     def all_model_settings(self) -> dict[str, dict[str, Any]]:
         """Every model's settings in one query (what servers read with their alias poll)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.models.c.name, t.models.c.settings)).all()
-        return {str(name): dict(settings) for name, settings in rows if settings}
+        return self.model_settings_store.all()
 
     def update_model_settings(self, name: str, section: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``values`` into one section of a model's settings (a ``None`` value removes its key);
-        the other sections are kept. Returns the section as stored."""
-        with self.engine.begin() as conn:
-            model_id = self._model_id(conn, name, lock=True)
-            current = conn.execute(select(t.models.c.settings).where(t.models.c.id == model_id)).scalar()
-            settings = json.loads(json.dumps(current or {}))  # a deep copy: SQLAlchemy compares old and new
-            part = settings.setdefault(section, {})
-            for key, value in values.items():
-                if value is None:
-                    part.pop(key, None)
-                else:
-                    part[key] = value
-            conn.execute(update(t.models).where(t.models.c.id == model_id).values(settings=settings))
-        return dict(part)
+        """Merge ``values`` into one section of a model's settings (a ``None`` value removes its key) under
+        the model's row lock; the other sections are kept. Returns the section as stored."""
+        return self.model_settings_store.update_section(name, section, values)
 
     # ---- aliases and events --------------------------------------------------------------------------
     def aliases(self, name: str) -> dict[str, AliasRecord]:
@@ -375,26 +347,11 @@ class Registry:
 
     @staticmethod
     def _event(conn: Connection, model_id: int, kind: str, **values: Any) -> None:
-        conn.execute(insert(t.events).values(model_id=model_id, kind=kind, at=t.utcnow(), **values))
+        write_event(conn, model_id, kind, **values)
 
     def events(self, name: str | None = None, *, limit: int = 100) -> list[EventRecord]:
-        query = (
-            select(t.events, t.models.c.name)
-            .join(t.models, t.models.c.id == t.events.c.model_id)
-            .order_by(t.events.c.id.desc())
-            .limit(limit)
-        )
-        if name is not None:
-            query = query.where(t.models.c.name == name)
-        with self.engine.connect() as conn:
-            return [
-                EventRecord(
-                    id=r["id"], model=r["name"], kind=r["kind"], alias=r["alias"],
-                    from_version=r["from_version"], to_version=r["to_version"], actor=r["actor"],
-                    reason=r["reason"], details=r["details"], at=r["at"],
-                )
-                for r in conn.execute(query).mappings()
-            ]
+        """The newest events (of one model, or of all), newest first."""
+        return SqlEventLog(self.engine).recent(name, limit=limit)
 
     # ---- artifacts -----------------------------------------------------------------------------------
     def _unpacked(self, record: VersionRecord) -> Path:

@@ -7,7 +7,6 @@ The server's part, in three calls and no HTTP:
     Watcher(registry).run_once()                                # on a timer; one replica acts (lease)
 """
 
-from modelyard.rollout.lease import Lease
 from modelyard.rollout.policy import (
     CANARY,
     MIRROR,
@@ -40,7 +39,6 @@ __all__ = [
     "SHADOW",
     "CanaryHealth",
     "GateOutcome",
-    "Lease",
     "PromoteResult",
     "RollbackResult",
     "Route",

@@ -22,7 +22,7 @@ import numpy as np
 
 from modelyard.predlog import PredictionRecord, list_records
 from modelyard.registry import AliasRecord, Registry
-from modelyard.rollout.lease import Lease, default_holder
+from modelyard.registry.lease import SqlLease, default_holder
 from modelyard.rollout.policy import CANARY, MIRROR, PRODUCTION, SHADOW
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Watcher:
         self.registry = registry
         self.rules = rules or WatchRules()
         self.holder = holder or default_holder()
-        self.lease = Lease(registry.engine, LEASE_NAME, holder=self.holder, ttl=lease_ttl)
+        self.lease = SqlLease(registry.engine, LEASE_NAME, holder=self.holder, ttl=lease_ttl)
         self.models = models
         self._tasks: dict[tuple[str, int], str] = {}
 

@@ -15,11 +15,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from modelyard.errors import BadRequestError, ModelyardError, PayloadTooLargeError, ServiceUnavailableError
+from modelyard.errors import BadRequestError, ModelyardError, PayloadTooLargeError
 
 log = logging.getLogger("modelyard.serve")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -113,12 +112,6 @@ def install_error_handlers(app: FastAPI) -> None:
         err.status_code, err.code = 422, "validation_error"
         return error_response(err, request)
 
-    async def on_database(request: Request, exc: Exception) -> Response:
-        log.warning("%s %s: the registry database is unavailable: %s", request.method, request.url.path,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return error_response(ServiceUnavailableError("the registry database is unavailable; retry shortly"),
-                              request)
-
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
         err = ModelyardError(f"internal error ({type(exc).__name__}); the server log has the details")
@@ -129,4 +122,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(SQLAlchemyError, on_database)

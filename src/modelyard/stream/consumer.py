@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine
 
 from modelyard.errors import ModelyardError, PredictionError, SchemaError
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry, parse_ref
+from modelyard.registry.db import Engine
 from modelyard.runtime import Model
 from modelyard.runtime.partial import PartialValidation, validate_partial
 from modelyard.stream.base import Broker, Message, OutMessage

@@ -1,0 +1,116 @@
+"""The prediction log's table, ``modelyard_predictions``: writes idempotent on (request_id, route), reads by
+request id, by model and time window, and the scalar traffic columns the dashboard draws.
+
+Rows go in and come out as plain mappings (the columns of the table); ``predlog`` turns them into its
+``PredictionRecord`` objects. A batch replayed from a spill file after an outage, or a redelivered stream
+message, never produces a second row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from modelyard.registry.lease import as_utc
+from modelyard.registry.tables import predictions
+
+PredictionRow = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrafficRow:
+    """One logged call without its rows: enough for request rates, error rates and latency."""
+
+    ts: datetime
+    version: int
+    route: str
+    latency_ms: float | None
+    failed: bool
+
+
+@runtime_checkable
+class PredictionStore(Protocol):
+    def insert(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+    def by_request(self, request_id: str) -> list[PredictionRow]: ...
+
+    def select(self, model: str | None = None, *, since: datetime | None = None, until: datetime | None = None,
+               route: str | None = None, version: int | None = None,
+               limit: int | None = 100) -> list[PredictionRow]: ...
+
+    def traffic(self, model: str, since: datetime, until: datetime) -> list[TrafficRow]: ...
+
+
+def _row(mapping: Mapping[str, Any]) -> PredictionRow:
+    row = dict(mapping)
+    row.pop("id", None)
+    if row.get("ts") is not None:
+        row["ts"] = as_utc(row["ts"])  # SQLite hands back naive datetimes
+    row["n_rows"] = int(row.get("n_rows") or 0)
+    row["version"] = int(row["version"])
+    return row
+
+
+class SqlPredictionStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert rows, skipping any (request_id, route) already stored; return how many were sent."""
+        if not rows:
+            return 0
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = pg_insert(predictions).on_conflict_do_nothing(constraint="uq_prediction_request_route")
+        elif dialect == "sqlite":
+            stmt = sqlite_insert(predictions).on_conflict_do_nothing()
+        else:
+            stmt = predictions.insert().prefix_with("IGNORE")
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [dict(r) for r in rows])
+        return len(rows)
+
+    def by_request(self, request_id: str) -> list[PredictionRow]:
+        """Every row of one request (the primary and, if any, its shadow and canary), in insertion order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(predictions).where(predictions.c.request_id == request_id).order_by(predictions.c.id)
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    def select(self, model: str | None = None, *, since: datetime | None = None, until: datetime | None = None,
+               route: str | None = None, version: int | None = None,
+               limit: int | None = 100) -> list[PredictionRow]:
+        """Rows newest first (by insertion), ``since <= ts < until``."""
+        query = select(predictions).order_by(predictions.c.id.desc())
+        if model is not None:
+            query = query.where(predictions.c.model == model)
+        if since is not None:
+            query = query.where(predictions.c.ts >= as_utc(since))
+        if until is not None:
+            query = query.where(predictions.c.ts < as_utc(until))
+        if route is not None:
+            query = query.where(predictions.c.route == route)
+        if version is not None:
+            query = query.where(predictions.c.version == version)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(query).mappings()]
+
+    def traffic(self, model: str, since: datetime, until: datetime) -> list[TrafficRow]:
+        """The scalar columns of one model's calls with ``since <= ts < until`` (never the logged rows)."""
+        p = predictions.c
+        query = select(p.ts, p.version, p.route, p.latency_ms, p.error).where(
+            p.model == model, p.ts >= as_utc(since), p.ts < as_utc(until)
+        ).order_by(p.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [TrafficRow(as_utc(r[0]), int(r[1]), str(r[2]), None if r[3] is None else float(r[3]), bool(r[4]))
+                for r in rows]
