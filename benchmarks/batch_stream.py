@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=10_000)
     args = parser.parse_args()
-    db = f"my_bench_{uuid.uuid4().hex[:10]}"
+    db = f"modelyard_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     url = ADMIN.rsplit("/", 1)[0] + f"/{db}"

@@ -85,7 +85,7 @@ def _kill_mid_way_then_resume(settings: Settings, frame, *extra: str) -> None:  
             proc.kill()
     partial = scalar(url, "SELECT count(*) FROM scores")
     assert 0 < partial < ROWS - len(BAD), "the run must be killed mid-way"
-    assert scalar(url, "SELECT status FROM my_batch_runs WHERE run_id = 'nightly-1'") == "running"
+    assert scalar(url, "SELECT status FROM modelyard_batch_runs WHERE run_id = 'nightly-1'") == "running"
 
     done = run_cli(*args, "--json", settings=settings, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -101,7 +101,7 @@ def _kill_mid_way_then_resume(settings: Settings, frame, *extra: str) -> None:  
     np.testing.assert_allclose(out["prediction"].to_numpy(), expected, rtol=1e-9)
     rejected = read_sql(url, "SELECT key, reason FROM scores_rejected ORDER BY position")
     assert rejected["key"].tolist() == [str(frame["id"].iloc[p]) for p in BAD]
-    run = read_sql(url, "SELECT * FROM my_batch_runs WHERE run_id = 'nightly-1'").iloc[0]
+    run = read_sql(url, "SELECT * FROM modelyard_batch_runs WHERE run_id = 'nightly-1'").iloc[0]
     assert run["status"] == "done" and run["rows_scored"] == ROWS - len(BAD) and run["row_count"] == ROWS
     assert run["details"]["attempts"] == 2 and run["details"]["resumed_at_row"] >= 1000
     assert run["details"]["cluster"] == (extra[1] if extra else None)
@@ -150,5 +150,5 @@ def test_score_cli_reads_and_writes_another_sqlite_database_and_prints_a_summary
     reason = scalar(other, "SELECT reason FROM scores_rejected")
     assert reason == "column 'area_sqm' row 5: '?' is not a number"
     registry_db = sqlite_settings.resolved_database_url
-    assert scalar(registry_db, "SELECT status FROM my_batch_runs") == "done"
+    assert scalar(registry_db, "SELECT status FROM modelyard_batch_runs") == "done"
     assert scalar(registry_db, "SELECT count(*) FROM sqlite_master WHERE name = 'scores'") == 0

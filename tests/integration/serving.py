@@ -107,7 +107,7 @@ def fresh_pg_database() -> Iterator[str]:
     """A new empty PostgreSQL database for a whole module; dropped afterwards."""
     import psycopg
 
-    name = f"my_test_{uuid.uuid4().hex[:12]}"
+    name = f"modelyard_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"

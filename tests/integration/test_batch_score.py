@@ -65,7 +65,7 @@ def test_scores_every_row_once_with_in_process_values_and_records_the_run(house_
     expected = _expected(settings, frame)
     np.testing.assert_allclose(out.set_index("key")["prediction"].sort_index(), expected.sort_index(),
                                rtol=1e-9)
-    run = read_sql(url, f"SELECT * FROM my_batch_runs WHERE run_id = '{result.run_id}'").iloc[0]
+    run = read_sql(url, f"SELECT * FROM modelyard_batch_runs WHERE run_id = '{result.run_id}'").iloc[0]
     assert run["status"] == "done" and run["version"] == 1 and run["row_count"] == 2500
     assert run["source"] == query and run["target"] == "house_scores"
     assert run["rows_scored"] == 2500 and run["finished_at"] is not None
@@ -119,7 +119,7 @@ def test_a_run_resumes_after_the_committed_prefix_and_keeps_its_version(house_mo
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM s WHERE key > 600"))
         conn.execute(text("DELETE FROM s_rejected"))
-        conn.execute(text("UPDATE my_batch_runs SET status = 'failed'"))
+        conn.execute(text("UPDATE modelyard_batch_runs SET status = 'failed'"))
     assert publish(house_bundle, settings) == 2  # production moves on to version 2
     resumed = score("house-prices", source="houses", target="s", settings=settings, key="id", run_id="r",
                     chunk_size=100)
@@ -127,7 +127,7 @@ def test_a_run_resumes_after_the_committed_prefix_and_keeps_its_version(house_mo
     assert (resumed.rows_scored, resumed.rows_rejected) == (999, 1)
     out = read_sql(url, "SELECT key, version FROM s")
     assert out["key"].is_unique and len(out) == 999 and set(out["version"]) == {1}
-    run = read_sql(url, "SELECT * FROM my_batch_runs").iloc[0]
+    run = read_sql(url, "SELECT * FROM modelyard_batch_runs").iloc[0]
     details = run["details"] if isinstance(run["details"], dict) else json.loads(run["details"])
     assert details["attempts"] == 2 and details["resumed_at_row"] == 600
 
@@ -185,14 +185,14 @@ def test_a_run_id_being_scored_elsewhere_is_refused_and_left_alone(house_bundle:
     score("house-prices", source="houses", target="s", settings=pg_settings, key="id", run_id="busy",
           chunk_size=30)
     with get_engine(url).begin() as conn:
-        conn.execute(text("UPDATE my_batch_runs SET status = 'running'"))
+        conn.execute(text("UPDATE modelyard_batch_runs SET status = 'running'"))
         conn.execute(text("DELETE FROM s WHERE key > 50"))
     holder = get_engine(url).connect()  # another live process, as far as PostgreSQL can tell
     try:
         holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key("busy")})
         with pytest.raises(RunBusyError, match="being scored by another process"):
             score("house-prices", source="houses", target="s", settings=pg_settings, key="id", run_id="busy")
-        assert read_sql(url, "SELECT status FROM my_batch_runs")["status"][0] == "running"
+        assert read_sql(url, "SELECT status FROM modelyard_batch_runs")["status"][0] == "running"
     finally:
         holder.execute(text("SELECT pg_advisory_unlock_all()"))
         holder.close()

@@ -1,15 +1,19 @@
-"""Per-model settings in the registry (``my_models.settings``), on SQLite and PostgreSQL: sections merge,
+"""Per-model settings in the registry (``modelyard_models.settings``), on SQLite and PostgreSQL: sections merge,
 ``None`` removes a key, other sections are kept."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 
 from modelyard.config import Settings
 from modelyard.errors import ModelNotFoundError
-from modelyard.registry import Registry
+from modelyard.monitor.alerts import load_overrides, save_overrides
+from modelyard.registry import Registry, tables
 from tests.conftest import train_and_publish
 
 
@@ -32,3 +36,36 @@ def test_rollout_settings_merge_and_keep_other_sections(any_settings: Settings, 
         registry.update_model_settings("no-such-model", "rollout", {"x": 1})
     with pytest.raises(ModelNotFoundError):
         registry.model_settings("no-such-model")
+
+
+@pytest.mark.postgres
+def test_concurrent_settings_writers_on_postgres_lose_no_update(pg_settings: Settings) -> None:
+    """Alert-rule overrides (``monitor.alerts.save_overrides``) and rollout settings
+    (``Registry.update_model_settings``) written by four threads at once: every key of every writer is kept
+    (an unlocked read-modify-write loses some of them)."""
+    registry = Registry(pg_settings)
+    with registry.engine.begin() as conn:
+        conn.execute(insert(tables.models).values(name="house-prices", created_at=tables.utcnow()))
+    rounds = 25
+    start = threading.Barrier(4)
+
+    def write_rule(rule: str) -> None:
+        start.wait()
+        for i in range(rounds):
+            save_overrides(registry.engine, "house-prices", {rule: {f"k{i}": i}})
+
+    def write_rollout(prefix: str) -> None:
+        start.wait()
+        for i in range(rounds):
+            Registry(pg_settings).update_model_settings("house-prices", "rollout", {f"{prefix}{i}": i})
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(write_rule, "latency"), pool.submit(write_rule, "error_rate"),
+                   pool.submit(write_rollout, "a"), pool.submit(write_rollout, "b")]
+        for f in futures:
+            f.result()
+    stored = registry.model_settings("house-prices")
+    expected = {f"k{i}": i for i in range(rounds)}
+    assert stored["monitor"]["rules"] == {"latency": expected, "error_rate": expected}
+    assert load_overrides(registry.engine, "house-prices") == {"latency": expected, "error_rate": expected}
+    assert stored["rollout"] == {f"{p}{i}": i for p in "ab" for i in range(rounds)}

@@ -111,7 +111,7 @@ def _logged(url: str) -> dict[str, int]:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT request_id, count(*) FROM my_predictions GROUP BY request_id"))
+            rows = conn.execute(text("SELECT request_id, count(*) FROM modelyard_predictions GROUP BY request_id"))
             return {r[0]: int(r[1]) for r in rows}
     finally:
         engine.dispose()

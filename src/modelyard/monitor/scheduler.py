@@ -1,6 +1,6 @@
 """The monitor loop a server runs: drift and alert rules for every served version, gauges, notifications.
 
-One replica evaluates at a time: the loop holds a lease in ``my_leases`` (renewed each run, taken over when
+One replica evaluates at a time: the loop holds a lease in ``modelyard_leases`` (renewed each run, taken over when
 it expires or is released at shutdown), so replicas and workers do not record or notify the same alert
 twice. A process that finds the lease held elsewhere skips the run and stops exporting drift gauges of its
 own (single-process mode; in prometheus_client's multiprocess mode a sibling worker may hold the lease and

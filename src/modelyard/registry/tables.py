@@ -33,7 +33,7 @@ def utcnow() -> datetime:
 
 
 models = Table(
-    "my_models",
+    "modelyard_models",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False, unique=True),
@@ -42,10 +42,10 @@ models = Table(
 )
 
 model_versions = Table(
-    "my_model_versions",
+    "modelyard_model_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_id", Integer, ForeignKey("my_models.id"), nullable=False),
+    Column("model_id", Integer, ForeignKey("modelyard_models.id"), nullable=False),
     Column("version", Integer, nullable=False),
     Column("status", String(20), nullable=False),  # pending | ready
     Column("archive_sha256", String(64), nullable=True),
@@ -57,9 +57,9 @@ model_versions = Table(
 )
 
 aliases = Table(
-    "my_aliases",
+    "modelyard_aliases",
     metadata,
-    Column("model_id", Integer, ForeignKey("my_models.id"), primary_key=True),
+    Column("model_id", Integer, ForeignKey("modelyard_models.id"), primary_key=True),
     Column("alias", String(100), primary_key=True),
     Column("version", Integer, nullable=False),
     Column("weight", Float, nullable=True),
@@ -67,10 +67,10 @@ aliases = Table(
 )
 
 events = Table(
-    "my_events",
+    "modelyard_events",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_id", Integer, ForeignKey("my_models.id"), nullable=False),
+    Column("model_id", Integer, ForeignKey("modelyard_models.id"), nullable=False),
     Column("kind", String(40), nullable=False),  # publish | alias_set | alias_removed | weight | rollback
     Column("alias", String(100), nullable=True),
     Column("from_version", Integer, nullable=True),
@@ -82,7 +82,7 @@ events = Table(
 )
 
 predictions = Table(
-    "my_predictions",
+    "modelyard_predictions",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("request_id", String(100), nullable=False),
@@ -101,7 +101,7 @@ predictions = Table(
 )
 
 batch_runs = Table(
-    "my_batch_runs",
+    "modelyard_batch_runs",
     metadata,
     Column("run_id", String(100), primary_key=True),
     Column("model", String(200), nullable=False),
@@ -118,7 +118,7 @@ batch_runs = Table(
 )
 
 alerts = Table(
-    "my_alerts",
+    "modelyard_alerts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("model", String(200), nullable=False),
@@ -134,7 +134,7 @@ alerts = Table(
 )
 
 leases = Table(
-    "my_leases",
+    "modelyard_leases",
     metadata,
     Column("name", String(200), primary_key=True),
     Column("holder", String(200), nullable=False),

@@ -1,7 +1,7 @@
 """The monitor inside the server: drift and alert rules on a schedule, gauges, webhook notifications.
 
 Every worker process runs a ``MonitorScheduler`` on ``MODELYARD_MONITOR_INTERVAL`` seconds over the last
-``MODELYARD_MONITOR_WINDOW`` of the prediction log; the lease in ``my_leases`` lets exactly one process of
+``MODELYARD_MONITOR_WINDOW`` of the prediction log; the lease in ``modelyard_leases`` lets exactly one process of
 all replicas evaluate, set ``modelyard_drift_psi`` / ``modelyard_drift_ks``, record alerts and send them to
 ``MODELYARD_ALERT_WEBHOOK``. The others skip their runs. ``MODELYARD_MONITOR_INTERVAL=0`` (or a server
 without the prediction log, which has nothing to read) turns the schedule off.

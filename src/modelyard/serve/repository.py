@@ -150,7 +150,7 @@ class ModelRepository:
         return self._aliases.get(name)
 
     def rollout_settings(self, name: str) -> dict[str, Any]:
-        """``my_models.settings["rollout"]`` as last polled, e.g. ``{"routing_column": "customer_id"}``."""
+        """``modelyard_models.settings["rollout"]`` as last polled, e.g. ``{"routing_column": "customer_id"}``."""
         return dict(self._settings.get(name, {}).get("rollout") or {})
 
     # ---- loading -------------------------------------------------------------------------------------

@@ -1,0 +1,216 @@
+"""Every store of ``registry/`` behind its Protocol, each implementation on SQLite and on PostgreSQL: the
+same checks for all (as scikit-learn's ``parametrize_with_checks`` runs one suite over every estimator)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from modelyard.errors import ModelNotFoundError
+from modelyard.registry import tables as t
+from modelyard.registry.alerts import AlertStore, AlertUpdate, SqlAlertStore
+from modelyard.registry.batch_runs import BatchRunStore, RunRecord, SqlBatchRunStore
+from modelyard.registry.events import EventLog, SqlEventLog, write_event
+from modelyard.registry.predictions import PredictionStore, SqlPredictionStore
+from modelyard.registry.settings import SettingsStore, SqlSettingsStore
+
+STORES: dict[type, list[Callable[[Engine], Any]]] = {
+    PredictionStore: [SqlPredictionStore],
+    SettingsStore: [SqlSettingsStore],
+    AlertStore: [SqlAlertStore],
+    BatchRunStore: [SqlBatchRunStore],
+    EventLog: [SqlEventLog],
+}
+
+
+def _ids(protocol: type) -> list[Any]:
+    return [pytest.param(f, id=f.__name__) for f in STORES[protocol]]
+
+
+def _model(engine: Engine, name: str = "m") -> int:
+    with engine.begin() as conn:
+        conn.execute(insert(t.models).values(name=name, created_at=t.utcnow()))
+        return int(conn.execute(select(t.models.c.id).where(t.models.c.name == name)).scalar_one())
+
+
+@pytest.mark.parametrize(("protocol", "factory"), [(p, f) for p, fs in STORES.items() for f in fs])
+def test_every_store_implements_its_protocol(engine: Engine, protocol: type, factory: Callable[..., Any]) -> None:
+    assert isinstance(factory(engine), protocol)
+
+
+# ---- predictions -------------------------------------------------------------------------------------------
+def _prediction(request_id: str, route: str = "primary", *, model: str = "m", version: int = 1,
+                ts: datetime | None = None, **extra: Any) -> dict[str, Any]:
+    return {"request_id": request_id, "route": route, "model": model, "version": version,
+            "ts": ts or datetime.now(UTC), "inputs": [{"x": 1.5}], "outputs": [2.5], "n_rows": 1,
+            "latency_ms": 3.0, "error": None, "meta": None, **extra}
+
+
+@pytest.fixture(params=_ids(PredictionStore))
+def predictions(request: pytest.FixtureRequest, engine: Engine) -> PredictionStore:
+    return request.param(engine)  # type: ignore[no-any-return]
+
+
+def test_predictions_insert_is_idempotent_on_request_id_and_route(predictions: PredictionStore) -> None:
+    rid = uuid.uuid4().hex
+    assert predictions.insert([_prediction(rid), _prediction(rid, "shadow")]) == 2
+    predictions.insert([_prediction(rid, outputs=[99.0])])  # a replay after an outage: skipped
+    rows = predictions.by_request(rid)
+    assert [(r["route"], r["outputs"]) for r in rows] == [("primary", [2.5]), ("shadow", [2.5])]
+    assert predictions.insert([]) == 0 and predictions.by_request("no-such-request") == []
+
+
+def test_predictions_round_trip_every_column_with_aware_times(predictions: PredictionStore) -> None:
+    ts = datetime(2026, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
+    row = _prediction("r1", ts=ts, error="boom", meta={"k": "v"}, n_rows=3, latency_ms=None)
+    predictions.insert([row])
+    (stored,) = predictions.by_request("r1")
+    assert stored == row and stored["ts"].tzinfo is not None and stored["ts"] == ts
+
+
+def test_predictions_select_filters_a_half_open_window_newest_first(predictions: PredictionStore) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    predictions.insert([_prediction(f"r{i}", ts=t0 + timedelta(minutes=i)) for i in range(5)])
+    predictions.insert([_prediction("c", "canary", version=2, ts=t0 + timedelta(minutes=2)),
+                        _prediction("o", model="other", ts=t0)])
+    window = predictions.select("m", since=t0 + timedelta(minutes=1), until=t0 + timedelta(minutes=3))
+    assert [r["request_id"] for r in window] == ["c", "r2", "r1"]  # until is excluded
+    assert [r["request_id"] for r in predictions.select("m", route="canary")] == ["c"]
+    assert [r["request_id"] for r in predictions.select("m", version=2)] == ["c"]
+    assert len(predictions.select("m", limit=2)) == 2 and len(predictions.select(limit=None)) == 7
+    east = timezone(timedelta(hours=5))  # the same instant in another zone selects the same rows
+    assert predictions.select("m", since=(t0 + timedelta(minutes=1)).astimezone(east),
+                              until=(t0 + timedelta(minutes=3)).astimezone(east)) == window
+
+
+def test_predictions_traffic_has_the_scalar_columns_only(predictions: PredictionStore) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    predictions.insert([_prediction("a", ts=t0, latency_ms=4.0),
+                        _prediction("b", "shadow", ts=t0 + timedelta(seconds=1), error="failed", latency_ms=None),
+                        _prediction("c", ts=t0 - timedelta(seconds=1))])
+    rows = predictions.traffic("m", t0, t0 + timedelta(minutes=1))
+    assert [(r.ts, r.version, r.route, r.latency_ms, r.failed) for r in rows] == [
+        (t0, 1, "primary", 4.0, False), (t0 + timedelta(seconds=1), 1, "shadow", None, True)]
+    assert predictions.traffic("other", t0, t0 + timedelta(minutes=1)) == []
+
+
+# ---- per-model settings --------------------------------------------------------------------------------------
+@pytest.fixture(params=_ids(SettingsStore))
+def settings(request: pytest.FixtureRequest, engine: Engine) -> SettingsStore:
+    _model(engine, "m")
+    return request.param(engine)  # type: ignore[no-any-return]
+
+
+def test_settings_sections_merge_none_removes_and_other_sections_stay(settings: SettingsStore) -> None:
+    assert settings.get("m") == {} and settings.all() == {}
+    settings.update_section("m", "monitor", {"rules": {"error_rate": {"max": 0.1}}})
+    assert settings.update_section("m", "rollout", {"routing_column": "area_sqm"}) == {"routing_column": "area_sqm"}
+    settings.update_section("m", "rollout", {"other": 1})
+    assert settings.get("m") == {"monitor": {"rules": {"error_rate": {"max": 0.1}}},
+                                 "rollout": {"routing_column": "area_sqm", "other": 1}}
+    assert settings.update_section("m", "rollout", {"routing_column": None}) == {"other": 1}
+    assert settings.all() == {"m": settings.get("m")}
+
+
+def test_settings_change_returns_its_result_and_a_failure_changes_nothing(settings: SettingsStore) -> None:
+    assert settings.change("m", lambda s: s.setdefault("a", {}).setdefault("n", 1)) == 1
+
+    def broken(s: dict[str, Any]) -> None:
+        s["a"]["n"] = 2
+        raise RuntimeError("half way")
+
+    with pytest.raises(RuntimeError):
+        settings.change("m", broken)
+    assert settings.get("m") == {"a": {"n": 1}}
+
+
+def test_settings_of_an_unknown_model_are_an_error(settings: SettingsStore) -> None:
+    for call in (lambda: settings.get("nope"), lambda: settings.update_section("nope", "x", {"a": 1}),
+                 lambda: settings.change("nope", lambda s: None)):
+        with pytest.raises(ModelNotFoundError):
+            call()
+
+
+# ---- alerts --------------------------------------------------------------------------------------------------
+def _alert(model: str = "m", version: int = 1, rule: str = "latency", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "version": version, "rule": rule, "status": "firing", "value": 1.0,
+            "threshold": 0.5, "message": "too slow", "started_at": datetime.now(UTC),
+            "details": {"key": rule, "notified": {}}, **extra}
+
+
+@pytest.fixture(params=_ids(AlertStore))
+def alerts(request: pytest.FixtureRequest, engine: Engine) -> AlertStore:
+    return request.param(engine)  # type: ignore[no-any-return]
+
+
+def test_alerts_opened_rows_are_firing_oldest_first_and_recent_newest_first(alerts: AlertStore) -> None:
+    ids = alerts.save([_alert(), _alert(rule="error_rate"), _alert(model="other")], [])
+    assert len(set(ids)) == 3
+    assert [a["id"] for a in alerts.firing()] == ids
+    assert [a["rule"] for a in alerts.firing("m")] == ["latency", "error_rate"]
+    assert [a["id"] for a in alerts.recent()] == ids[::-1] and len(alerts.recent(limit=1)) == 1
+    assert all(a["started_at"].tzinfo is not None for a in alerts.recent())
+
+
+def test_alerts_updates_apply_and_only_if_firing_spares_resolved_rows(alerts: AlertStore) -> None:
+    first, second = alerts.save([_alert(), _alert(rule="error_rate")], [])
+    now = datetime.now(UTC)
+    alerts.save([], [AlertUpdate(first, {"status": "resolved", "resolved_at": now}, only_if_firing=True),
+                     AlertUpdate(second, {"value": 7.0, "message": "worse"})])
+    assert [(a["id"], a["value"], a["message"]) for a in alerts.firing()] == [(second, 7.0, "worse")]
+    alerts.save([], [AlertUpdate(first, {"message": "late refresh"}, only_if_firing=True)])
+    resolved = next(a for a in alerts.recent() if a["id"] == first)
+    assert resolved["status"] == "resolved" and resolved["message"] == "too slow"
+    assert abs((resolved["resolved_at"] - now).total_seconds()) < 1
+
+
+def test_alerts_notified_flags_merge_into_details(alerts: AlertStore) -> None:
+    (alert_id,) = alerts.save([_alert()], [])
+    alerts.set_notified(alert_id, "firing", False)
+    alerts.set_notified(alert_id, "resolved", True)
+    (row,) = alerts.recent()
+    assert row["details"] == {"key": "latency", "notified": {"firing": False, "resolved": True}}
+
+
+# ---- batch runs ----------------------------------------------------------------------------------------------
+@pytest.fixture(params=_ids(BatchRunStore))
+def runs(request: pytest.FixtureRequest, engine: Engine) -> BatchRunStore:
+    return request.param(engine)  # type: ignore[no-any-return]
+
+
+def test_batch_runs_are_created_read_and_updated(runs: BatchRunStore) -> None:
+    assert runs.get("nightly") is None
+    run = RunRecord("nightly", "m", 3, "SELECT * FROM houses", "scored", "running", None, 0, 0, {"attempts": 1})
+    runs.create(run)
+    assert runs.get("nightly") == run
+    runs.update("nightly", {"rows_scored": 10, "rows_rejected": 2, "row_count": 12, "status": "done",
+                            "details": {"attempts": 1, "chunks": 2}})
+    done = runs.get("nightly")
+    assert done is not None and (done.status, done.rows_scored, done.rows_rejected, done.row_count) == (
+        "done", 10, 2, 12) and done.details == {"attempts": 1, "chunks": 2} and done.version == 3
+
+
+# ---- events --------------------------------------------------------------------------------------------------
+@pytest.fixture(params=_ids(EventLog))
+def events(request: pytest.FixtureRequest, engine: Engine) -> EventLog:
+    return request.param(engine)  # type: ignore[no-any-return]
+
+
+def test_events_are_listed_newest_first_per_model(events: EventLog, engine: Engine) -> None:
+    m, other = _model(engine, "m"), _model(engine, "other")
+    with engine.begin() as conn:
+        write_event(conn, m, "publish", to_version=1, actor="ci")
+        write_event(conn, other, "publish", to_version=1)
+        write_event(conn, m, "alias_set", alias="production", from_version=None, to_version=1,
+                    reason="first", details={"weight": 0.5})
+    assert [(e.model, e.kind) for e in events.recent()] == [("m", "alias_set"), ("other", "publish"),
+                                                            ("m", "publish")]
+    latest, first = events.recent("m")
+    assert (latest.alias, latest.to_version, latest.reason, latest.details) == ("production", 1, "first",
+                                                                                 {"weight": 0.5})
+    assert first.actor == "ci" and len(events.recent(limit=1)) == 1
