@@ -12,10 +12,10 @@ import pytest
 from modelyard.config import Settings
 from modelyard.monitor.dashboard import dashboard_html
 from modelyard.monitor.scheduler import LEASE
-from modelyard.registry.lease import SqlLease
 from modelyard.monitor.state import AlertBook
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
+from modelyard.registry.lease import SqlLease
 from tests.conftest import ROOT, generate_houses, train_and_publish
 from tests.integration.monitor_helpers import json_rows, log_traffic, webhook_receiver
 from tests.integration.serving import Server, wait_until

@@ -28,6 +28,22 @@ def test_layers_follow_design() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+@pytest.mark.parametrize(("module", "library"), [("monitor/window.py", "sqlalchemy"), ("predlog/records.py", "alembic"),
+                                                 ("rollout/policy.py", "fastapi"), ("batch/chunk.py", "nats"),
+                                                 ("runtime/partial.py", "uvicorn")])
+def test_a_forbidden_library_import_breaks_a_contract(tmp_path: Path, module: str, library: str) -> None:
+    """The forbidden contracts can fail: a copy of the package with one stray import does not pass."""
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "src" / "modelyard" / module
+    target.write_text(target.read_text() + f"\nimport {library}  # noqa\n")
+    result = subprocess.run([_tool("lint-imports")], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin"})
+    package = "modelyard." + module.split("/")[0]
+    assert result.returncode != 0 and f"{package} is not allowed to import {library}" in result.stdout, (
+        result.stdout[-3000:])
+
+
 def test_ruff_is_clean() -> None:
     result = subprocess.run([_tool("ruff"), "check", "src", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]

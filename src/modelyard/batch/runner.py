@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
 
 from modelyard.batch.chunk import ScoredChunk, load_pinned, score_chunk
 from modelyard.batch.pipeline import DaskExecutor, Executor, LocalExecutor, run_pipeline
@@ -28,7 +26,9 @@ from modelyard.config import Settings, normalize_database_url
 from modelyard.errors import BatchError, RunBusyError
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry, parse_ref
-from modelyard.registry.db import get_engine
+from modelyard.registry.db import Engine, get_engine
+from modelyard.registry.userdb import redact
+from modelyard.registry.userdb import user_engine as _user_engine
 
 ProgressFn = Any  # Callable[[rows done, total rows or None], None]
 
@@ -56,33 +56,12 @@ def new_run_id(model: str) -> str:
     return f"{model}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def redact(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-_engines: dict[str, Engine] = {}
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # the reader's open cursor must not block the writer's commits
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
 def user_engine(url: str, settings: Settings) -> Engine:
     """The database holding the input and output tables (the registry's unless ``--db`` says otherwise)."""
     url = normalize_database_url(url)
     if url == settings.resolved_database_url:
         return get_engine(url)
-    if url not in _engines:
-        if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_engine(url, pool_pre_ping=True)
-        _engines[url] = engine
-    return _engines[url]
+    return _user_engine(url)
 
 
 def portable_settings(settings: Settings) -> Settings:

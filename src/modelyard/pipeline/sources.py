@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import create_engine, text
 
-from modelyard.config import normalize_database_url
 from modelyard.errors import DataSourceError
+from modelyard.registry.userdb import read_query
 
 SQL_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql", "mariadb", "mssql", "oracle")
 
@@ -40,10 +39,7 @@ def read_source(source: str, *, query: str | None = None, base_dir: Path | None 
         if not query:
             raise DataSourceError(f"data.source is a database URL ({source}); set data.query to the SELECT")
         try:
-            engine = create_engine(normalize_database_url(source))
-            with engine.connect() as conn:
-                frame = pd.read_sql_query(text(query), conn)
-            engine.dispose()
+            frame = read_query(source, query)
         except Exception as exc:
             raise DataSourceError(f"cannot run data.query against {source}: {exc}".splitlines()[0]) from exc
         return LoadedData(frame, frame_sha256(frame), f"sql:{query}", source)
