@@ -39,7 +39,7 @@ class AlertStore(Protocol):
     def set_notified(self, alert_id: int, status: str, delivered: bool) -> None: ...
 
 
-def _row(mapping: Mapping[str, Any]) -> AlertRow:
+def _row(mapping: Mapping[Any, Any]) -> AlertRow:
     row = dict(mapping)
     for k in ("started_at", "resolved_at"):
         if row.get(k) is not None:

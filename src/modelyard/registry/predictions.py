@@ -47,7 +47,7 @@ class PredictionStore(Protocol):
     def traffic(self, model: str, since: datetime, until: datetime) -> list[TrafficRow]: ...
 
 
-def _row(mapping: Mapping[str, Any]) -> PredictionRow:
+def _row(mapping: Mapping[Any, Any]) -> PredictionRow:
     row = dict(mapping)
     row.pop("id", None)
     if row.get("ts") is not None:
