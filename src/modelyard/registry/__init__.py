@@ -1,5 +1,6 @@
 """The registry: versions, aliases, events (SQLAlchemy) and the content-addressed artifact store."""
 
+from modelyard.registry.artifacts import ArtifactStore, LocalStore
 from modelyard.registry.events import EventRecord
 from modelyard.registry.registry import (
     DEFAULT_ALIAS,
@@ -8,7 +9,6 @@ from modelyard.registry.registry import (
     VersionRecord,
     parse_ref,
 )
-from modelyard.registry.store import ArtifactStore, LocalStore
 
 __all__ = [
     "DEFAULT_ALIAS",

@@ -37,10 +37,10 @@ from modelyard.errors import (
     VersionNotFoundError,
 )
 from modelyard.registry import tables as t
+from modelyard.registry.artifacts import ArtifactStore, LocalStore
 from modelyard.registry.db import get_engine
 from modelyard.registry.events import EventRecord, SqlEventLog, write_event
 from modelyard.registry.settings import SettingsStore, SqlSettingsStore
-from modelyard.registry.store import ArtifactStore, LocalStore
 
 DEFAULT_ALIAS = "production"
 
