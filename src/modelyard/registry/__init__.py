@@ -1,4 +1,5 @@
-"""The registry: versions, aliases, events (SQLAlchemy) and the content-addressed artifact store."""
+"""The registry: versions, aliases, events, and every store of ours behind a Protocol (settings, lease,
+predictions, alerts, batch runs; SQL on SQLite or PostgreSQL), plus the content-addressed artifact store."""
 
 from modelyard.registry.artifacts import ArtifactStore, LocalStore
 from modelyard.registry.events import EventRecord
