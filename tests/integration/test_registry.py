@@ -16,13 +16,14 @@ from modelyard.errors import ModelNotFoundError, VersionNotFoundError
 from modelyard.registry import Registry
 from modelyard.registry import tables as t
 from tests.conftest import cli_env
+from tests.manifests import manifest_of
 
 
 def _bundle_dir(tmp_path: Path, name: str = "lin", slope: float = 2.0) -> Path:
     X = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
     directory = tmp_path / f"bundle-{slope}"
     model = LinearRegression().fit(X, [slope * v for v in X["a"]])
-    write_bundle(directory, pipeline=model, manifest={"name": name}, reference=X)
+    write_bundle(directory, pipeline=model, manifest=manifest_of({"name": name}), reference=X)
     return directory
 
 
@@ -34,7 +35,7 @@ def test_versions_are_numbered_and_immutable(any_settings: Settings, tmp_path: P
     assert [r.version for r in registry.versions("lin")] == [1, 2]
     assert registry.load("lin@1").pipeline_.coef_[0] == pytest.approx(2.0)
     assert registry.load("lin@2").pipeline_.coef_[0] == pytest.approx(3.0)
-    assert registry.get_version("lin", 2).manifest["version"] == 2
+    assert registry.get_version("lin", 2).manifest.version == 2
 
 
 def test_aliases_move_and_every_change_is_an_event(any_settings: Settings, tmp_path: Path) -> None:
