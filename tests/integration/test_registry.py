@@ -106,3 +106,24 @@ def test_concurrent_publishes_get_distinct_versions(pg_settings: Settings, tmp_p
     registry = Registry(pg_settings)
     for v in versions:
         assert registry.load(f"lin@{v}").pipeline_.coef_[0] == pytest.approx(2.0)
+
+
+def test_a_bundle_of_the_previous_format_publishes_loads_and_predicts(any_settings: Settings, tmp_path: Path) -> None:
+    import numpy as np
+
+    from modelyard.bundle import FORMAT_VERSION, PREDICTION_COLUMN
+    from modelyard.runtime import Model
+
+    fixture = Path(__file__).parents[1] / "unit" / "data" / "bundle_format1"
+    registry = Registry(any_settings)
+    version = registry.publish(fixture, alias="production")  # the fixture folder itself is left as it was
+    record = registry.resolve("house-prices")
+    assert record.version == version and record.manifest.format_version == FORMAT_VERSION
+    assert record.manifest.version == version and record.manifest.lineage.environment is not None
+    bundle = registry.load("house-prices@production")
+    assert bundle.manifest == record.manifest
+    model = Model(bundle)
+    assert model.fast_path == "onnx"
+    np.testing.assert_allclose(model.predict(bundle.reference_inputs()), bundle.reference()[PREDICTION_COLUMN],
+                               rtol=1e-9)
+    assert '"format_version": 1' in (fixture / "manifest.json").read_text()

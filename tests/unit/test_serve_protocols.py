@@ -68,5 +68,6 @@ def test_v2_refuses_malformed_tensors_naming_the_input(body: dict[str, Any], fie
 
 def test_error_body_always_has_code_message_field_and_row() -> None:
     body = error_body(SchemaError("bad", field="x", row=3))
-    assert body == {"error": {"code": "schema_error", "message": "bad", "field": "x", "row": 3}}
+    assert body == {"error": {"code": "schema_error", "message": "bad", "field": "x", "row": 3,
+                              "problems": [{"row": 3, "field": "x", "reason": "bad"}]}}
     assert error_body(SchemaError("worse"))["error"]["field"] is None
