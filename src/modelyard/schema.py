@@ -10,7 +10,7 @@ one-hot encoder maps it to all zeros (the monitor counts it); with ``"reject"`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from modelyard.errors import SchemaError, SchemaProblem
 
-Rows = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+Rows: TypeAlias = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]]
 MAX_CATEGORIES_RECORDED = 1000
 _FLOAT_MAX = int(np.finfo(np.float64).max)
 
@@ -150,6 +150,7 @@ def _numeric(series: pd.Series, col: ColumnSchema, problems: list[SchemaProblem]
     seen = np.zeros(len(series), dtype=bool)
     if pd.api.types.is_bool_dtype(series):
         series = series.astype("float64")
+    values: np.ndarray
     if pd.api.types.is_numeric_dtype(series):
         values = series.to_numpy(dtype="float64", na_value=np.nan)
     else:
@@ -190,7 +191,7 @@ def _categorical(series: pd.Series, col: ColumnSchema, policy: str, problems: li
         raw = raw.copy()
         raw[bad_type] = None
         nulls = nulls | bad_type
-    values = raw.astype(str).astype(object)
+    values: np.ndarray = raw.astype(str).astype(object)
     values[nulls] = np.nan
     if policy == "reject" and col.categories is not None:
         known = ", ".join(col.categories[:10])

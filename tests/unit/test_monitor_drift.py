@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
+from modelyard.bundle import ReferenceProfile, profile_frame, profile_series
 from modelyard.errors import BadRequestError
 from modelyard.monitor.drift import OTHER, PREDICTION, evaluate_drift, ks_statistic, psi
 from modelyard.monitor.window import parse_duration, prediction_value, split_windows
 from modelyard.predlog import PredictionRecord
-from modelyard.bundle import ReferenceProfile, profile_frame, profile_series
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
 from modelyard.bundle import Environment, GitState
 
 CORE_PACKAGES = ("modelyard", "scikit-learn", "numpy", "pandas", "scipy", "joblib", "pyarrow")
