@@ -1,7 +1,8 @@
 """The input and output schema of a model: inferred from training data, enforced on every request.
 
 Validation lives here and only here. It is vectorized (whole columns at a time) so that checking 100k rows
-costs about as much as one pandas conversion, and a violation names the row and the column.
+costs about as much as one pandas conversion. Every violation is collected: the ``SchemaError`` lists each
+problem with its row, column and reason.
 
 Unseen categories: with the default policy ``"allow"`` a category the model never saw is passed on and the
 one-hot encoder maps it to all zeros (the monitor counts it); with ``"reject"`` it is a ``SchemaError``.
