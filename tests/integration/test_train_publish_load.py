@@ -35,6 +35,10 @@ def test_train_publish_load_predicts_like_the_raw_pipeline(
     assert model.predict(rows.iloc[0].to_dict())[0] == raw[0]
     assert set(model.manifest.metrics) == {"r2", "mae", "rmse"}
     assert model.manifest.lineage.data.sha256 == result.data.sha256
+    cost = model.manifest.training_cost  # measured around the fit
+    assert cost is not None and cost.wall_seconds is not None and cost.wall_seconds > 0
+    assert cost.cpu_seconds is not None and cost.peak_memory_mb is not None and cost.peak_memory_mb > 50
+    assert model.manifest.format_version == 2 and model.manifest.global_importance is None
 
 
 def test_classifier_returns_labels_and_probabilities(sqlite_settings: Settings, cancer_spec: Path,

@@ -14,6 +14,7 @@ from modelyard.errors import BadRequestError, BundleError
 from modelyard.registry import Registry, parse_ref
 from modelyard.runtime.fastpath import compile_fast_path
 from modelyard.runtime.onnxconv import MISSING_STRING
+from modelyard.schema import ColumnSchema
 
 FORMATS = ("onnx",)
 
@@ -75,7 +76,7 @@ def export_onnx(manifest: Manifest, onnx_bytes: bytes, info: FastPathDecision, o
         "task": output.task,
         "target": output.target,
         "classes": output.classes,
-        "inputs": [_input(c.model_dump(mode="json")) for c in columns if c.name in inputs],
+        "inputs": [_input(c) for c in columns if c.name in inputs],
         "outputs": [{"name": o.name, "type": onnx.helper.printable_type(o.type)} for o in model.graph.output],
         "parity": {"max_abs_diff": info.max_abs_diff, "tolerance": info.tolerance,
                    "rows_checked": info.rows_checked, "detail": info.detail},
@@ -88,15 +89,14 @@ def export_onnx(manifest: Manifest, onnx_bytes: bytes, info: FastPathDecision, o
     return schema_path
 
 
-def _input(column: dict[str, Any]) -> dict[str, Any]:
-    numeric = column["kind"] == "numeric"
+def _input(column: ColumnSchema) -> dict[str, Any]:
+    numeric = column.kind == "numeric"
     return {
-        "name": column["name"],
+        "name": column.name,
         "type": "tensor(double)" if numeric else "tensor(string)",
         "shape": [None, 1],
-        "kind": column["kind"],
-        "nullable": column["nullable"],
+        "kind": column.kind,
+        "nullable": column.nullable,
         "missing": "NaN" if numeric else MISSING_STRING,
-        **({"min": column.get("min"), "max": column.get("max")} if numeric
-           else {"categories": column.get("categories")}),
+        **({"min": column.min, "max": column.max} if numeric else {"categories": column.categories}),
     }
