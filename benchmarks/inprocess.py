@@ -87,11 +87,11 @@ def main() -> None:
         model = modelyard.load("house-prices", settings=settings)
         sk_model = Model(model.bundle_, fast_path=False)
         pipeline = model.pipeline_
-        fast = model.manifest["fast_path"]
+        fast = model.manifest.fast_path
         print(f"train {t_train:.2f} s + publish {t_publish:.2f} s (of which ONNX compile + parity check "
-              f"{fast.get('compile_seconds', 0):.2f} s) on {args.train_rows} rows; "
+              f"{(fast and fast.compile_seconds) or 0:.2f} s) on {args.train_rows} rows; "
               f"fast path: {model.fast_path} "
-              f"(max |diff| {fast.get('max_abs_diff')} on {fast.get('rows_checked')} rows)")
+              f"(max |diff| {fast and fast.max_abs_diff} on {fast and fast.rows_checked} rows)")
 
         features = [c.name for c in model.schema.columns]
         big = generate(args.rows, seed=3)[features]

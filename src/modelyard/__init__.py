@@ -10,6 +10,7 @@ from modelyard.errors import (
     ModelyardError,
     NotFoundError,
     SchemaError,
+    SchemaProblem,
     SpecError,
 )
 from modelyard.runtime import Model
@@ -20,6 +21,7 @@ __all__ = [
     "ModelyardError",
     "NotFoundError",
     "SchemaError",
+    "SchemaProblem",
     "Settings",
     "SpecError",
     "__version__",

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from modelyard.bundle import DataLineage, Lineage
 from modelyard.config import Settings
 from modelyard.pipeline.assemble import assemble_bundle
 from modelyard.pipeline.lineage import environment
@@ -39,11 +40,11 @@ def publish(
         raise TypeError("X must be a pandas DataFrame with named columns: they become the model's schema")
     if not hasattr(pipeline, "predict"):
         raise TypeError(f"{type(pipeline).__name__} has no predict(): not a fitted estimator")
-    lineage = {
-        "source": source,
-        "data": {"sha256": frame_sha256(X), "rows": len(X), "columns": [str(c) for c in X.columns]},
-        "environment": environment(f"{type(pipeline).__module__}"),
-    }
+    lineage = Lineage(
+        source=source,
+        data=DataLineage(sha256=frame_sha256(X), rows=len(X), columns=[str(c) for c in X.columns]),
+        environment=environment(f"{type(pipeline).__module__}"),
+    )
     registry = Registry(settings)
     with tempfile.TemporaryDirectory(prefix="modelyard-bundle-") as tmp:
         assemble_bundle(

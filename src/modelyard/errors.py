@@ -6,7 +6,8 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
     ├── ConfigError
     ├── SpecError                  a training spec that cannot be used
     ├── DataSourceError            data that cannot be read
-    ├── SchemaError                input that does not fit the model's schema (422)
+    ├── SchemaError                input that does not fit the model's schema (422), with every
+    │                              ``SchemaProblem`` (row, field, reason) found
     ├── BundleError
     │   └── IntegrityError         a checksum mismatch: the artifact is refused
     ├── NotFoundError (404)
@@ -23,7 +24,9 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 
 class ModelyardError(Exception):
@@ -58,16 +61,77 @@ class DataSourceError(ModelyardError):
     code = "data_source_error"
 
 
+@dataclass(frozen=True)
+class SchemaProblem:
+    """One reason input does not fit the schema: where (``row``, ``field``) and why (``reason``).
+
+    ``scope`` says how the problem reads: ``"value"`` (the value of column ``field`` in ``row`` is wrong),
+    ``"row"`` (the row itself is: not an object, a column missing) or ``"request"`` (no single row's).
+    """
+
+    reason: str
+    field: str | None = None
+    row: int | None = None
+    scope: Literal["value", "row", "request"] = "request"
+
+    @property
+    def message(self) -> str:
+        """``column 'area' row 3: 'big' is not a number``, ``row 3 is missing column 'area'``, ..."""
+        return self.describe()
+
+    def describe(self, subject: str | None = None) -> str:
+        """The problem as a sentence; with ``subject`` (say ``"the message"``) it names no row number."""
+        row = None if subject is not None else self.row
+        if self.scope == "value" and self.field is not None:
+            return f"column '{self.field}'{'' if row is None else f' row {row}'}: {self.reason}"
+        if self.scope == "row":
+            if row is not None:
+                return f"row {row} is {self.reason}"
+            if subject is not None:
+                return f"{subject} is {self.reason}"
+        return self.reason
+
+    def at_row(self, row: int | None) -> SchemaProblem:
+        """The same problem numbered as ``row`` (a chunk's row 3 is row 1003 of the whole input)."""
+        return replace(self, row=row)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "field": self.field, "reason": self.reason}
+
+
 class SchemaError(ModelyardError):
-    """Input rows that do not fit the schema; ``field`` and ``row`` say where."""
+    """Input rows that do not fit the schema: every ``problem`` found, each with its row, field and reason.
+
+    ``field`` and ``row`` are the first problem's; the message is built from the problems. Raised with only
+    a message (``SchemaError("...", field="instances")``) it holds one problem of request scope.
+    """
 
     status_code = 422
     code = "schema_error"
 
-    def __init__(self, message: str, *, field: str | None = None, row: int | None = None) -> None:
-        super().__init__(message, field=field, row=row)
-        self.field = field
-        self.row = row
+    def __init__(self, message: str | None = None, *, field: str | None = None, row: int | None = None,
+                 problems: Sequence[SchemaProblem] | None = None) -> None:
+        found = list(problems or ())
+        if not found:
+            found = [SchemaProblem(message or "the input does not fit the schema", field, row, "request")]
+        first = found[0]
+        super().__init__(message or _summary(found), field=first.field, row=first.row)
+        self.problems: list[SchemaProblem] = found
+        self.field = first.field
+        self.row = first.row
+
+    def problems_at(self, row: int | None) -> list[SchemaProblem]:
+        """The problems of one row (every problem when ``row`` is None)."""
+        return [p for p in self.problems if row is None or p.row == row]
+
+
+def _summary(problems: Sequence[SchemaProblem], shown: int = 3) -> str:
+    first, rest = problems[0].message, problems[1:]
+    if not rest:
+        return first
+    more = "; ".join(p.message for p in rest[: shown - 1])
+    tail = f"; and {len(rest) - (shown - 1)} more" if len(rest) > shown - 1 else ""
+    return f"{first} (and {len(rest)} more problem{'s' if len(rest) > 1 else ''}: {more}{tail})"
 
 
 class BadRequestError(ModelyardError):

@@ -1,7 +1,8 @@
 """The input and output schema of a model: inferred from training data, enforced on every request.
 
 Validation lives here and only here. It is vectorized (whole columns at a time) so that checking 100k rows
-costs about as much as one pandas conversion, and a violation names the row and the column.
+costs about as much as one pandas conversion. Every violation is collected: the ``SchemaError`` lists each
+problem with its row, column and reason.
 
 Unseen categories: with the default policy ``"allow"`` a category the model never saw is passed on and the
 one-hot encoder maps it to all zeros (the monitor counts it); with ``"reject"`` it is a ``SchemaError``.
@@ -9,16 +10,16 @@ one-hot encoder maps it to all zeros (the monitor counts it); with ``"reject"`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from modelyard.errors import SchemaError
+from modelyard.errors import SchemaError, SchemaProblem
 
-Rows = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+Rows: TypeAlias = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]]
 MAX_CATEGORIES_RECORDED = 1000
 _FLOAT_MAX = int(np.finfo(np.float64).max)
 
@@ -91,22 +92,29 @@ class InputSchema(BaseModel):
         return cls(columns=columns, unseen_categories=unseen_categories)
 
     def validate_rows(self, rows: Rows) -> pd.DataFrame:
-        """Return a frame with exactly the schema's columns, in order, with the training dtypes."""
+        """Return a frame with exactly the schema's columns, in order, with the training dtypes.
+
+        Every problem is collected before raising: one ``SchemaError`` lists each bad row of each column
+        (a row whose shape is wrong, not an object or missing a column, is not checked further).
+        """
         frame = self._to_frame(rows)
         out: dict[str, Any] = {}
+        problems: list[SchemaProblem] = []
         for col in self.columns:
             series = frame[col.name]
             if col.kind == "numeric":
-                out[col.name] = _numeric(series, col)
+                out[col.name] = _numeric(series, col, problems)
             else:
-                out[col.name] = _categorical(series, col, self.unseen_categories)
+                out[col.name] = _categorical(series, col, self.unseen_categories, problems)
+        if problems:
+            raise SchemaError(problems=problems)
         return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
     def _to_frame(self, rows: Rows) -> pd.DataFrame:
         if isinstance(rows, pd.DataFrame):
             missing = [n for n in self.names if n not in rows.columns]
             if missing:
-                raise SchemaError(f"missing column '{missing[0]}'", field=missing[0], row=None)
+                raise SchemaError(problems=[_missing(n, None) for n in missing])
             return rows.reset_index(drop=True)
         if isinstance(rows, Mapping):
             rows = [rows]
@@ -114,26 +122,36 @@ class InputSchema(BaseModel):
         if not records:
             raise SchemaError("no rows to predict", field="instances")
         required = self.names
+        problems: list[SchemaProblem] = []
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
-                raise SchemaError(
-                    f"row {i} is a {type(record).__name__}, expected an object of column values",
-                    field="instances",
-                    row=i,
-                )
-            if len(record) < len(required) or any(k not in record for k in required):
-                name = next(k for k in required if k not in record)
-                raise SchemaError(f"row {i} is missing column '{name}'", field=name, row=i)
+                problems.append(SchemaProblem(f"a {type(record).__name__}, expected an object of column values",
+                                              "instances", i, "row"))
+            elif len(record) < len(required) or any(k not in record for k in required):
+                problems.extend(_missing(k, i) for k in required if k not in record)
+        if problems:
+            raise SchemaError(problems=problems)
         return pd.DataFrame.from_records(records, columns=required)
 
 
-def _first_bad(mask: np.ndarray) -> int:
-    return int(np.flatnonzero(mask)[0])
+def _missing(name: str, row: int | None) -> SchemaProblem:
+    return SchemaProblem(f"missing column '{name}'", name, row, "row")
 
 
-def _numeric(series: pd.Series, col: ColumnSchema) -> np.ndarray:
+def _flag(problems: list[SchemaProblem], col: ColumnSchema, mask: np.ndarray, reason: Callable[[int], str],
+          seen: np.ndarray) -> None:
+    """Record a problem for every row of ``mask`` not already flagged in this column; mark them seen."""
+    fresh = mask & ~seen
+    problems.extend(SchemaProblem(reason(i), col.name, i, "value") for i in np.flatnonzero(fresh).tolist())
+    seen |= fresh
+
+
+def _numeric(series: pd.Series, col: ColumnSchema, problems: list[SchemaProblem]) -> np.ndarray:
+    found: list[SchemaProblem] = []
+    seen = np.zeros(len(series), dtype=bool)
     if pd.api.types.is_bool_dtype(series):
         series = series.astype("float64")
+    values: np.ndarray
     if pd.api.types.is_numeric_dtype(series):
         values = series.to_numpy(dtype="float64", na_value=np.nan)
     else:
@@ -141,71 +159,47 @@ def _numeric(series: pd.Series, col: ColumnSchema) -> np.ndarray:
         bad_type = np.fromiter(
             (isinstance(v, (bool, np.bool_, list, dict)) for v in raw), dtype=bool, count=len(raw)
         )
-        if bad_type.any():
-            i = _first_bad(bad_type)
-            raise SchemaError(
-                f"column '{col.name}' row {i}: expected a number, got {type(raw[i]).__name__}",
-                field=col.name,
-                row=i,
-            )
+        _flag(found, col, bad_type, lambda i: f"expected a number, got {type(raw[i]).__name__}", seen)
         too_big = np.fromiter((isinstance(v, int) and not -_FLOAT_MAX <= v <= _FLOAT_MAX for v in raw),
                               dtype=bool, count=len(raw))
-        if too_big.any():  # pandas would raise OverflowError: a caller's number, so a SchemaError
-            i = _first_bad(too_big)
-            raise SchemaError(f"column '{col.name}' row {i}: the number is too large (beyond a 64-bit float)",
-                              field=col.name, row=i)
+        # pandas would raise OverflowError: a caller's number, so a SchemaError
+        _flag(found, col, too_big, lambda i: "the number is too large (beyond a 64-bit float)", seen)
+        if seen.any():  # what is already wrong is not parsed
+            cleaned = raw.copy()
+            cleaned[seen] = None
+            series = pd.Series(cleaned, index=series.index, dtype=object)
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         unparsable = np.isnan(values) & series.notna().to_numpy()
-        if unparsable.any():
-            i = _first_bad(unparsable)
-            raise SchemaError(
-                f"column '{col.name}' row {i}: {raw[i]!r} is not a number", field=col.name, row=i
-            )
-    if np.isinf(values).any():
-        i = _first_bad(np.isinf(values))
-        raise SchemaError(f"column '{col.name}' row {i}: infinite values are not accepted", field=col.name, row=i)
+        _flag(found, col, unparsable, lambda i: f"{raw[i]!r} is not a number", seen)
+    _flag(found, col, np.isinf(values), lambda i: "infinite values are not accepted", seen)
     if not col.nullable:
-        nulls = np.isnan(values)
-        if nulls.any():
-            i = _first_bad(nulls)
-            raise SchemaError(
-                f"column '{col.name}' row {i}: a value is required (it was never missing in training)",
-                field=col.name,
-                row=i,
-            )
+        _flag(found, col, np.isnan(values),
+              lambda i: "a value is required (it was never missing in training)", seen)
+    problems.extend(sorted(found, key=lambda p: p.row or 0))
     return values
 
 
-def _categorical(series: pd.Series, col: ColumnSchema, policy: str) -> np.ndarray:
+def _categorical(series: pd.Series, col: ColumnSchema, policy: str, problems: list[SchemaProblem]) -> np.ndarray:
+    found: list[SchemaProblem] = []
     raw = series.to_numpy(dtype=object)
     nulls = pd.isna(series).to_numpy()
+    seen = np.zeros(len(raw), dtype=bool)
     bad_type = np.fromiter((isinstance(v, (list, dict)) for v in raw), dtype=bool, count=len(raw))
-    if bad_type.any():
-        i = _first_bad(bad_type)
-        raise SchemaError(
-            f"column '{col.name}' row {i}: expected a category, got {type(raw[i]).__name__}",
-            field=col.name,
-            row=i,
-        )
-    if nulls.any() and not col.nullable:
-        i = _first_bad(nulls)
-        raise SchemaError(
-            f"column '{col.name}' row {i}: a value is required (it was never missing in training)",
-            field=col.name,
-            row=i,
-        )
-    values = raw.astype(str).astype(object)
+    _flag(found, col, bad_type, lambda i: f"expected a category, got {type(raw[i]).__name__}", seen)
+    if not col.nullable:
+        _flag(found, col, nulls, lambda i: "a value is required (it was never missing in training)", seen)
+    if bad_type.any():  # what is already wrong is not compared with the categories
+        raw = raw.copy()
+        raw[bad_type] = None
+        nulls = nulls | bad_type
+    values: np.ndarray = raw.astype(str).astype(object)
     values[nulls] = np.nan
     if policy == "reject" and col.categories is not None:
+        known = ", ".join(col.categories[:10])
         unseen = ~nulls & ~np.isin(values, np.asarray(col.categories, dtype=object))
-        if unseen.any():
-            i = _first_bad(unseen)
-            raise SchemaError(
-                f"column '{col.name}' row {i}: category {values[i]!r} was not seen in training "
-                f"(known: {', '.join(col.categories[:10])})",
-                field=col.name,
-                row=i,
-            )
+        _flag(found, col, unseen,
+              lambda i: f"category {values[i]!r} was not seen in training (known: {known})", seen)
+    problems.extend(sorted(found, key=lambda p: p.row or 0))
     return values
 
 

@@ -70,7 +70,7 @@ def test_context_bakes_the_verified_bundle_with_pinned_packages(context: Path, p
     assert lock["manifest_sha256"] == record.manifest_sha256 and lock["version"] == 1
     lines = (context / "requirements.txt").read_text().splitlines()
     pins = dict(ln.split("==") for ln in lines if "==" in ln)
-    for name, version in record.manifest["lineage"]["environment"]["packages"].items():
+    for name, version in record.manifest.lineage.environment.packages.items():
         if name != "modelyard":  # vendored from source, not installed from an index
             assert pins[name] == version, name
     assert hadolint_errors(context / "Dockerfile") == []

@@ -92,4 +92,4 @@ def test_train_from_a_sql_query(sqlite_settings: Settings, house_spec: Path, tmp
     out = run_cli("train", str(house_spec), "--json", settings=sqlite_settings)
     assert out.returncode == 0, out.stderr
     manifest = Registry(sqlite_settings).resolve("house-prices@1").manifest
-    assert manifest["lineage"]["data"]["description"].startswith("sql:SELECT")
+    assert manifest.lineage.data is not None and manifest.lineage.data.description.startswith("sql:SELECT")

@@ -32,12 +32,13 @@ def test_house_prices_fast_path_matches_scikit_learn_on_the_whole_reference_set(
 ) -> None:
     train_and_publish(house_spec, sqlite_settings)
     model = modelyard.load("house-prices", settings=sqlite_settings)
-    fast = model.manifest["fast_path"]
-    assert fast["enabled"] and fast["kind"] == "onnx" and model.fast_path == "onnx"
-    assert fast["max_abs_diff"] <= fast["tolerance"] and fast["rows_checked"] >= fast["reference_rows"]
-    assert ONNX_FILE in model.manifest["files"]  # its checksum is in the manifest like any other file
+    fast = model.manifest.fast_path
+    assert fast is not None
+    assert fast.enabled and fast.kind == "onnx" and model.fast_path == "onnx"
+    assert fast.max_abs_diff <= fast.tolerance and fast.rows_checked >= fast.reference_rows
+    assert ONNX_FILE in model.manifest.files  # its checksum is in the manifest like any other file
     reference, sklearn = reference_and_sklearn(model)
-    assert len(reference) == fast["reference_rows"] > 0
+    assert len(reference) == fast.reference_rows > 0
     expected = model.pipeline_.predict(model.schema.validate_rows(reference))
     np.testing.assert_array_equal(model.predict(reference), expected)
     np.testing.assert_array_equal(sklearn.predict(reference), expected)
@@ -54,14 +55,15 @@ def test_breast_cancer_fast_path_gives_the_same_labels_and_probabilities(
 ) -> None:
     train_and_publish(cancer_spec, sqlite_settings)
     model = modelyard.load("breast-cancer", settings=sqlite_settings)
-    fast = model.manifest["fast_path"]
-    assert fast["enabled"] and fast["label_mismatches"] == 0 and fast["max_abs_diff"] <= fast["tolerance"]
+    fast = model.manifest.fast_path
+    assert fast is not None
+    assert fast.enabled and fast.label_mismatches == 0 and fast.max_abs_diff <= fast.tolerance
     reference, sklearn = reference_and_sklearn(model)
     labels = model.predict(reference)
     assert labels.dtype == sklearn.predict(reference).dtype
     np.testing.assert_array_equal(labels, sklearn.predict(reference))
     np.testing.assert_allclose(model.predict_proba(reference), sklearn.predict_proba(reference),
-                               rtol=0, atol=fast["tolerance"])
+                               rtol=0, atol=fast.tolerance)
     assert set(labels) <= {"benign", "malignant"}
 
 
@@ -82,9 +84,10 @@ def test_a_pipeline_onnx_cannot_convert_falls_back_and_still_predicts(
     ]).fit(X, y)
     modelyard.publish("lambda-model", pipe, X, y, alias="production", settings=sqlite_settings)
     model = modelyard.load("lambda-model", settings=sqlite_settings)
-    fast = model.manifest["fast_path"]
-    assert fast["enabled"] is False and fast["kind"] == "sklearn" and "conversion failed" in fast["reason"]
-    assert model.fast_path == "sklearn" and ONNX_FILE not in model.manifest["files"]
+    fast = model.manifest.fast_path
+    assert fast is not None
+    assert fast.enabled is False and fast.kind == "sklearn" and "conversion failed" in fast.reason
+    assert model.fast_path == "sklearn" and ONNX_FILE not in model.manifest.files
     np.testing.assert_array_equal(model.predict(X.head(50)), pipe.predict(X.head(50)))
 
 

@@ -99,7 +99,7 @@ def test_predictions_out_of_range_alert_names_model_and_version(
     )
     house_spec.write_text(spec)
     version = train_and_publish(house_spec, sqlite_settings)
-    high = Registry(sqlite_settings).get_version("house-prices", version).manifest["output_schema"]["max"]
+    high = Registry(sqlite_settings).get_version("house-prices", version).manifest.output_schema.max
     with webhook_receiver() as hook:
         scheduler = scheduler_for(sqlite_settings, hook.url)
         log_traffic(sqlite_settings, "house-prices", generate_houses(300, seed=31, shift=2.5), T0)

@@ -26,6 +26,7 @@ from modelyard.monitor.rules import write_prometheus
 from tests.conftest import generate_houses, run_cli, train_and_publish
 from tests.integration.monitor_helpers import json_rows
 from tests.integration.serving import Server
+from tests.manifests import manifest_of
 
 REGRESSOR = {"task": "regression", "output_schema": {"task": "regression", "min": 50000, "max": 900000}}
 
@@ -103,7 +104,7 @@ def test_prometheus_loads_the_rules_and_the_drift_alert_goes_pending(tmp_path: P
     server, thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
     try:
         write_prometheus(
-            tmp_path, "house-prices", rules_for(REGRESSOR), targets=[f"127.0.0.1:{exporter_port}"]
+            tmp_path, "house-prices", rules_for(manifest_of(REGRESSOR)), targets=[f"127.0.0.1:{exporter_port}"]
         )
         with prometheus(tmp_path) as url:
             groups = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]

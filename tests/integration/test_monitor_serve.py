@@ -133,7 +133,7 @@ def test_predictions_outside_the_expected_range_fire_that_alert_with_model_and_v
 ) -> None:
     server, hook, settings = monitored.server, monitored.hook, monitored.settings
     registry = Registry(settings)
-    trained_max = registry.get_version("house-prices", 1).manifest["output_schema"]["max"]
+    trained_max = registry.get_version("house-prices", 1).manifest.output_schema.max
     typical = modelyard.load("house-prices", settings=settings).predict(rows_of(400, seed=3))
     save_overrides(registry.engine, "house-prices", {"prediction_range": {"high": float(np.median(typical))}})
     try:

@@ -16,13 +16,14 @@ from modelyard.errors import ModelNotFoundError, VersionNotFoundError
 from modelyard.registry import Registry
 from modelyard.registry import tables as t
 from tests.conftest import cli_env
+from tests.manifests import manifest_of
 
 
 def _bundle_dir(tmp_path: Path, name: str = "lin", slope: float = 2.0) -> Path:
     X = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
     directory = tmp_path / f"bundle-{slope}"
     model = LinearRegression().fit(X, [slope * v for v in X["a"]])
-    write_bundle(directory, pipeline=model, manifest={"name": name}, reference=X)
+    write_bundle(directory, pipeline=model, manifest=manifest_of({"name": name}), reference=X)
     return directory
 
 
@@ -34,7 +35,7 @@ def test_versions_are_numbered_and_immutable(any_settings: Settings, tmp_path: P
     assert [r.version for r in registry.versions("lin")] == [1, 2]
     assert registry.load("lin@1").pipeline_.coef_[0] == pytest.approx(2.0)
     assert registry.load("lin@2").pipeline_.coef_[0] == pytest.approx(3.0)
-    assert registry.get_version("lin", 2).manifest["version"] == 2
+    assert registry.get_version("lin", 2).manifest.version == 2
 
 
 def test_aliases_move_and_every_change_is_an_event(any_settings: Settings, tmp_path: Path) -> None:
@@ -105,3 +106,24 @@ def test_concurrent_publishes_get_distinct_versions(pg_settings: Settings, tmp_p
     registry = Registry(pg_settings)
     for v in versions:
         assert registry.load(f"lin@{v}").pipeline_.coef_[0] == pytest.approx(2.0)
+
+
+def test_a_bundle_of_the_previous_format_publishes_loads_and_predicts(any_settings: Settings, tmp_path: Path) -> None:
+    import numpy as np
+
+    from modelyard.bundle import FORMAT_VERSION, PREDICTION_COLUMN
+    from modelyard.runtime import Model
+
+    fixture = Path(__file__).parents[1] / "unit" / "data" / "bundle_format1"
+    registry = Registry(any_settings)
+    version = registry.publish(fixture, alias="production")  # the fixture folder itself is left as it was
+    record = registry.resolve("house-prices")
+    assert record.version == version and record.manifest.format_version == FORMAT_VERSION
+    assert record.manifest.version == version and record.manifest.lineage.environment is not None
+    bundle = registry.load("house-prices@production")
+    assert bundle.manifest == record.manifest
+    model = Model(bundle)
+    assert model.fast_path == "onnx"
+    np.testing.assert_allclose(model.predict(bundle.reference_inputs()), bundle.reference()[PREDICTION_COLUMN],
+                               rtol=1e-9)
+    assert '"format_version": 1' in (fixture / "manifest.json").read_text()

@@ -33,8 +33,12 @@ def test_train_publish_load_predicts_like_the_raw_pipeline(
     np.testing.assert_array_equal(model.predict(rows), raw)
     np.testing.assert_array_equal(model.predict(rows.to_dict("records")), raw)
     assert model.predict(rows.iloc[0].to_dict())[0] == raw[0]
-    assert set(model.manifest["metrics"]) == {"r2", "mae", "rmse"}
-    assert model.manifest["lineage"]["data"]["sha256"] == result.data.sha256
+    assert set(model.manifest.metrics) == {"r2", "mae", "rmse"}
+    assert model.manifest.lineage.data.sha256 == result.data.sha256
+    cost = model.manifest.training_cost  # measured around the fit
+    assert cost is not None and cost.wall_seconds is not None and cost.wall_seconds > 0
+    assert cost.cpu_seconds is not None and cost.peak_memory_mb is not None and cost.peak_memory_mb > 50
+    assert model.manifest.format_version == 2 and model.manifest.global_importance is None
 
 
 def test_classifier_returns_labels_and_probabilities(sqlite_settings: Settings, cancer_spec: Path,
@@ -108,8 +112,8 @@ def test_publish_a_pipeline_fitted_elsewhere(any_settings: Settings, houses_fram
     model = modelyard.load("byo", settings=any_settings)
     assert model.version == version
     np.testing.assert_array_equal(model.predict(X.head(50)), pipe.predict(X.head(50)))
-    assert model.manifest["metrics"] == {"r2": 0.5}
-    assert {c["name"]: c["kind"] for c in model.manifest["input_schema"]["columns"]}["neighborhood"] == "categorical"
+    assert model.manifest.metrics == {"r2": 0.5}
+    assert {c.name: c.kind for c in model.manifest.input_schema.columns}["neighborhood"] == "categorical"
 
 
 def test_import_an_mlflow_sklearn_model_folder(sqlite_settings: Settings, houses_frame: pd.DataFrame,
@@ -128,7 +132,7 @@ def test_import_an_mlflow_sklearn_model_folder(sqlite_settings: Settings, houses
     model = modelyard.load("from-mlflow", settings=sqlite_settings)
     assert model.version == version
     np.testing.assert_array_equal(model.predict(X.head(30)), pipe.predict(X.head(30)))
-    assert model.manifest["lineage"]["source"].startswith("mlflow:")
+    assert model.manifest.lineage.source.startswith("mlflow:")
 
 
 def test_archives_hold_only_flat_files(sqlite_settings: Settings, house_spec: Path, tmp_path: Path) -> None:

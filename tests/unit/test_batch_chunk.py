@@ -71,3 +71,13 @@ def test_from_is_a_file_when_it_ends_like_one(tmp_path: Path) -> None:
         Source.parse(str(tmp_path / "missing.parquet"))
     with pytest.raises(BatchError, match="neither a SELECT query"):
         Source.parse("drop table houses")
+
+
+def test_a_rejected_row_gives_every_problem_of_its_own_renumbered_and_none_of_the_others(model: Model) -> None:
+    frame = spoil(houses_input(30), {4: ("area_sqm", "big"), 9: ("bedrooms", "many")})
+    frame.loc[4, "bedrooms"] = "lots"  # row 4 has two problems
+    scored = score_chunk(model, frame, "id", offset=500)
+    reasons = {r.position: r.reason for r in scored.rejected}
+    assert reasons == {4: "column 'area_sqm' row 504: 'big' is not a number; "
+                          "column 'bedrooms' row 504: 'lots' is not a number",
+                       9: "column 'bedrooms' row 509: 'many' is not a number"}

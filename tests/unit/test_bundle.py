@@ -8,20 +8,21 @@ from sklearn.linear_model import LinearRegression
 
 from modelyard.bundle import MODEL_FILE, load_bundle, pack, verify_bundle, write_bundle
 from modelyard.errors import IntegrityError
+from tests.manifests import manifest_of
 
 
 def _bundle(tmp_path: Path) -> Path:
     X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]})
     model = LinearRegression().fit(X, [2.0, 4.0, 6.0, 8.0])
     directory = tmp_path / "b"
-    write_bundle(directory, pipeline=model, manifest={"name": "lin"}, reference=X)
+    write_bundle(directory, pipeline=model, manifest=manifest_of({"name": "lin"}), reference=X)
     return directory
 
 
 def test_manifest_lists_the_checksum_of_every_file(tmp_path: Path) -> None:
     directory = _bundle(tmp_path)
     manifest = verify_bundle(directory)
-    assert set(manifest["files"]) == {MODEL_FILE, "reference.parquet"}
+    assert set(manifest.files) == {MODEL_FILE, "reference.parquet"}
     assert load_bundle(directory).pipeline_.predict(pd.DataFrame({"a": [5.0]}))[0] == pytest.approx(10.0)
 
 

@@ -7,7 +7,6 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,14 +14,15 @@ from modelyard.deploy import BundleLock, DeployError, pin_requirements, render_d
 from modelyard.deploy.docker import base_image
 from tests.conftest import ROOT
 from tests.deploy_tools import hadolint, hadolint_errors
+from tests.manifests import manifest_of
 
-MANIFEST: dict[str, Any] = {
+MANIFEST = manifest_of({
     "name": "house-prices", "version": 3,
     "lineage": {"environment": {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}.4",
         "packages": {"modelyard": "0.1.0", "scikit-learn": "1.4.2", "numpy": "1.26.4", "pandas": "2.2.2",
                      "scipy": "1.13.1", "joblib": "1.4.2", "pyarrow": "16.1.0"}}},
-}
+})
 BAKED = BundleLock(name="house-prices", ref="house-prices@3", mode="baked", version=3,
                    manifest_sha256="a" * 64, archive_sha256="b" * 64)
 PULL = BundleLock(name="house-prices", ref="house-prices@production", mode="pull")
@@ -92,11 +92,11 @@ def test_model_packages_are_pinned_from_the_manifest_not_the_environment() -> No
 
 def test_a_manifest_without_package_versions_cannot_be_pinned() -> None:
     with pytest.raises(DeployError, match="package versions"):
-        pin_requirements({"name": "m", "version": 1, "lineage": {}})
+        pin_requirements(manifest_of({"name": "m", "version": 1, "lineage": {}}))
 
 
 def test_base_image_follows_the_python_the_model_was_trained_on() -> None:
-    assert base_image({"lineage": {"environment": {"python": "3.12.7"}}}) == "python:3.12-slim-bookworm"
+    assert base_image(manifest_of({"lineage": {"environment": {"python": "3.12.7"}}})) == "python:3.12-slim-bookworm"
 
 
 def _ignored(rel: str, patterns: list[str]) -> bool:

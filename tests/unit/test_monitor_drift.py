@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
+from modelyard.bundle import ReferenceProfile, profile_frame, profile_series
 from modelyard.errors import BadRequestError
 from modelyard.monitor.drift import OTHER, PREDICTION, evaluate_drift, ks_statistic, psi
 from modelyard.monitor.window import parse_duration, prediction_value, split_windows
 from modelyard.predlog import PredictionRecord
-from modelyard.profile import profile_frame, profile_series
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -32,13 +32,8 @@ def test_ks_statistic_equals_scipy() -> None:
     assert ks_statistic(a, a) == 0.0
 
 
-def manifest_for(frame: pd.DataFrame, predictions: np.ndarray) -> dict:
-    return {
-        "reference": {
-            "inputs": profile_frame(frame, {"city"}),
-            "prediction": profile_series(pd.Series(predictions)),
-        }
-    }
+def manifest_for(frame: pd.DataFrame, predictions: np.ndarray) -> ReferenceProfile:
+    return ReferenceProfile(inputs=profile_frame(frame, {"city"}), prediction=profile_series(pd.Series(predictions)))
 
 
 def window_of(frame: pd.DataFrame, predictions: np.ndarray, version: int = 1):  # type: ignore[no-untyped-def]

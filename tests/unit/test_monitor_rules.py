@@ -17,6 +17,7 @@ from modelyard.monitor.notify import alert_payload
 from modelyard.monitor.rules import alerting_rules, grafana_dashboard, write_prometheus
 from modelyard.monitor.state import Transition
 from modelyard.monitor.window import Window
+from tests.manifests import manifest_of
 
 DATA = Path(__file__).parent / "data"
 REGRESSOR = {"task": "regression", "output_schema": {"task": "regression", "min": 50000, "max": 900000}}
@@ -31,25 +32,25 @@ def promtool() -> str:
 
 
 def test_rules_take_the_range_from_the_bundle_and_overrides_win() -> None:
-    rules = rules_for(REGRESSOR)
+    rules = rules_for(manifest_of(REGRESSOR))
     assert rules["prediction_range"]["low"] == 50000 and rules["prediction_range"]["high"] == 900000
     assert rules["input_drift"]["psi"] == DEFAULT_RULES["input_drift"]["psi"]
     tuned = rules_for(
-        {**REGRESSOR, "monitoring": {"rules": {"latency": {"p95_ms": 80}}}},
+        manifest_of({**REGRESSOR, "monitoring": {"rules": {"latency": {"p95_ms": 80}}}}),
         {"input_drift": {"psi": 0.4}, "prediction_range": {"high": 1e6}},
     )
     assert tuned["input_drift"]["psi"] == 0.4 and tuned["latency"]["p95_ms"] == 80
     assert tuned["prediction_range"]["high"] == 1e6 and tuned["prediction_range"]["low"] == 50000
     classifier = rules_for(
-        {"task": "classification", "output_schema": {"task": "classification", "classes": [0, 1]}}
+        manifest_of({"task": "classification", "output_schema": {"task": "classification", "classes": [0, 1]}})
     )
     assert classifier["prediction_range"]["classes"] == ["0", "1"]
     with pytest.raises(BadRequestError, match="unknown alert rule 'drfit'"):
-        rules_for(REGRESSOR, {"drfit": {"psi": 1}})
+        rules_for(manifest_of(REGRESSOR), {"drfit": {"psi": 1}})
 
 
 def test_verdicts_need_enough_traffic() -> None:
-    rules = rules_for(REGRESSOR)
+    rules = rules_for(manifest_of(REGRESSOR))
     quiet = Window("m", 1, NOW - timedelta(hours=1), NOW, requests=3, errors=3, predictions=[2e6] * 3)
     verdicts = {f.rule: f.firing for f in evaluate_rules(rules, quiet, None)}
     assert verdicts == {"prediction_range": None, "error_rate": None, "latency": None}
@@ -117,7 +118,7 @@ def test_generated_rules_pass_promtool_check(tmp_path: Path) -> None:
     files = write_prometheus(
         tmp_path,
         "house-prices",
-        rules_for(REGRESSOR),
+        rules_for(manifest_of(REGRESSOR)),
         targets=["127.0.0.1:8000"],
         webhook="http://127.0.0.1:9/hook",
     )
@@ -164,18 +165,18 @@ def run_promtool_test(folder: Path, rules: dict) -> subprocess.CompletedProcess[
 
 
 def test_rules_fire_on_synthetic_series(tmp_path: Path) -> None:
-    result = run_promtool_test(tmp_path, rules_for(REGRESSOR))
+    result = run_promtool_test(tmp_path, rules_for(manifest_of(REGRESSOR)))
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
 def test_promtool_test_fails_when_thresholds_differ(tmp_path: Path) -> None:
     """The test file pins the thresholds: rules generated with an override no longer fire as it expects."""
-    result = run_promtool_test(tmp_path, rules_for(REGRESSOR, {"input_drift": {"psi": 0.9}}))
+    result = run_promtool_test(tmp_path, rules_for(manifest_of(REGRESSOR), {"input_drift": {"psi": 0.9}}))
     assert result.returncode != 0 and "ModelyardInputDrift" in result.stdout + result.stderr
 
 
 def test_grafana_dashboard_draws_the_same_thresholds() -> None:
-    rules = rules_for(REGRESSOR, {"latency": {"p95_ms": 250}})
+    rules = rules_for(manifest_of(REGRESSOR), {"latency": {"p95_ms": 250}})
     panels = {p["title"]: p for p in grafana_dashboard("m", rules)["panels"]}
     steps = panels["Latency"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1]["value"] == 0.25

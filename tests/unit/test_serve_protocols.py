@@ -68,5 +68,20 @@ def test_v2_refuses_malformed_tensors_naming_the_input(body: dict[str, Any], fie
 
 def test_error_body_always_has_code_message_field_and_row() -> None:
     body = error_body(SchemaError("bad", field="x", row=3))
-    assert body == {"error": {"code": "schema_error", "message": "bad", "field": "x", "row": 3}}
+    assert body == {"error": {"code": "schema_error", "message": "bad", "field": "x", "row": 3,
+                              "problems": [{"row": 3, "field": "x", "reason": "bad"}]}}
     assert error_body(SchemaError("worse"))["error"]["field"] is None
+
+
+def test_error_body_takes_field_row_and_problems_from_the_schema_error_not_its_text() -> None:
+    from modelyard.errors import SchemaProblem
+
+    err = SchemaError(problems=[SchemaProblem("'x' is not a number", "a", 2, "value"),
+                                SchemaProblem("missing column 'b'", "b", 5, "row")])
+    body = error_body(err)["error"]
+    assert (body["field"], body["row"]) == ("a", 2)
+    assert body["problems"] == [{"row": 2, "field": "a", "reason": "'x' is not a number"},
+                                {"row": 5, "field": "b", "reason": "missing column 'b'"}]
+    assert body["message"] == "column 'a' row 2: 'x' is not a number (and 1 more problem: row 5 is missing column 'b')"
+    many = error_body(SchemaError(problems=[SchemaProblem("bad", "a", i, "value") for i in range(150)]))["error"]
+    assert len(many["problems"]) == 100 and many["problems_total"] == 150

@@ -76,7 +76,7 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
     validated, positions, bad = checked.frame, checked.positions, checked.rejected
     for pos, exc in bad:
         original = int(candidates[pos])
-        reason = exc.message.replace(f"row {exc.row}", f"row {offset + original}", 1)
+        reason = "; ".join(p.at_row(offset + original).message for p in exc.problems_at(exc.row))
         rejected[original] = Rejected(_py(keys[original]), reason, exc.field,
                                      _row_json(frame, original), original)
     scored_positions = candidates[positions]

@@ -30,7 +30,7 @@ def metric_drop(name: str, current: float, candidate: float) -> float:
 
 def _metric_names(current: Model, candidate: Model) -> list[str]:
     task = current.task
-    named = [*(current.manifest.get("metrics") or {}), *(candidate.manifest.get("metrics") or {})]
+    named = [*current.manifest.metrics, *candidate.manifest.metrics]
     names = [n for n in dict.fromkeys(named) if n in known_metrics(task)]
     return names or list(DEFAULT_METRICS[task])
 

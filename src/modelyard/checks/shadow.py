@@ -75,7 +75,7 @@ def shadow_report(
             raise NotFoundError(f"model '{name}' has no shadow alias; pass --version to analyse an older one",
                                 model=name)
         version = aliases["shadow"].version
-    task = str(registry.get_version(name, version).manifest.get("task", "regression"))
+    task: str = registry.get_version(name, version).manifest.task
     engine = registry.engine
     shadows = list_records(engine, name, since=since, route="shadow", version=version, limit=max_records)
     result = GateResult("shadow")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from modelyard.bundle import MANIFEST, verify_bundle
+from modelyard.bundle import MANIFEST, Manifest, verify_bundle
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.config import Settings
 from modelyard.deploy import (
@@ -169,10 +169,10 @@ def ci_cmd(
     console.print(f"wrote {wf} and {script} for model {name}")
 
 
-def _verify_exact(bundle: Path, manifest_sha256: str | None) -> dict:
+def _verify_exact(bundle: Path, manifest_sha256: str | None) -> Manifest:
     """verify_bundle, and also refuse files the manifest does not list (they would ride along on publish)."""
     manifest = verify_bundle(bundle, manifest_sha256)
-    extra = sorted(p.name for p in bundle.iterdir() if p.name != MANIFEST and p.name not in manifest["files"])
+    extra = sorted(p.name for p in bundle.iterdir() if p.name != MANIFEST and p.name not in manifest.files)
     if extra:
         raise IntegrityError(f"{bundle} holds files its manifest does not list: {', '.join(extra)}",
                              file=extra[0])
@@ -190,8 +190,8 @@ def verify_cmd(
     expected = manifest_sha256 or (BundleLock.read(lock).manifest_sha256 if lock else None)
     manifest = _verify_exact(bundle, expected)
     pinned = f", manifest sha256 {expected[:16]}..." if expected else " (manifest hash not pinned)"
-    console.print(f"ok: {manifest.get('name')} v{manifest.get('version')}, "
-                  f"{len(manifest['files'])} files match{pinned}")
+    console.print(f"ok: {manifest.name} v{manifest.version}, "
+                  f"{len(manifest.files)} files match{pinned}")
 
 
 def _seed(bundle: Path, lock: BundleLock, s: Settings) -> str:
@@ -220,7 +220,7 @@ def start_cmd(
     if spec.mode == "baked":
         folder = bundle or lock.parent / "bundle"
         manifest = _verify_exact(folder, spec.manifest_sha256)
-        err_console.print(f"verified {spec.name} v{spec.version}: {len(manifest['files'])} files match "
+        err_console.print(f"verified {spec.name} v{spec.version}: {len(manifest.files)} files match "
                           f"manifest sha256 {str(spec.manifest_sha256)[:16]}...", highlight=False)
         if s.database_url:
             err_console.print("a shared registry is configured (MODELYARD_DATABASE_URL): it is what "

@@ -8,13 +8,13 @@ from typing import Any
 
 import typer
 
-from modelyard.bundle import ONNX_FILE, Bundle, sha256_bytes
+from modelyard.bundle import ONNX_FILE, Bundle, FastPathDecision, Manifest, sha256_bytes
 from modelyard.cli._common import console, friendly, settings
 from modelyard.errors import BadRequestError, BundleError
 from modelyard.registry import Registry, parse_ref
-from modelyard.runtime.fastpath import FAST_PATH_KEY, compile_fast_path
+from modelyard.runtime.fastpath import compile_fast_path
 from modelyard.runtime.onnxconv import MISSING_STRING
-from modelyard.schema import InputSchema, OutputSchema
+from modelyard.schema import ColumnSchema
 
 FORMATS = ("onnx",)
 
@@ -32,19 +32,19 @@ def export_cmd(
     record = registry.resolve(ref)
     name, _ = parse_ref(ref)
     folder = registry.bundle_dir(record)  # every checksum verified before anything is read
-    info = record.manifest.get(FAST_PATH_KEY) or {}
-    if info.get("enabled") and (folder / ONNX_FILE).exists():
+    info = record.manifest.fast_path
+    if info is not None and info.enabled and (folder / ONNX_FILE).exists():
         onnx_bytes = (folder / ONNX_FILE).read_bytes()  # verified; no pickle needs loading
-    elif info and info.get("tried", True):  # tried at publish and refused: the reason still holds
-        raise BundleError(f"{name} v{record.version} has no ONNX form: {info.get('reason')}", file=ONNX_FILE)
+    elif info is not None and info.tried is not False:  # tried at publish and refused: the reason holds
+        raise BundleError(f"{name} v{record.version} has no ONNX form: {info.reason}", file=ONNX_FILE)
     else:  # published before the fast path existed, or without it: compile now, with the same check
         onnx_bytes, info = compile_now(registry.load_bundle(record))
     schema_path = export_onnx(record.manifest, onnx_bytes, info, out)
     console.print(f"exported {name} v{record.version} to {out} ({len(onnx_bytes):,} bytes) and "
-                  f"{schema_path}; parity with scikit-learn: max |diff| {info.get('max_abs_diff'):.3g}")
+                  f"{schema_path}; parity with scikit-learn: max |diff| {info.max_abs_diff or 0.0:.3g}")
 
 
-def compile_now(bundle: Bundle) -> tuple[bytes, dict[str, Any]]:
+def compile_now(bundle: Bundle) -> tuple[bytes, FastPathDecision]:
     """Compile a bundle published without a fast path, with the publish-time parity check."""
     schema = bundle.input_schema
     compiled = compile_fast_path(bundle.pipeline_, schema, schema.validate_rows(bundle.reference_inputs()),
@@ -52,10 +52,10 @@ def compile_now(bundle: Bundle) -> tuple[bytes, dict[str, Any]]:
     if compiled.onnx_bytes is None:
         raise BundleError(f"{bundle.name} v{bundle.version} has no ONNX form: {compiled.info['reason']}",
                           file=ONNX_FILE)
-    return compiled.onnx_bytes, compiled.info
+    return compiled.onnx_bytes, FastPathDecision.model_validate(compiled.info)
 
 
-def export_onnx(manifest: dict[str, Any], onnx_bytes: bytes, info: dict[str, Any], out: Path) -> Path:
+def export_onnx(manifest: Manifest, onnx_bytes: bytes, info: FastPathDecision, out: Path) -> Path:
     """Write ``out`` and ``<out stem>.schema.json``; return the schema's path."""
     import onnx
 
@@ -64,11 +64,11 @@ def export_onnx(manifest: dict[str, Any], onnx_bytes: bytes, info: dict[str, Any
     out.write_bytes(onnx_bytes)
     schema_path = out.with_name(out.stem + ".schema.json")
     inputs = {i.name for i in model.graph.input}
-    output = OutputSchema.model_validate(manifest["output_schema"])
-    columns = InputSchema.model_validate(manifest["input_schema"]).columns
+    output = manifest.output_schema
+    columns = manifest.input_schema.columns
     doc = {
-        "model": manifest["name"],
-        "version": manifest.get("version"),
+        "model": manifest.name,
+        "version": manifest.version,
         "format": "onnx",
         "file": out.name,
         "sha256": sha256_bytes(onnx_bytes),
@@ -76,9 +76,10 @@ def export_onnx(manifest: dict[str, Any], onnx_bytes: bytes, info: dict[str, Any
         "task": output.task,
         "target": output.target,
         "classes": output.classes,
-        "inputs": [_input(c.model_dump(mode="json")) for c in columns if c.name in inputs],
+        "inputs": [_input(c) for c in columns if c.name in inputs],
         "outputs": [{"name": o.name, "type": onnx.helper.printable_type(o.type)} for o in model.graph.output],
-        "parity": {k: info.get(k) for k in ("max_abs_diff", "tolerance", "rows_checked", "detail")},
+        "parity": {"max_abs_diff": info.max_abs_diff, "tolerance": info.tolerance,
+                   "rows_checked": info.rows_checked, "detail": info.detail},
         "usage": "Feed every input as a [N, 1] tensor, one row per entry. A missing number is NaN; a missing "
                  f"category is {MISSING_STRING!r} (the empty string). The first output is the prediction"
                  + ("; the second holds one probability per class, in the order of 'classes'."
@@ -88,15 +89,14 @@ def export_onnx(manifest: dict[str, Any], onnx_bytes: bytes, info: dict[str, Any
     return schema_path
 
 
-def _input(column: dict[str, Any]) -> dict[str, Any]:
-    numeric = column["kind"] == "numeric"
+def _input(column: ColumnSchema) -> dict[str, Any]:
+    numeric = column.kind == "numeric"
     return {
-        "name": column["name"],
+        "name": column.name,
         "type": "tensor(double)" if numeric else "tensor(string)",
         "shape": [None, 1],
-        "kind": column["kind"],
-        "nullable": column["nullable"],
+        "kind": column.kind,
+        "nullable": column.nullable,
         "missing": "NaN" if numeric else MISSING_STRING,
-        **({"min": column.get("min"), "max": column.get("max")} if numeric
-           else {"categories": column.get("categories")}),
+        **({"min": column.min, "max": column.max} if numeric else {"categories": column.categories}),
     }

@@ -54,41 +54,45 @@ def show_model(
     record = registry.resolve(ref)
     m = record.manifest
     if json_out:
-        console.print_json(json.dumps(m, default=str))
+        console.print_json(m.to_json())
         return
     name, _ = parse_ref(ref)
     aliases = [a for a, r in registry.aliases(name).items() if r.version == record.version]
-    lineage = m.get("lineage", {})
+    lineage = m.lineage
     console.print(f"[bold]{name}[/] version [bold]{record.version}[/]  "
-                  f"aliases: {', '.join(aliases) or '-'}  task: {m.get('task')}  estimator: {m.get('estimator')}")
+                  f"aliases: {', '.join(aliases) or '-'}  task: {m.task}  estimator: {m.estimator}")
     console.print(f"created {record.created_at} by {record.created_by}; archive sha256 {record.archive_sha256}")
-    data = lineage.get("data", {})
+    data = lineage.data
     if data:
-        console.print(f"data: {data.get('location', lineage.get('source', '-'))} rows={data.get('rows')} "
-                      f"sha256={str(data.get('sha256'))[:16]}...")
-    git = lineage.get("git")
+        console.print(f"data: {data.location or lineage.source or '-'} rows={data.rows} "
+                      f"sha256={str(data.sha256)[:16]}...")
+    git = lineage.git
     if git:
-        console.print(f"git: {git['commit'][:12]}{' (dirty)' if git.get('dirty') else ''}")
-    env = lineage.get("environment", {})
+        console.print(f"git: {git.commit[:12]}{' (dirty)' if git.dirty else ''}")
+    env = lineage.environment
     if env:
-        pk = env.get("packages", {})
-        console.print("python " + str(env.get("python")) + "; " + ", ".join(f"{k} {v}" for k, v in pk.items()))
-    fast = m.get("fast_path")
-    console.print("fast path: " + (f"{fast.get('kind')} ({fast.get('detail', '')})" if fast and fast.get("enabled")
-                                   else f"none, scikit-learn serves ({(fast or {}).get('reason', 'not tried')})"))
+        console.print("python " + str(env.python) + "; " + ", ".join(f"{k} {v}" for k, v in env.packages.items()))
+    fast = m.fast_path
+    console.print("fast path: " + (f"{fast.kind} ({fast.detail or ''})" if fast and fast.enabled
+                                   else f"none, scikit-learn serves ({(fast and fast.reason) or 'not tried'})"))
+    if m.training_cost is not None:
+        cost = m.training_cost
+        console.print(f"training cost: {cost.wall_seconds}s wall, {cost.cpu_seconds}s CPU, "
+                      f"peak memory {cost.peak_memory_mb} MiB")
     metrics = Table(title="metrics (held-out)")
     metrics.add_column("metric")
     metrics.add_column("value", justify="right")
-    for k, v in (m.get("metrics") or {}).items():
+    for k, v in m.metrics.items():
         metrics.add_row(k, f"{v:.6g}")
     console.print(metrics)
     schema = Table(title="input schema")
     for col in ("column", "kind", "nullable", "range / categories"):
         schema.add_column(col)
-    for c in m["input_schema"]["columns"]:
-        rng = (f"{c['min']:.4g} .. {c['max']:.4g}" if c["kind"] == "numeric" and c.get("min") is not None
-               else ", ".join((c.get("categories") or [])[:6]) + (" ..." if len(c.get("categories") or []) > 6 else ""))
-        schema.add_row(c["name"], c["kind"], "yes" if c["nullable"] else "no", rng)
+    for c in m.input_schema.columns:
+        cats = c.categories or []
+        rng = (f"{c.min:.4g} .. {c.max:.4g}" if c.kind == "numeric" and c.min is not None and c.max is not None
+               else ", ".join(cats[:6]) + (" ..." if len(cats) > 6 else ""))
+        schema.add_row(c.name, c.kind, "yes" if c.nullable else "no", rng)
     console.print(schema)
 
 

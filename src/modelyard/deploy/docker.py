@@ -14,13 +14,12 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from modelyard.bundle import verify_bundle
+from modelyard.bundle import Manifest, verify_bundle
 from modelyard.deploy.common import (
     APP_UID,
     BUNDLE_PATH,
@@ -104,12 +103,12 @@ def _label(name: str, extras: set[str]) -> str:
     return f"{name}[{','.join(sorted(extras))}]" if extras else name
 
 
-def pin_requirements(manifest: dict[str, Any]) -> Pins:
+def pin_requirements(manifest: Manifest) -> Pins:
     """Pins for an image serving ``manifest``: its packages exactly, modelyard's closure from here."""
-    env = (manifest.get("lineage") or {}).get("environment") or {}
-    packages: dict[str, str] = {k: str(v) for k, v in (env.get("packages") or {}).items()}
+    env = manifest.lineage.environment
+    packages: dict[str, str] = dict(env.packages) if env else {}
     if not packages:
-        raise DeployError(f"the manifest of {manifest.get('name')} v{manifest.get('version')} records no "
+        raise DeployError(f"the manifest of {manifest.name} v{manifest.version} records no "
                           "package versions (lineage.environment.packages): cannot pin the image")
     try:
         own = metadata.requires("modelyard") or []
@@ -134,7 +133,7 @@ def pin_requirements(manifest: dict[str, Any]) -> Pins:
         version = _installed(display)
         if version is not None:
             from_env[_label(display, extras)] = version
-    py = str(env.get("python") or "")
+    py = str((env and env.python) or "")
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if py and not py.startswith(here + ".") and py != here:
         warnings.append(f"the model was trained on Python {py} and this environment runs {here}: the pins of "
@@ -142,9 +141,10 @@ def pin_requirements(manifest: dict[str, Any]) -> Pins:
     return Pins(from_manifest, from_env, warnings)
 
 
-def base_image(manifest: dict[str, Any]) -> str:
+def base_image(manifest: Manifest) -> str:
     """``python:MAJOR.MINOR-slim-bookworm`` of the Python the model was trained on (patch updates allowed)."""
-    py = str(((manifest.get("lineage") or {}).get("environment") or {}).get("python") or "")
+    env = manifest.lineage.environment
+    py = str((env and env.python) or "")
     parts = py.split(".")
     if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
         parts = [str(sys.version_info.major), str(sys.version_info.minor)]
@@ -225,7 +225,7 @@ def _world_readable(folder: Path) -> None:
 def write_context(
     out: Path,
     *,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     lock: BundleLock,
     bundle_dir: Path | None,
     tag: str,

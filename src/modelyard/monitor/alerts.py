@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.bundle import Manifest
 from modelyard.errors import BadRequestError, ModelNotFoundError
 from modelyard.monitor.drift import PREDICTION, DriftReport
 from modelyard.monitor.window import Window
@@ -40,17 +41,17 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
 
 
 def rules_for(
-    manifest: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None
+    manifest: Manifest, overrides: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Defaults, then what the bundle knows, then the model's overrides."""
     rules = copy.deepcopy(DEFAULT_RULES)
-    output = manifest.get("output_schema") or {}
-    if output.get("task", manifest.get("task")) == "classification" or output.get("classes") is not None:
-        rules["prediction_range"]["classes"] = [str(c) for c in output.get("classes") or []]
+    output = manifest.output_schema
+    if output.task == "classification" or output.classes is not None:
+        rules["prediction_range"]["classes"] = [str(c) for c in output.classes or []]
     else:
-        rules["prediction_range"]["low"] = output.get("min")
-        rules["prediction_range"]["high"] = output.get("max")
-    for layer in ((manifest.get("monitoring") or {}).get("rules") or {}, overrides or {}):
+        rules["prediction_range"]["low"] = output.min
+        rules["prediction_range"]["high"] = output.max
+    for layer in (manifest.monitoring.rules if manifest.monitoring else {}, overrides or {}):
         for rule, params in layer.items():
             if rule not in rules:
                 raise BadRequestError(f"unknown alert rule '{rule}' (known: {', '.join(DEFAULT_RULES)})")

@@ -1,7 +1,7 @@
 """Drift: a window of logged inputs and predictions against the bundle's reference statistics.
 
 PSI (population stability index) compares bin fractions: numeric values are binned on the reference's own
-quantile edges (``profile.py`` stored them), categories on the reference's levels plus one bin for the rest.
+quantile edges (``bundle/profile.py`` stored them), categories on the reference's levels plus one bin for the rest.
 The KS statistic compares a numeric column's distribution with the reference's stored sample. By the usual
 reading, PSI < 0.1 is stable, 0.1-0.25 a moderate shift and > 0.25 a large one.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modelyard.bundle import CategoricalProfile, Manifest, NumericProfile, ReferenceProfile
 from modelyard.monitor.window import Window
 
 PREDICTION = "__prediction__"
@@ -78,17 +79,17 @@ def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.max(np.abs(cdf_a - cdf_b)))
 
 
-def numeric_drift(feature: str, profile: dict[str, Any], values: pd.Series) -> FeatureDrift:
+def numeric_drift(feature: str, profile: NumericProfile, values: pd.Series) -> FeatureDrift:
     raw = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     present = raw[~np.isnan(raw)]
-    edges = np.asarray(profile.get("edges") or [], dtype="float64")
-    ref_fractions = list(profile.get("fractions") or [])
+    edges = np.asarray(profile.edges, dtype="float64")
+    ref_fractions = list(profile.fractions)
     out = FeatureDrift(
         feature,
         "numeric",
         len(present),
         None,
-        missing_reference=float(profile.get("null_fraction") or 0.0),
+        missing_reference=profile.null_fraction,
         missing_current=float(np.isnan(raw).mean()) if len(raw) else 0.0,
         labels=_edge_labels(edges),
         reference=ref_fractions,
@@ -98,23 +99,22 @@ def numeric_drift(feature: str, profile: dict[str, Any], values: pd.Series) -> F
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
     out.current = [float(c) / len(present) for c in counts]
     out.psi = psi(ref_fractions, out.current)
-    sample = profile.get("sample") or []
-    if sample:
-        out.ks = ks_statistic(np.asarray(sample), present)
+    if profile.sample:
+        out.ks = ks_statistic(np.asarray(profile.sample), present)
     return out
 
 
-def categorical_drift(feature: str, profile: dict[str, Any], values: pd.Series) -> FeatureDrift:
-    freqs: dict[str, float] = dict(profile.get("frequencies") or {})
+def categorical_drift(feature: str, profile: CategoricalProfile, values: pd.Series) -> FeatureDrift:
+    freqs = profile.frequencies
     present = values.dropna().astype(str)
     labels = [*freqs, OTHER]
-    reference = [*freqs.values(), float(profile.get("other_fraction") or 0.0)]
+    reference = [*freqs.values(), profile.other_fraction]
     out = FeatureDrift(
         feature,
         "categorical",
         len(present),
         None,
-        missing_reference=float(profile.get("null_fraction") or 0.0),
+        missing_reference=profile.null_fraction,
         missing_current=float(values.isna().mean()) if len(values) else 0.0,
         labels=labels,
         reference=reference,
@@ -128,25 +128,28 @@ def categorical_drift(feature: str, profile: dict[str, Any], values: pd.Series) 
     return out
 
 
-def column_drift(feature: str, profile: dict[str, Any], values: pd.Series) -> FeatureDrift:
-    if profile.get("kind") == "categorical":
+def column_drift(feature: str, profile: NumericProfile | CategoricalProfile, values: pd.Series) -> FeatureDrift:
+    if isinstance(profile, CategoricalProfile):
         return categorical_drift(feature, profile, values)
     return numeric_drift(feature, profile, values)
 
 
-def evaluate_drift(manifest: dict[str, Any], window: Window) -> DriftReport:
-    """Every input column the reference profiled, and the predictions, for one version's window."""
-    reference = manifest.get("reference") or {}
+def evaluate_drift(reference: ReferenceProfile | Manifest | None, window: Window) -> DriftReport:
+    """Every input column the reference profiled, and the predictions, for one version's window.
+
+    ``reference`` is the bundle's reference profile, or the manifest holding it.
+    """
+    if isinstance(reference, Manifest):
+        reference = reference.reference
+    profiles = reference or ReferenceProfile()
     frame = window.frame()
     features: dict[str, FeatureDrift] = {}
-    for name, profile in (reference.get("inputs") or {}).items():
+    for name, profile in profiles.inputs.items():
         values = frame[name] if name in frame.columns else pd.Series([np.nan] * len(frame), dtype="float64")
         features[name] = column_drift(name, profile, values)
     prediction = None
-    if reference.get("prediction"):
-        prediction = column_drift(
-            PREDICTION, reference["prediction"], pd.Series(window.predictions, dtype=object)
-        )
+    if profiles.prediction is not None:
+        prediction = column_drift(PREDICTION, profiles.prediction, pd.Series(window.predictions, dtype=object))
     return DriftReport(window.model, window.version, len(frame), features, prediction)
 
 

@@ -60,7 +60,7 @@ def alerting_rules(
             " or ".join(f"({p})" for p in parts),
             r["severity"],
             f"{{{{ $labels.model }}}} v{{{{ $labels.version }}}}: more than {f:.0%} of predictions outside "
-            f"[{r.get('low')}, {r.get('high')}]",
+            f"[{_g(r.get('low'))}, {_g(r.get('high'))}]",
             rule="prediction_range",
         )
     r = rules["input_drift"]
@@ -317,3 +317,8 @@ def write_prometheus(
         (out / name).write_text(text)
         written.append(out / name)
     return written
+
+
+def _g(value: float | None) -> str:
+    """A bound as the rule expression writes it (``50000``, not ``50000.0``); ``None`` when open."""
+    return "None" if value is None else f"{float(value):g}"

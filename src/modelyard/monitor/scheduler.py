@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from modelyard.bundle import Manifest
 from modelyard.monitor import metrics
 from modelyard.monitor.alerts import Finding, evaluate_rules, load_overrides, rules_for
 from modelyard.monitor.drift import DriftReport, evaluate_drift
@@ -96,7 +97,7 @@ class MonitorScheduler:
         self.latest: dict[tuple[str, int], DriftReport | None] = {}
         self.last_run: MonitorRun | None = None
         self._leading: bool | None = None
-        self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
+        self._manifests: dict[tuple[str, int], Manifest] = {}
         self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
 
     def _served_by_alias(self) -> dict[str, set[int]]:
@@ -104,7 +105,7 @@ class MonitorScheduler:
             m: {a.version for a in aliases.values()} for m, aliases in self.registry.all_aliases().items()
         }
 
-    def _manifest(self, model: str, version: int) -> dict[str, Any]:
+    def _manifest(self, model: str, version: int) -> Manifest:
         key = (model, version)
         if key not in self._manifests:  # versions are immutable: one read per process
             self._manifests[key] = self.registry.get_version(model, version).manifest

@@ -15,9 +15,19 @@ import pandas as pd
 from sklearn.base import is_classifier
 
 from modelyard._version import __version__
-from modelyard.bundle import PREDICTION_COLUMN, TARGET_COLUMN, write_bundle
-from modelyard.profile import profile_frame, profile_series
-from modelyard.runtime.fastpath import FAST_PATH_KEY, compile_fast_path
+from modelyard.bundle import (
+    PREDICTION_COLUMN,
+    TARGET_COLUMN,
+    FastPathDecision,
+    Lineage,
+    Manifest,
+    ReferenceProfile,
+    TrainingCost,
+    profile_frame,
+    profile_series,
+    write_bundle,
+)
+from modelyard.runtime.fastpath import compile_fast_path
 from modelyard.schema import InputSchema, OutputSchema
 
 MAX_REFERENCE_ROWS = 10_000
@@ -38,12 +48,13 @@ def assemble_bundle(
     y_fit: Any | None = None,
     target: str | None = None,
     metrics: dict[str, float] | None = None,
-    lineage: dict[str, Any] | None = None,
+    lineage: Lineage | None = None,
     categorical: list[str] | None = None,
     unseen_categories: str = "allow",
     seed: int = 0,
     fast_path: bool = True,
-) -> dict[str, Any]:
+    training_cost: TrainingCost | None = None,
+) -> Manifest:
     """Write the bundle of a fitted pipeline; with ``fast_path``, also its ONNX copy when it has parity."""
     schema = InputSchema.infer(X_fit, categorical=categorical, unseen_categories=unseen_categories)  # type: ignore[arg-type]
     task = task_of(pipeline)
@@ -68,28 +79,24 @@ def assemble_bundle(
 
     stats_inputs = profile_frame(X_fit, {c.name for c in schema.columns if c.kind == "categorical"})
     stats_pred = profile_series(pd.Series(predictions), categorical=task == "classification")
-    manifest = {
-        "name": name,
-        "created": datetime.now(UTC).isoformat(),
-        "modelyard_version": __version__,
-        "task": task,
-        "estimator": f"{type(_final_step(pipeline)).__module__}.{type(_final_step(pipeline)).__name__}",
-        "input_schema": schema.model_dump(mode="json"),
-        "output_schema": output.model_dump(mode="json"),
-        "metrics": metrics or {},
-        "lineage": lineage or {},
-        "reference": {
-            "rows": len(reference),
-            "fit_rows": len(X_fit),
-            "inputs": stats_inputs,
-            "prediction": stats_pred,
-        },
-    }
     compiled = (compile_fast_path(pipeline, schema, X_ref, task=task, label_dtype=output.dtype)
                 if fast_path else None)
-    manifest[FAST_PATH_KEY] = compiled.info if compiled else {
-        "enabled": False, "kind": "sklearn", "reason": "not compiled (fast_path=False)", "tried": False,
-        "max_abs_diff": None, "tolerance": None}
+    manifest = Manifest(
+        name=name,
+        created=datetime.now(UTC).isoformat(),
+        modelyard_version=__version__,
+        task=task,  # type: ignore[arg-type]
+        estimator=f"{type(_final_step(pipeline)).__module__}.{type(_final_step(pipeline)).__name__}",
+        input_schema=schema,
+        output_schema=output,
+        metrics=metrics or {},
+        lineage=lineage or Lineage(),
+        reference=ReferenceProfile(rows=len(reference), fit_rows=len(X_fit), inputs=stats_inputs,
+                                   prediction=stats_pred),
+        fast_path=FastPathDecision.model_validate(compiled.info) if compiled else FastPathDecision(
+            enabled=False, kind="sklearn", reason="not compiled (fast_path=False)", tried=False),
+        training_cost=training_cost,
+    )
     return write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
                         extra_files=compiled.extra_files if compiled else None)
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from modelyard.bundle import Environment, GitState
 
 CORE_PACKAGES = ("modelyard", "scikit-learn", "numpy", "pandas", "scipy", "joblib", "pyarrow")
 
@@ -28,7 +29,7 @@ def distribution_of(module_path: str) -> str | None:
     return dists[0] if dists else None
 
 
-def git_state(directory: Path | None) -> dict[str, Any] | None:
+def git_state(directory: Path | None) -> GitState | None:
     cwd = str(directory or Path.cwd())
     try:
         commit = subprocess.run(
@@ -39,18 +40,18 @@ def git_state(directory: Path | None) -> dict[str, Any] | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": bool(dirty)}
+    return GitState(commit=commit, dirty=bool(dirty))
 
 
-def environment(estimator_path: str | None = None) -> dict[str, Any]:
+def environment(estimator_path: str | None = None) -> Environment:
     extra: tuple[str, ...] = ()
     if estimator_path:
         dist = distribution_of(estimator_path)
         if dist:
             extra = (dist,)
-    return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "packages": package_versions(extra),
-    }
+    return Environment(
+        python=sys.version.split()[0],
+        implementation=platform.python_implementation(),
+        platform=platform.platform(),
+        packages=package_versions(extra),
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,16 +25,19 @@ class ReproduceReport:
 
 def reproduce(bundle: Bundle) -> ReproduceReport:
     """Retrain from ``bundle``'s manifest; raise ``LineageMismatchError`` if data or predictions differ."""
-    lineage: dict[str, Any] = bundle.manifest.get("lineage", {})
-    if "spec" not in lineage:
+    lineage = bundle.manifest.lineage
+    if lineage.spec is None:
         raise SpecError(
             f"{bundle.name} v{bundle.version} was not trained from a spec "
-            f"({lineage.get('source', 'unknown source')}): there is nothing to retrain from"
+            f"({lineage.source or 'unknown source'}): there is nothing to retrain from"
         )
-    base_dir = Path(lineage["spec_dir"]) if lineage.get("spec_dir") else None
-    spec = parse_spec(lineage["spec"], base_dir=base_dir, origin=f"{bundle.name} v{bundle.version} manifest")
+    base_dir = Path(lineage.spec_dir) if lineage.spec_dir else None
+    spec = parse_spec(lineage.spec, base_dir=base_dir, origin=f"{bundle.name} v{bundle.version} manifest")
     data = load_training_data(spec)
-    recorded = lineage["data"]["sha256"]
+    recorded = lineage.data.sha256 if lineage.data else None
+    if recorded is None:
+        raise SpecError(f"{bundle.name} v{bundle.version}'s lineage records no data SHA-256: "
+                        "there is nothing to compare the data with")
     if data.sha256 != recorded:
         raise LineageMismatchError(
             f"lineage mismatch: the data at {data.location} now hashes to {data.sha256[:12]}..., "
@@ -54,8 +56,8 @@ def reproduce(bundle: Bundle) -> ReproduceReport:
         max_diff = float(np.max(np.abs(new.astype(float) - old.astype(float)))) if len(new) else 0.0
     else:
         max_diff = float(np.mean(new != old))
-    before = lineage.get("environment", {}).get("packages", {})
-    now = environment(spec.model.estimator)["packages"]
+    before = lineage.environment.packages if lineage.environment else {}
+    now = environment(spec.model.estimator).packages
     changes = {k: (before.get(k), now.get(k)) for k in set(before) | set(now) if before.get(k) != now.get(k)}
     report = ReproduceReport(data.sha256, len(new), identical, max_diff, changes)
     if not identical:

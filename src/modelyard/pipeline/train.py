@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import pandas as pd
 from sklearn.base import is_classifier
 from sklearn.model_selection import train_test_split
 
+from modelyard.bundle import DataLineage, Lineage, Manifest, SplitLineage, TrainingCost
 from modelyard.errors import DataSourceError, SpecError
 from modelyard.pipeline.assemble import assemble_bundle
 from modelyard.pipeline.build import build_pipeline
@@ -35,26 +38,27 @@ class TrainResult:
     X_test: pd.DataFrame
     y_train: Any
     y_test: Any
+    training_cost: TrainingCost | None = None
 
-    def lineage(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec.as_dict(),
-            "spec_dir": str(self.spec.base_dir) if self.spec.base_dir else None,
-            "data": {
-                "location": self.data.location,
-                "description": self.data.description,
-                "sha256": self.data.sha256,
-                "rows": len(self.data.frame),
-                "columns": [str(c) for c in self.data.frame.columns],
-            },
-            "seed": self.spec.seed,
-            "split": {"test_size": self.spec.split.test_size, "train_rows": len(self.X_train),
-                      "test_rows": len(self.X_test)},
-            "git": git_state(self.spec.base_dir),
-            "environment": environment(self.spec.model.estimator),
-        }
+    def lineage(self) -> Lineage:
+        return Lineage(
+            spec=self.spec.as_dict(),
+            spec_dir=str(self.spec.base_dir) if self.spec.base_dir else None,
+            data=DataLineage(
+                location=self.data.location,
+                description=self.data.description,
+                sha256=self.data.sha256,
+                rows=len(self.data.frame),
+                columns=[str(c) for c in self.data.frame.columns],
+            ),
+            seed=self.spec.seed,
+            split=SplitLineage(test_size=self.spec.split.test_size, train_rows=len(self.X_train),
+                               test_rows=len(self.X_test)),
+            git=git_state(self.spec.base_dir),
+            environment=environment(self.spec.model.estimator),
+        )
 
-    def write_bundle(self, directory: Path) -> dict[str, Any]:
+    def write_bundle(self, directory: Path) -> Manifest:
         return assemble_bundle(
             directory,
             name=self.spec.name,
@@ -69,6 +73,7 @@ class TrainResult:
             categorical=self.spec.features.categorical,
             unseen_categories=self.spec.schema_.unseen_categories,
             seed=self.spec.seed,
+            training_cost=self.training_cost,
         )
 
 
@@ -113,10 +118,23 @@ def train(spec: TrainSpec, *, progress: Progress | None = None, data: LoadedData
         X, y, test_size=spec.split.test_size, random_state=spec.seed, stratify=stratify
     )
     say(f"fitting {spec.model.estimator} on {len(X_train)} rows")
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
         pipeline.fit(X_train, y_train)
     except Exception as exc:
         raise SpecError(f"fitting {spec.model.estimator} failed: {exc}".splitlines()[0]) from exc
+    cost = TrainingCost(wall_seconds=round(time.perf_counter() - wall, 3),
+                        cpu_seconds=round(time.process_time() - cpu, 3), peak_memory_mb=peak_memory_mb())
     say(f"evaluating on {len(X_test)} held-out rows")
     metrics = evaluate(pipeline, X_test, y_test, task, metric_names)
-    return TrainResult(spec, data, pipeline, task, metrics, X_train, X_test, y_train, y_test)
+    return TrainResult(spec, data, pipeline, task, metrics, X_train, X_test, y_train, y_test, cost)
+
+
+def peak_memory_mb() -> float | None:
+    """The peak resident memory of this process so far (Linux and macOS), in MiB; None elsewhere."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)

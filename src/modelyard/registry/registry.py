@@ -23,12 +23,13 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from modelyard.bundle import (
     MANIFEST,
     Bundle,
-    finalize_manifest,
+    Manifest,
     load_bundle,
     pack,
     sha256_bytes,
     unpack,
     verify_bundle,
+    write_manifest,
 )
 from modelyard.config import Settings
 from modelyard.errors import (
@@ -51,7 +52,7 @@ class VersionRecord:
     version: int
     archive_sha256: str
     manifest_sha256: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     created_at: datetime
     created_by: str | None
 
@@ -152,17 +153,16 @@ class Registry:
         reason: str | None = None,
     ) -> int:
         """Store a bundle folder as the next version of its model; optionally point ``alias`` at it."""
-        manifest = json.loads((Path(bundle_dir) / MANIFEST).read_text())
-        name = name or manifest["name"]
+        manifest = verify_bundle(Path(bundle_dir))
+        name = name or manifest.name
         actor = actor or default_actor(self.settings)
-        verify_bundle(Path(bundle_dir))
         version = self._reserve_version(name, actor)
         try:
             with tempfile.TemporaryDirectory(prefix="modelyard-publish-") as tmp:
                 staged = Path(tmp) / "bundle"
                 shutil.copytree(bundle_dir, staged)
-                final_manifest = finalize_manifest(
-                    staged, {**manifest, "name": name, "version": version, "published_by": actor}
+                final_manifest = write_manifest(
+                    staged, manifest.model_copy(update={"name": name, "version": version, "published_by": actor})
                 )
                 manifest_sha = sha256_bytes((staged / MANIFEST).read_bytes())
                 archive_sha = self.store.put(pack(staged))
@@ -175,7 +175,7 @@ class Registry:
                         status="ready",
                         archive_sha256=archive_sha,
                         manifest_sha256=manifest_sha,
-                        manifest=final_manifest,
+                        manifest=final_manifest.to_dict(),
                     )
                 )
                 self._event(conn, model_id, "publish", to_version=version, actor=actor, reason=reason,
@@ -214,7 +214,8 @@ class Registry:
             version=int(row["version"]),
             archive_sha256=row["archive_sha256"],
             manifest_sha256=row["manifest_sha256"],
-            manifest=row["manifest"],
+            manifest=Manifest.from_dict(row["manifest"], origin=f"the registry's manifest of {name} "
+                                        f"v{row['version']}"),
             created_at=row["created_at"],
             created_by=row["created_by"],
         )

@@ -112,8 +112,7 @@ class Watcher:
 
     def _task(self, name: str, version: int) -> str:
         if (name, version) not in self._tasks:
-            manifest = self.registry.get_version(name, version).manifest
-            self._tasks[(name, version)] = str(manifest.get("task", "regression"))
+            self._tasks[(name, version)] = self.registry.get_version(name, version).manifest.task
         return self._tasks[(name, version)]
 
     def evaluate(self, name: str, aliases: dict[str, AliasRecord],

@@ -4,8 +4,9 @@ At publish time ``compile_fast_path`` converts the pipeline (``onnxconv``), runs
 set plus a few probe rows the reference set may lack (each nullable column missing, each categorical
 column holding a category never seen), and keeps it only when it agrees with scikit-learn: regression
 within an absolute tolerance; classification with identical labels and probabilities within tolerance.
-The decision, the reason and the measured maximum difference go to ``manifest["fast_path"]``; anything
-else (a step ONNX cannot express, a mismatch, an error) is recorded and scikit-learn serves.
+The decision, the reason and the measured maximum difference go to the manifest's ``fast_path``
+(``FastPathDecision``); anything else (a step ONNX cannot express, a mismatch, an error) is recorded and
+scikit-learn serves.
 
 At run time ``OnnxRunner`` is fed validated column arrays. A real empty string in a categorical column
 cannot be told from a missing value in the graph, so such a request is answered by scikit-learn instead.

@@ -3,7 +3,7 @@
 The model knows nothing of HTTP, brokers or databases; servers, batch jobs, stream consumers and users'
 own Python code (pattern 4) all call this same object.
 
-When the bundle holds a verified ONNX copy (``manifest["fast_path"]["enabled"]``), predictions come from
+When the bundle holds a verified ONNX copy (``manifest.fast_path.serves_onnx``), predictions come from
 ONNX Runtime, fed straight from column arrays; otherwise, or for a request the graph cannot take (a real
 empty-string category), from the scikit-learn pipeline. Both answer alike: the bundle was only published
 with its ONNX copy after the two agreed on every reference row.
@@ -17,10 +17,10 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 
-from modelyard.bundle import ONNX_FILE, Bundle, sha256_bytes
+from modelyard.bundle import ONNX_FILE, Bundle, Manifest, sha256_bytes
 from modelyard.errors import IntegrityError, ModelyardError, PredictionError
 from modelyard.runtime.columns import Columns, validate_columns
-from modelyard.runtime.fastpath import FAST_PATH_KEY, OnnxRunner
+from modelyard.runtime.fastpath import OnnxRunner
 from modelyard.schema import InputSchema, OutputSchema, Rows
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Model:
 
     def __init__(self, bundle: Bundle, *, fast_path: bool = True, onnx_workers: int | None = None) -> None:
         self.bundle_ = bundle
-        self.manifest: dict[str, Any] = bundle.manifest
+        self.manifest: Manifest = bundle.manifest
         self.schema: InputSchema = bundle.input_schema
         self.output_schema: OutputSchema = bundle.output_schema
         self.pipeline_ = bundle.pipeline_
@@ -44,11 +44,10 @@ class Model:
 
     def _read_onnx(self) -> bytes | None:
         """The verified ONNX copy when the manifest says the fast path passed its parity check."""
-        info = self.manifest.get(FAST_PATH_KEY) or {}
-        if not info.get("enabled") or info.get("kind") != "onnx":
+        if not self.manifest.serves_onnx:
             return None
         path = self.bundle_.path / ONNX_FILE
-        expected = (self.manifest.get("files") or {}).get(ONNX_FILE)
+        expected = self.manifest.files.get(ONNX_FILE)
         data = path.read_bytes() if path.exists() else None
         if data is None or expected is None or sha256_bytes(data) != expected:
             raise IntegrityError(
@@ -81,12 +80,11 @@ class Model:
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def version(self) -> int | None:
-        v = self.manifest.get("version")
-        return None if v is None else int(v)
+        return self.manifest.version
 
     @property
     def task(self) -> str:

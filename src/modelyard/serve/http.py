@@ -18,12 +18,19 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from modelyard.errors import BadRequestError, ModelyardError, PayloadTooLargeError
+from modelyard.errors import (
+    BadRequestError,
+    ModelyardError,
+    PayloadTooLargeError,
+    SchemaError,
+    ServiceUnavailableError,
+)
 
 log = logging.getLogger("modelyard.serve")
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+MAX_PROBLEMS = 100  # problems listed in one error answer; the count says how many there were
 
 
 
@@ -74,9 +81,15 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 def error_body(exc: ModelyardError) -> dict[str, Any]:
+    """The one error shape; a ``SchemaError`` also lists its problems (at most ``MAX_PROBLEMS`` of them)."""
     err = exc.to_dict()
-    return {"error": {"code": err.pop("code"), "message": err.pop("message"),
-                      "field": err.pop("field", None), "row": err.pop("row", None), **err}}
+    body = {"code": err.pop("code"), "message": err.pop("message"),
+            "field": err.pop("field", None), "row": err.pop("row", None), **err}
+    if isinstance(exc, SchemaError):  # where it went wrong, from the error's fields, never from its text
+        body.update(field=exc.field, row=exc.row, problems=[p.to_dict() for p in exc.problems[:MAX_PROBLEMS]])
+        if len(exc.problems) > MAX_PROBLEMS:
+            body["problems_total"] = len(exc.problems)
+    return {"error": body}
 
 
 def error_response(exc: ModelyardError, request: Request | None = None) -> Response:

@@ -11,11 +11,23 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+class SchemaProblemDetail(BaseModel):
+    """One problem of an input that does not fit the schema."""
+
+    row: int | None = None
+    field: str | None = None
+    reason: str
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
     field: str | None = None
     row: int | None = None
+    problems: list[SchemaProblemDetail] | None = Field(
+        None, description="schema_error only: every problem found (at most 100), the first one's field and row "
+                          "are `field` and `row`.")
+    problems_total: int | None = Field(None, description="How many problems there were, when over 100.")
 
 
 class ErrorResponse(BaseModel):

@@ -70,15 +70,15 @@ async def show_model(name: str, request: Request) -> Response:
     by_version = {v.version: v for v in versions}
     primary = aliases.get("production")
     manifest = by_version[primary.version].manifest if primary and primary.version in by_version else (
-        versions[-1].manifest if versions else {})
+        versions[-1].manifest if versions else None)
     return json_response({
         "name": name,
         "versions": [{"version": v.version, "created_at": v.created_at, "created_by": v.created_by,
-                      "metrics": (v.manifest or {}).get("metrics")} for v in versions],
+                      "metrics": v.manifest.metrics} for v in versions],
         "aliases": {a: {"version": r.version, "weight": r.weight, "updated_at": r.updated_at}
                     for a, r in sorted(aliases.items())},
         "serving": serving,
-        "task": manifest.get("task"),
-        "input_schema": manifest.get("input_schema"),
-        "output_schema": manifest.get("output_schema"),
+        "task": manifest.task if manifest else None,
+        "input_schema": manifest.input_schema.model_dump(mode="json") if manifest else None,
+        "output_schema": manifest.output_schema.model_dump(mode="json") if manifest else None,
     })

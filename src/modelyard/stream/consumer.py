@@ -83,9 +83,8 @@ def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], l
     except SchemaError as exc:  # no single row's fault: every row gets the reason
         checked = PartialValidation(None, np.empty(0, dtype=int), [])
         bad = {i: (exc.message, exc.field) for i in range(len(rows))}
-    for i, exc in checked.rejected:
-        reason = exc.message.replace(f" row {exc.row}:", ":", 1).replace(f"row {exc.row} is", "the message is", 1)
-        bad[i] = (reason, exc.field)
+    for i, err in checked.rejected:  # one message per row: its problems, named without a row number
+        bad[i] = ("; ".join(p.describe("the message") for p in err.problems_at(err.row)), err.field)
     good: list[int] = []
     preds: list[Any] = []
     with_proba = model.task == "classification"

@@ -8,9 +8,7 @@ checksum mismatch is an ``IntegrityError`` that names the file, never a warning.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -22,11 +20,11 @@ from typing import Any
 import joblib
 import pandas as pd
 
+from modelyard.bundle.checksums import sha256_file
+from modelyard.bundle.manifest import Manifest, read_manifest, write_manifest
 from modelyard.errors import BundleError, IntegrityError
 from modelyard.schema import InputSchema, OutputSchema
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
 REFERENCE_FILE = "reference.parquet"
@@ -34,41 +32,29 @@ PREDICTION_COLUMN = "__prediction__"
 TARGET_COLUMN = "__target__"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @dataclass
 class Bundle:
     """A verified, loaded bundle. Loaded state ends in ``_``."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     pipeline_: Any = field(repr=False)
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def version(self) -> int | None:
-        return self.manifest.get("version")
+        return self.manifest.version
 
     @property
     def input_schema(self) -> InputSchema:
-        return InputSchema.model_validate(self.manifest["input_schema"])
+        return self.manifest.input_schema
 
     @property
     def output_schema(self) -> OutputSchema:
-        return OutputSchema.model_validate(self.manifest["output_schema"])
+        return self.manifest.output_schema
 
     def reference(self) -> pd.DataFrame:
         """The held-out reference set, with the target and the model's own predictions when known."""
@@ -83,47 +69,23 @@ def write_bundle(
     directory: Path,
     *,
     pipeline: Any,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     reference: pd.DataFrame,
     extra_files: dict[str, bytes] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Write the files of a bundle and its manifest (with every file's checksum); return the manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(pipeline, directory / MODEL_FILE)
     reference.reset_index(drop=True).to_parquet(directory / REFERENCE_FILE, index=False)
     for name, data in (extra_files or {}).items():
         (directory / name).write_bytes(data)
-    return finalize_manifest(directory, manifest)
+    return write_manifest(directory, manifest)
 
 
-def finalize_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """(Re)compute the checksum of every file next to the manifest and write it."""
-    files = {
-        p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
-    }
-    manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    return manifest
-
-
-def read_manifest(directory: Path, expected_sha256: str | None = None) -> dict[str, Any]:
-    path = directory / MANIFEST
-    if not path.exists():
-        raise BundleError(f"{directory} is not a bundle: {MANIFEST} is missing", file=MANIFEST)
-    data = path.read_bytes()
-    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
-        raise IntegrityError(
-            f"{MANIFEST} of {directory} does not match the registry's checksum: refusing to load it",
-            file=MANIFEST,
-        )
-    return json.loads(data)
-
-
-def verify_bundle(directory: Path, expected_manifest_sha256: str | None = None) -> dict[str, Any]:
+def verify_bundle(directory: Path, expected_manifest_sha256: str | None = None) -> Manifest:
     """Check every file against the manifest; raise ``IntegrityError`` naming the first that differs."""
     manifest = read_manifest(directory, expected_manifest_sha256)
-    files: dict[str, str] = manifest.get("files", {})
-    for name, expected in files.items():
+    for name, expected in manifest.files.items():
         path = directory / name
         if not path.exists():
             raise IntegrityError(f"bundle file {name} is missing from {directory}", file=name)
