@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from modelyard.bundle import load_bundle
 from modelyard.errors import PredictionError
 from modelyard.runtime import Model
+from modelyard.runtime.columns import Columns
 from modelyard.stream import StreamError, open_broker, predict_rows
 from modelyard.stream.base import safe_name
 from tests.batchstream_helpers import house_bundle_once, houses_input
@@ -17,7 +17,7 @@ from tests.batchstream_helpers import house_bundle_once, houses_input
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    return Model(load_bundle(house_bundle_once(tmp_path_factory)))
+    return Model.load(house_bundle_once(tmp_path_factory))
 
 
 def test_predict_rows_sets_bad_rows_aside_and_predicts_the_rest_in_one_batch(model: Model) -> None:
@@ -28,7 +28,7 @@ def test_predict_rows_sets_bad_rows_aside_and_predicts_the_rest_in_one_batch(mod
     good, preds, probas, bad = predict_rows(model, rows)
     assert sorted(bad) == [3, 17, 29] and probas is None
     assert bad[3] == ("column 'area_sqm': 'big' is not a number", "area_sqm")
-    assert bad[17][0] == "the message is missing column 'floors'"
+    assert bad[17] == ("the row is missing column 'floors'", "floors")
     assert sorted(good) == [i for i in range(30) if i not in bad]
     expected = model.predict([rows[i] for i in good])
     np.testing.assert_allclose(preds, expected)
@@ -51,14 +51,15 @@ class _BreaksOnHugeHouses(Model):
     """A model whose predict fails on some valid rows (as a buggy custom transformer would)."""
 
     def predict_frame(self, frame):  # type: ignore[no-untyped-def]
-        if (frame["area_sqm"] > 500).any():
+        columns = frame if isinstance(frame, Columns) else Columns.from_frame(frame)
+        if (columns.data["area_sqm"] > 500).any():
             raise PredictionError("area too large for this model", model=self.name, version=self.version)
         return super().predict_frame(frame)
 
 
 def test_a_row_that_breaks_the_model_is_set_aside_and_the_batch_still_answered(
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    model = _BreaksOnHugeHouses(load_bundle(house_bundle_once(tmp_path_factory)))
+    model = _BreaksOnHugeHouses.load(house_bundle_once(tmp_path_factory))
     rows = json.loads(houses_input(10).drop(columns=["id"]).to_json(orient="records"))
     rows[4]["area_sqm"] = 550.0
     good, preds, _, bad = predict_rows(model, rows)
