@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import LinearRegression
+
+import modelyard
+from modelyard.config import Settings
+from modelyard.registry import Registry
 
 from modelyard.errors import PredictionError
 from modelyard.runtime import Model
 from modelyard.runtime.columns import Columns
-from modelyard.stream import StreamError, open_broker, predict_rows
+from modelyard.stream import ModelHolder, StreamError, open_broker, predict_rows
 from modelyard.stream.base import safe_name
 from tests.batchstream_helpers import house_bundle_once, houses_input
 
@@ -65,3 +75,50 @@ def test_a_row_that_breaks_the_model_is_set_aside_and_the_batch_still_answered(
     good, preds, _, bad = predict_rows(model, rows)
     assert bad == {4: ("area too large for this model", None)}
     assert good == [i for i in range(10) if i != 4] and len(preds) == 9
+
+
+class Fragile(RegressorMixin, BaseEstimator):
+    """A linear model that raises once ``broken`` is set: a version that loads but cannot predict."""
+
+    broken = False
+
+    def fit(self, X: Any, y: Any) -> Fragile:
+        self.model_ = LinearRegression().fit(X, y)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        if type(self).broken:
+            raise RuntimeError("this version cannot predict")
+        return np.asarray(self.model_.predict(X))
+
+
+def test_the_consumer_refuses_a_version_that_cannot_predict_and_keeps_answering_with_the_old_one(
+        sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=50), "b": rng.normal(size=50)})
+    y = 3 * frame["a"]
+    modelyard.publish("lin", LinearRegression().fit(frame, y), frame, y, alias="production",
+                      settings=sqlite_settings)
+    modelyard.publish("lin", Fragile().fit(frame, y), frame, y, settings=sqlite_settings)
+    monkeypatch.setattr(Fragile, "broken", True)
+    registry = Registry(sqlite_settings)
+    holder = ModelHolder(registry, "lin@production", interval=0.05)
+    registry.set_alias("lin", "production", 2)
+
+    async def follow_until_v2_was_tried() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(holder.follow(stop))
+        deadline = time.monotonic() + 30
+        try:  # until the follower either took v2 (as the old holder did) or refused it
+            while holder.model.version != 2 and not getattr(holder, "refusals", 0):
+                assert time.monotonic() < deadline, "v2 was never considered"
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(follow_until_v2_was_tried())
+    assert holder.model.version == 1  # v2 refused: v1 keeps answering
+    good, preds, _, bad = predict_rows(holder.model, [{"a": 1.0, "b": 0.0}])
+    assert good == [0] and bad == {} and preds[0] == pytest.approx(3.0)
+    assert holder.refusals == 1
