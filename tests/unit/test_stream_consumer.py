@@ -15,9 +15,8 @@ from sklearn.linear_model import LinearRegression
 
 import modelyard
 from modelyard.config import Settings
-from modelyard.registry import Registry
-
 from modelyard.errors import PredictionError
+from modelyard.registry import Registry
 from modelyard.runtime import Model
 from modelyard.runtime.columns import Columns
 from modelyard.stream import ModelHolder, StreamError, open_broker, predict_rows
