@@ -26,6 +26,7 @@ def test_predict_partial_finds_every_bad_row_even_several_in_one_column(model: M
     assert [e.row for e in result.errors] == sorted(bad)
     assert [e.field for e in result.errors] == ["area_sqm", "area_sqm", "house_type", "bedrooms"]
     assert result.errors[0].reason == "column 'area_sqm': 'x' is not a number"
+    assert result.errors[0].naming(1000) == "column 'area_sqm' row 1000: 'x' is not a number"
     assert result.positions.tolist() == [i for i in range(400) if i not in bad]
     clean = houses_input(400).drop(columns=["id"]).iloc[result.positions]
     np.testing.assert_allclose(result.predictions, model.predict(clean))

@@ -8,12 +8,10 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import LinearRegression
 
-import modelyard
 from modelyard.config import Settings
 from modelyard.errors import PredictionError
 from modelyard.registry import Registry
@@ -21,7 +19,7 @@ from modelyard.runtime import Model
 from modelyard.runtime.columns import Columns
 from modelyard.stream import ModelHolder, StreamError, open_broker, predict_rows
 from modelyard.stream.base import safe_name
-from tests.batchstream_helpers import house_bundle_once, houses_input
+from tests.batchstream_helpers import house_bundle_once, houses_input, publish_linear
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +91,8 @@ class Fragile(RegressorMixin, BaseEstimator):
 
 def test_the_consumer_refuses_a_version_that_cannot_predict_and_keeps_answering_with_the_old_one(
         sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(2)
-    frame = pd.DataFrame({"a": rng.normal(size=50), "b": rng.normal(size=50)})
-    y = 3 * frame["a"]
-    modelyard.publish("lin", LinearRegression().fit(frame, y), frame, y, alias="production",
-                      settings=sqlite_settings)
-    modelyard.publish("lin", Fragile().fit(frame, y), frame, y, settings=sqlite_settings)
+    publish_linear(sqlite_settings, "lin")
+    publish_linear(sqlite_settings, "lin", Fragile(), alias=None)
     monkeypatch.setattr(Fragile, "broken", True)
     registry = Registry(sqlite_settings)
     holder = ModelHolder(registry, "lin@production", interval=0.05)

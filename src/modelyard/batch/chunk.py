@@ -74,7 +74,7 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
     result = model.predict_partial(sub, probabilities=model.has_proba)
     for error in result.errors:
         original = int(candidates[error.row])
-        rejected[original] = Rejected(_py(keys[original]), f"row {offset + original}: {error.reason}",
+        rejected[original] = Rejected(_py(keys[original]), error.naming(offset + original),
                                       error.field, _row_json(frame, original), original)
     scored_positions = candidates[result.positions]
     predictions = result.predictions

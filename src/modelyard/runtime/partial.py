@@ -37,6 +37,16 @@ class RowError:
     reason: str
     code: str = SchemaError.code  # or PredictionError.code: the model failed on this valid row
 
+    def naming(self, row: int | str) -> str:
+        """The reason naming the row as ``row`` (its place in a whole input, say), phrased as the schema
+        phrases it: ``column 'a' row 1005: 'x' is not a number``."""
+        column = f"column '{self.field}': "
+        if self.field is not None and self.reason.startswith(column):
+            return f"column '{self.field}' row {row}: {self.reason.removeprefix(column)}"
+        if self.reason.startswith("the row "):
+            return f"row {row} {self.reason.removeprefix('the row ')}"
+        return f"row {row}: {self.reason}"
+
 
 @dataclass(frozen=True)
 class RowResult:
