@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+import modelyard
 from modelyard.config import Settings, normalize_database_url
 from modelyard.registry import Registry
 from tests.conftest import EXAMPLES, generate_houses
@@ -53,6 +55,21 @@ def cancer_bundle_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def publish(bundle: Path, settings: Settings, alias: str | None = "production") -> int:
     return Registry(settings).publish(bundle, alias=alias)
+
+
+def publish_linear(settings: Settings, name: str, estimator: Any = None, alias: str | None = "production") -> int:
+    """Publish ``3·a`` over columns a, b (a ``LinearRegression`` unless ``estimator`` is given)."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=50), "b": rng.normal(size=50)})
+    y = 3 * frame["a"]
+    return modelyard.publish(name, (estimator or _linear()).fit(frame, y), frame, y, alias=alias,
+                             settings=settings)
+
+
+def _linear() -> Any:
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression()
 
 
 def houses_input(rows: int, seed: int = 5) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from modelyard.runtime import Model
 def load(ref: str, *, settings: Settings | None = None) -> Model:
     """``"name"`` (production), ``"name@alias"`` or ``"name@3"`` → a verified, ready model."""
     registry = Registry(settings)
-    return Model(registry.load(ref))
+    return Model.load(registry.load(ref))
 
 
 def publish(

@@ -24,7 +24,7 @@ from tests.conftest import train_and_publish
 
 def reference_and_sklearn(model: Model) -> tuple[pd.DataFrame, Model]:
     """The version's whole reference set, and the same version loaded without its fast path."""
-    return model.bundle_.reference_inputs(), Model(model.bundle_, fast_path=False)
+    return model.bundle_.reference_inputs(), Model.load(model.bundle_, fast_path=False)
 
 
 def test_house_prices_fast_path_matches_scikit_learn_on_the_whole_reference_set(

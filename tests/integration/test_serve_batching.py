@@ -51,7 +51,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, S
 def sklearn_twin(name: str, settings: Settings) -> tuple[Model, float]:
     """The served version loaded without its fast path (scikit-learn answers), and its recorded tolerance."""
     model = modelyard.load(name, settings=settings)
-    return Model(model.bundle_, fast_path=False), float(model.manifest.fast_path.tolerance or 0.0)
+    return Model.load(model.bundle_, fast_path=False), float(model.manifest.fast_path.tolerance or 0.0)
 
 
 @dataclass

@@ -9,33 +9,35 @@ import pytest
 
 from modelyard.batch import BatchError, score_chunk
 from modelyard.batch.source import Source
-from modelyard.bundle import load_bundle
+from modelyard.errors import SchemaError
 from modelyard.runtime import Model
-from modelyard.runtime.partial import validate_partial
 from tests.batchstream_helpers import house_bundle_once, houses_input, spoil
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    return Model(load_bundle(house_bundle_once(tmp_path_factory)))
+    return Model.load(house_bundle_once(tmp_path_factory))
 
 
-def test_validate_partial_finds_every_bad_row_even_several_in_one_column(model: Model) -> None:
+def test_predict_partial_finds_every_bad_row_even_several_in_one_column(model: Model) -> None:
     bad = {0: ("area_sqm", "x"), 5: ("area_sqm", "y"), 6: ("house_type", None), 399: ("bedrooms", [1])}
     frame = spoil(houses_input(400), bad).drop(columns=["id"])
-    checked = validate_partial(model, frame)
-    validated, positions, rejected = checked.frame, checked.positions, checked.rejected
-    assert [p for p, _ in rejected] == sorted(bad)
-    assert [e.field for _, e in rejected] == ["area_sqm", "area_sqm", "house_type", "bedrooms"]
-    assert positions.tolist() == [i for i in range(400) if i not in bad]
-    assert validated is not None and len(validated) == 396
-    clean = model.validate(houses_input(400).drop(columns=["id"]).iloc[positions])
-    np.testing.assert_array_equal(validated["area_sqm"].to_numpy(), clean["area_sqm"].to_numpy())
+    result = model.predict_partial(frame)
+    assert [e.row for e in result.errors] == sorted(bad)
+    assert [e.field for e in result.errors] == ["area_sqm", "area_sqm", "house_type", "bedrooms"]
+    assert result.errors[0].reason == "column 'area_sqm': 'x' is not a number"
+    assert result.errors[0].naming(1000) == "column 'area_sqm' row 1000: 'x' is not a number"
+    assert result.positions.tolist() == [i for i in range(400) if i not in bad]
+    clean = houses_input(400).drop(columns=["id"]).iloc[result.positions]
+    np.testing.assert_allclose(result.predictions, model.predict(clean))
+    outcomes = list(result)
+    assert len(outcomes) == 400 and not outcomes[5].ok and outcomes[5].error == result.errors[1]
+    assert outcomes[1].ok and outcomes[1].prediction == result.predictions[0]
 
 
-def test_validate_partial_raises_for_a_missing_column(model: Model) -> None:
-    with pytest.raises(Exception, match="missing column 'bedrooms'"):
-        validate_partial(model, houses_input(10).drop(columns=["bedrooms"]))
+def test_predict_partial_raises_for_a_missing_column(model: Model) -> None:
+    with pytest.raises(SchemaError, match="missing column 'bedrooms'"):
+        model.predict_partial(houses_input(10).drop(columns=["bedrooms"]))
 
 
 def test_score_chunk_keeps_input_order_and_names_rejects_by_key_and_input_row(model: Model) -> None:

@@ -102,3 +102,47 @@ def test_concurrent_first_requests_share_one_load(sqlite_settings: Settings) -> 
             await repo.stop()
 
     asyncio.run(scenario())
+
+
+def _corrupt(settings: Settings, name: str, version: int) -> None:
+    sha = Registry(settings).get_version(name, version).archive_sha256
+    archive = settings.resolved_artifact_root / "sha256" / sha[:2] / f"{sha}.tar"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 1
+    archive.write_bytes(bytes(data))
+
+
+def test_readiness_is_per_production_alias_and_a_refused_version_makes_the_server_not_ready(
+        sqlite_settings: Settings) -> None:
+    _publish_three(sqlite_settings)  # lin v1 (production), v2, v3
+    rng = np.random.default_rng(4)
+    other = pd.DataFrame({"x": rng.normal(size=50)})
+    modelyard.publish("other", LinearRegression().fit(other, other["x"]), other, other["x"], alias="production",
+                      settings=sqlite_settings)
+    _corrupt(sqlite_settings, "lin", 1)
+    registry = Registry(sqlite_settings)
+
+    async def scenario() -> None:
+        repo = ModelRepository(registry, reload_interval=3600)
+        assert not repo.ready  # not started
+        await repo.start()
+        try:
+            assert not repo.ready
+            assert list(repo.not_ready()) == ["lin@production"]
+            assert "corrupt" in repo.not_ready()["lin@production"]
+            assert await repo.is_ready("lin", "production") is False
+            assert await repo.is_ready("lin", 1) is False
+            assert await repo.is_ready("other", "production") is True
+            assert await repo.is_ready("lin", 2) is True  # a good version of the same model, by number
+            with pytest.raises(NotFoundError):
+                await repo.is_ready("nope", "production")
+
+            registry.set_alias("lin", "production", 2)
+            await repo.refresh()
+            assert repo.ready and repo.not_ready() == {}
+            assert await repo.is_ready("lin", "production") is True
+        finally:
+            await repo.stop()
+        assert not repo.ready  # stopped
+
+    asyncio.run(scenario())

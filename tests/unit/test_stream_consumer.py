@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import LinearRegression
 
-from modelyard.bundle import load_bundle
+from modelyard.config import Settings
 from modelyard.errors import PredictionError
+from modelyard.registry import Registry
 from modelyard.runtime import Model
-from modelyard.stream import StreamError, open_broker, predict_rows
+from modelyard.runtime.columns import Columns
+from modelyard.stream import ModelHolder, StreamError, open_broker, predict_rows
 from modelyard.stream.base import safe_name
-from tests.batchstream_helpers import house_bundle_once, houses_input
+from tests.batchstream_helpers import house_bundle_once, houses_input, publish_linear
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    return Model(load_bundle(house_bundle_once(tmp_path_factory)))
+    return Model.load(house_bundle_once(tmp_path_factory))
 
 
 def test_predict_rows_sets_bad_rows_aside_and_predicts_the_rest_in_one_batch(model: Model) -> None:
@@ -28,7 +35,7 @@ def test_predict_rows_sets_bad_rows_aside_and_predicts_the_rest_in_one_batch(mod
     good, preds, probas, bad = predict_rows(model, rows)
     assert sorted(bad) == [3, 17, 29] and probas is None
     assert bad[3] == ("column 'area_sqm': 'big' is not a number", "area_sqm")
-    assert bad[17][0] == "the message is missing column 'floors'"
+    assert bad[17] == ("the row is missing column 'floors'", "floors")
     assert sorted(good) == [i for i in range(30) if i not in bad]
     expected = model.predict([rows[i] for i in good])
     np.testing.assert_allclose(preds, expected)
@@ -51,16 +58,60 @@ class _BreaksOnHugeHouses(Model):
     """A model whose predict fails on some valid rows (as a buggy custom transformer would)."""
 
     def predict_frame(self, frame):  # type: ignore[no-untyped-def]
-        if (frame["area_sqm"] > 500).any():
+        columns = frame if isinstance(frame, Columns) else Columns.from_frame(frame)
+        if (columns.data["area_sqm"] > 500).any():
             raise PredictionError("area too large for this model", model=self.name, version=self.version)
         return super().predict_frame(frame)
 
 
 def test_a_row_that_breaks_the_model_is_set_aside_and_the_batch_still_answered(
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    model = _BreaksOnHugeHouses(load_bundle(house_bundle_once(tmp_path_factory)))
+    model = _BreaksOnHugeHouses.load(house_bundle_once(tmp_path_factory))
     rows = json.loads(houses_input(10).drop(columns=["id"]).to_json(orient="records"))
     rows[4]["area_sqm"] = 550.0
     good, preds, _, bad = predict_rows(model, rows)
     assert bad == {4: ("area too large for this model", None)}
     assert good == [i for i in range(10) if i != 4] and len(preds) == 9
+
+
+class Fragile(RegressorMixin, BaseEstimator):
+    """A linear model that raises once ``broken`` is set: a version that loads but cannot predict."""
+
+    broken = False
+
+    def fit(self, X: Any, y: Any) -> Fragile:
+        self.model_ = LinearRegression().fit(X, y)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        if type(self).broken:
+            raise RuntimeError("this version cannot predict")
+        return np.asarray(self.model_.predict(X))
+
+
+def test_the_consumer_refuses_a_version_that_cannot_predict_and_keeps_answering_with_the_old_one(
+        sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    publish_linear(sqlite_settings, "lin")
+    publish_linear(sqlite_settings, "lin", Fragile(), alias=None)
+    monkeypatch.setattr(Fragile, "broken", True)
+    registry = Registry(sqlite_settings)
+    holder = ModelHolder(registry, "lin@production", interval=0.05)
+    registry.set_alias("lin", "production", 2)
+
+    async def follow_until_v2_was_tried() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(holder.follow(stop))
+        deadline = time.monotonic() + 30
+        try:  # until the follower either took v2 (as the old holder did) or refused it
+            while holder.model.version != 2 and not getattr(holder, "refusals", 0):
+                assert time.monotonic() < deadline, "v2 was never considered"
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(follow_until_v2_was_tried())
+    assert holder.model.version == 1  # v2 refused: v1 keeps answering
+    good, preds, _, bad = predict_rows(holder.model, [{"a": 1.0, "b": 0.0}])
+    assert good == [0] and bad == {} and preds[0] == pytest.approx(3.0)
+    assert holder.refusals == 1

@@ -1,4 +1,4 @@
-"""The chunk function: validate a frame of input rows, keep the bad ones aside, predict the rest.
+"""The chunk function: score a frame of input rows with ``Model.predict_partial``, the bad ones set aside.
 
 It is the only code that runs on Dask workers, so it takes plain data (a frame, a pinned model version,
 settings) and returns plain data (a ``ScoredChunk``); a worker process loads each model version once.
@@ -18,7 +18,6 @@ from modelyard.config import Settings
 from modelyard.errors import BatchError
 from modelyard.registry import Registry
 from modelyard.runtime import Model
-from modelyard.runtime.partial import PartialValidation, validate_partial
 
 
 @dataclass
@@ -72,22 +71,17 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
                                     _row_json(frame, int(pos)), int(pos))
     candidates = np.flatnonzero(~missing_key)
     sub = frame.iloc[candidates].reset_index(drop=True)
-    checked = validate_partial(model, sub) if len(sub) else PartialValidation(None, np.empty(0, int), [])
-    validated, positions, bad = checked.frame, checked.positions, checked.rejected
-    for pos, exc in bad:
-        original = int(candidates[pos])
-        reason = "; ".join(p.at_row(offset + original).message for p in exc.problems_at(exc.row))
-        rejected[original] = Rejected(_py(keys[original]), reason, exc.field,
-                                     _row_json(frame, original), original)
-    scored_positions = candidates[positions]
-    predictions = np.empty(0)
+    result = model.predict_partial(sub, probabilities=model.has_proba)
+    for error in result.errors:
+        original = int(candidates[error.row])
+        rejected[original] = Rejected(_py(keys[original]), error.naming(offset + original),
+                                      error.field, _row_json(frame, original), original)
+    scored_positions = candidates[result.positions]
+    predictions = result.predictions
     probabilities: list[dict[str, float]] | None = None
-    if validated is not None and len(validated):
-        predictions = model.predict_frame(validated)
-        if model.task == "classification" and hasattr(model.pipeline_, "predict_proba"):
-            proba = model.predict_proba_frame(validated)
-            labels = [str(c) for c in (model.classes_ or range(proba.shape[1]))]
-            probabilities = [dict(zip(labels, row, strict=True)) for row in proba.round(6).tolist()]
+    if result.probabilities is not None and len(result.positions):
+        labels = [str(c) for c in (model.classes_ or range(result.probabilities.shape[1]))]
+        probabilities = [dict(zip(labels, row, strict=True)) for row in result.probabilities.round(6).tolist()]
     inputs = None
     if with_inputs and len(scored_positions):
         inputs = json.loads(frame.iloc[scored_positions].to_json(orient="records", date_format="iso"))
@@ -116,7 +110,7 @@ def load_pinned(settings: Settings, name: str, version: int) -> Model:
         model = _models.get(cache_key)
         if model is None:
             registry = Registry(settings)
-            model = Model(registry.load_bundle(registry.get_version(name, version)))
+            model = Model.load(registry.load_bundle(registry.get_version(name, version)))
             _models[cache_key] = model
         return model
 

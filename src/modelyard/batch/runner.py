@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from modelyard.batch.chunk import ScoredChunk, load_pinned, score_chunk
-from modelyard.batch.pipeline import DaskExecutor, Executor, LocalExecutor, run_pipeline
+from modelyard.batch.executor import DaskExecutor, Executor, LocalExecutor, run_stages
 from modelyard.batch.runs import RunRecord, get_run, open_run, record_progress
 from modelyard.batch.sink import ChunkWriter, Sink
 from modelyard.batch.source import Source
@@ -159,7 +159,7 @@ class _Job:
             try:
                 chunks = self.src.chunks(self.engine if self.src.kind != "file" else None, self.chunk_size,
                                          key=self.key, skip=self.skip)
-                run_pipeline(chunks, executor, self.write, self.on_first)
+                run_stages(chunks, executor, self.write, self.on_first)
             finally:
                 executor.close()
         finally:

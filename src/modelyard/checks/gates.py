@@ -39,8 +39,8 @@ def run_gates(
         report.gates.append(GateResult("differential",
                                        skipped=f"{name} has no '{against}' version to compare with"))
         return report
-    current = Model(registry.load_bundle(current_record))
-    candidate = Model(registry.load_bundle(candidate_record))
+    current = Model.load(registry.load_bundle(current_record))
+    candidate = Model.load(registry.load_bundle(candidate_record))
     report.gates.append(differential_test(current, candidate, tol))
     if benchmark:
         report.gates.append(benchmark_test(current, candidate, tol, bench_config))

@@ -75,7 +75,7 @@ def replay(
     registry: Registry, record: PredictionRecord, *, rtol: float = 1e-9, atol: float = 1e-12
 ) -> ReplayResult:
     """Recompute ``record`` with its stored version; ``matches`` is False when any output differs."""
-    model = Model(registry.load_bundle(registry.get_version(record.model, int(record.version))))
+    model = Model.load(registry.load_bundle(registry.get_version(record.model, int(record.version))))
     meta = record.meta or {}
     stored = None if record.outputs is None else list(record.outputs)
     replayed: list[Any] | None = None

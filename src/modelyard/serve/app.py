@@ -114,13 +114,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: production models loaded, not shutting down")
+    @app.get("/readyz", tags=["health"], summary="Readiness: every production model loaded and warm, not shutting down")
     async def readyz(request: Request) -> Response:
         state = server_state(request)
+        not_ready = state.repository.not_ready()
         ready = state.repository.ready and not state.stopping
         body: dict[str, Any] = {"status": "ready" if ready else "not ready",
                                 "models": len(state.repository.info()),
                                 "prediction_log_pending": state.writer.pending if state.writer else None}
+        if not_ready:
+            body["not_ready"] = not_ready
         return json_response(body, 200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics (all workers)")

@@ -3,18 +3,22 @@
 A model is loaded the first time a request names it (``production``, a live ``canary`` and ``shadow`` at
 start and as soon as they appear), and again whenever the alias it was asked by moves: a background task
 polls ``Registry.all_aliases()`` (with the canary weights) and the models' settings every ``reload_interval``
-seconds, loads the new version off the event loop, and only then swaps the alias to it; requests keep
-being answered by the old version during the load, so a switch fails no request. A version whose bundle
-fails verification (``IntegrityError``) or loading (``BundleError``) is refused: the old version keeps
-serving, and a log line and ``modelyard_model_load_failures_total{model,version}`` record it. A refused
-version is tried again after ``REFUSAL_RETRY`` seconds (someone may repair the artifact).
+seconds, and hands each moved alias to its ``AliasFollower`` (``runtime/follower.py``, the one the stream
+consumer uses too): the new version is loaded and warmed up off the event loop, and only then swapped in;
+requests keep being answered by the old version during the load, so a switch fails no request. A version
+whose bundle fails verification (``IntegrityError``), loading (``BundleError``) or its warm-up is refused:
+the old version keeps serving, and a log line and ``modelyard_model_load_failures_total{model,version}``
+record it. A refused version is tried again after ``REFUSAL_RETRY`` seconds (someone may repair it).
+
+Readiness is per alias: a follower is ready once it holds a loaded, warm version. The server is ready
+(``/readyz``, ``GET /v2/health/ready``) when it has started, is not stopping, and every model's
+``production`` alias is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -30,13 +34,15 @@ from modelyard.errors import (
 )
 from modelyard.monitor import metrics
 from modelyard.registry import AliasRecord, Registry
-from modelyard.runtime import Model
+from modelyard.runtime import AliasFollower, Model, ModelLoader
+from modelyard.runtime.follower import REFUSAL_RETRY
 
 log = logging.getLogger("modelyard.serve")
-REFUSAL_RETRY = 60.0
 MAX_PINNED_VERSIONS = 8  # versions asked for by number (name@3) kept loaded, least recently used dropped
 MAX_VERSION = 2**31 - 1
 ROLLOUT_ALIASES = ("canary", "shadow")  # kept loaded (a canary only while its weight is above 0)
+PRIMARY_ALIAS = "production"
+__all__ = ["REFUSAL_RETRY", "ModelInfo", "ModelRepository"]
 
 
 @dataclass(frozen=True)
@@ -55,19 +61,21 @@ class ModelRepository:
     def __init__(self, registry: Registry, *, reload_interval: float = 2.0) -> None:
         self.registry = registry
         self.reload_interval = reload_interval
+        self.loader = ModelLoader(self._fetch, on_refused=_count_refusal)
         self._aliases: dict[str, dict[str, AliasRecord]] = {}
         self._settings: dict[str, dict[str, Any]] = {}
-        self._serving: dict[tuple[str, str], Model] = {}
+        self._followers: dict[tuple[str, str], AliasFollower] = {}
         self._pinned: OrderedDict[tuple[str, int], Model] = OrderedDict()
-        self._loading: dict[tuple[str, int], asyncio.Future[Model]] = {}
-        self._refused: dict[tuple[str, int], tuple[float, Exception]] = {}
         self._task: asyncio.Task[None] | None = None
         self._registry_down = False
         self._exported: set[tuple[str, str]] = set()
-        self.ready = False
+        self.started = False
+
+    def _fetch(self, name: str, version: int) -> Any:
+        return self.registry.load_bundle(self.registry.get_version(name, version))
 
     # ---- life cycle ----------------------------------------------------------------------------------
-    async def start(self, warm_alias: str | None = "production") -> None:
+    async def start(self, warm_alias: str | None = PRIMARY_ALIAS) -> None:
         """Read every alias (fails loudly when the registry is unreachable), warm one alias, start polling."""
         self._aliases = await anyio.to_thread.run_sync(self.registry.all_aliases)
         self._settings = await anyio.to_thread.run_sync(self.registry.all_model_settings)
@@ -81,10 +89,10 @@ class ModelRepository:
                         except (BundleError, RegistryError, VersionNotFoundError) as exc:
                             log.error("model %s@%s could not be loaded at start: %s", name, alias, exc)
         self._task = asyncio.create_task(self._poll_forever(), name="modelyard-alias-poll")
-        self.ready = True
+        self.started = True
 
     async def stop(self) -> None:
-        self.ready = False
+        self.started = False
         if self._task is not None:
             self._task.cancel()
             try:
@@ -93,14 +101,53 @@ class ModelRepository:
                 pass
             self._task = None
 
+    # ---- readiness -----------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Started, and every model's production alias holds a loaded, warm version."""
+        return self.started and not self.not_ready()
+
+    def not_ready(self) -> dict[str, str]:
+        """``name@production`` → why it does not serve, for every model whose production alias is not ready."""
+        out: dict[str, str] = {}
+        for name, aliases in sorted(self._aliases.items()):
+            if PRIMARY_ALIAS not in aliases:
+                continue
+            follower = self._followers.get((name, PRIMARY_ALIAS))
+            if follower is None or not follower.ready:
+                error = follower.error if follower is not None else None
+                out[f"{name}@{PRIMARY_ALIAS}"] = error.message if error is not None else "not loaded yet"
+        return out
+
+    async def is_ready(self, name: str, selector: str | int) -> bool:
+        """Whether ``name@selector`` is served by a loaded, warm version (loading it when it was never asked
+        for, as a request would). An unknown model or alias raises ``NotFoundError``."""
+        follower = self._followers.get((name, selector)) if isinstance(selector, str) else None
+        if follower is not None and follower.ready:
+            return True
+        try:
+            await self.get(name, selector)
+        except (BundleError, RegistryError):
+            return False
+        return True
+
     # ---- serving -------------------------------------------------------------------------------------
     async def get(self, name: str, selector: str | int) -> Model:
         """The model serving ``name@selector`` (an alias or a version number), loading it if needed."""
         if isinstance(selector, int):
             return await self._get_pinned(name, selector)
-        model = self._serving.get((name, selector))
-        if model is not None:
-            return model
+        follower = self._followers.get((name, selector))
+        if follower is not None and follower.model is not None:
+            return follower.model
+        record = self._record(name, selector)
+        follower = self._followers.setdefault((name, selector), AliasFollower(name, selector, self.loader))
+        await follower.refresh(record.version)
+        if follower.model is None:
+            error = follower.error or self.loader.refusal(name, record.version)
+            raise error if error is not None else BundleError(f"{name}@{selector} could not be loaded")
+        return follower.model
+
+    def _record(self, name: str, selector: str) -> AliasRecord:
         aliases = self._aliases.get(name)
         if aliases is None:
             known = sorted(self._aliases)
@@ -111,11 +158,7 @@ class ModelRepository:
         if record is None:
             raise VersionNotFoundError(f"model '{name}' has no alias '{selector}' (aliases: "
                                        f"{', '.join(sorted(aliases)) or 'none'})", model=name, alias=selector)
-        model = await self._load(name, record.version)
-        current = self._aliases.get(name, {}).get(selector)
-        if current is not None and current.version == record.version:
-            self._serving.setdefault((name, selector), model)
-        return model
+        return record
 
     async def _get_pinned(self, name: str, version: int) -> Model:
         if version < 1 or version > MAX_VERSION:
@@ -124,10 +167,11 @@ class ModelRepository:
         key = (name, version)
         model = self._pinned.get(key)
         if model is None:
-            serving = (m for (n, _), m in self._serving.items() if n == name and m.version == version)
+            serving = (f.model for (n, _), f in self._followers.items()
+                       if n == name and f.model is not None and f.model.version == version)
             model = next(serving, None)
         if model is None:
-            model = await self._load(name, version)
+            model = await self.loader.load(name, version)
         self._pinned[key] = model
         self._pinned.move_to_end(key)
         while len(self._pinned) > MAX_PINNED_VERSIONS:
@@ -137,7 +181,8 @@ class ModelRepository:
     def info(self) -> list[ModelInfo]:
         out = []
         for name, aliases in sorted(self._aliases.items()):
-            loaded = {alias: m.version for (n, alias), m in self._serving.items() if n == name}
+            loaded = {alias: f.model.version for (n, alias), f in self._followers.items()
+                      if n == name and f.model is not None and f.model.version is not None}
             out.append(ModelInfo(name, {a: r.version for a, r in aliases.items()},
                                  {a: r.weight for a, r in aliases.items()}, loaded))
         return out
@@ -152,43 +197,6 @@ class ModelRepository:
     def rollout_settings(self, name: str) -> dict[str, Any]:
         """``modelyard_models.settings["rollout"]`` as last polled, e.g. ``{"routing_column": "customer_id"}``."""
         return dict(self._settings.get(name, {}).get("rollout") or {})
-
-    # ---- loading -------------------------------------------------------------------------------------
-    async def _load(self, name: str, version: int) -> Model:
-        """Load one version off the event loop; concurrent callers share one load."""
-        key = (name, version)
-        pending = self._loading.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        refused = self._refused.get(key)
-        if refused is not None and time.monotonic() - refused[0] < REFUSAL_RETRY:
-            raise refused[1].with_traceback(None)
-        future: asyncio.Future[Model] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
-        try:
-            model = await anyio.to_thread.run_sync(self._load_sync, name, version)
-        except BaseException as exc:
-            if isinstance(exc, (BundleError, RegistryError)):
-                self._refused[key] = (time.monotonic(), exc)
-                metrics.MODEL_LOAD_FAILURES.labels(name, str(version)).inc()
-                log.error("refused to load %s v%d: %s", name, version, getattr(exc, "message", exc))
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
-            raise
-        else:
-            self._refused.pop(key, None)
-            future.set_result(model)
-            return model
-        finally:
-            self._loading.pop(key, None)
-
-    def _load_sync(self, name: str, version: int) -> Model:
-        started = time.perf_counter()
-        record = self.registry.get_version(name, version)
-        model = Model(self.registry.load_bundle(record))
-        _warm_up(model)
-        log.info("loaded %s v%d in %.2fs", name, version, time.perf_counter() - started)
-        return model
 
     # ---- hot reload ----------------------------------------------------------------------------------
     async def _poll_forever(self) -> None:
@@ -214,13 +222,14 @@ class ModelRepository:
         if self._registry_down:
             log.warning("registry reachable again")
             self._registry_down = False
-        for (name, alias), model in list(self._serving.items()):
+        for (name, alias), follower in list(self._followers.items()):
             record = latest.get(name, {}).get(alias)
             if record is None:
-                self._serving.pop((name, alias), None)
-                log.info("alias %s@%s was removed; no longer served", name, alias)
-            elif record.version != model.version:
-                await self._swap(name, alias, record.version, model)
+                self._followers.pop((name, alias), None)
+                if follower.model is not None:
+                    log.info("alias %s@%s was removed; no longer served", name, alias)
+            elif follower.model is None or record.version != follower.model.version:
+                await follower.refresh(record.version)
         await self._load_rollout_aliases(latest)
         try:
             self._settings = await anyio.to_thread.run_sync(self.registry.all_model_settings)
@@ -234,31 +243,14 @@ class ModelRepository:
         for name, aliases in sorted(latest.items()):
             for alias in ROLLOUT_ALIASES:
                 record = aliases.get(alias)
-                if record is None or not _live(record) or (name, alias) in self._serving:
+                if record is None or not _live(record) or (name, alias) in self._followers:
                     continue
-                refused = self._refused.get((name, record.version))
-                if refused is not None and time.monotonic() - refused[0] < REFUSAL_RETRY:
+                if self.loader.refusal(name, record.version) is not None:
                     continue
-                try:
-                    self._serving[(name, alias)] = await self._load(name, record.version)
-                except (BundleError, RegistryError, VersionNotFoundError, ModelNotFoundError) as exc:
-                    log.error("%s@%s (v%d) could not be loaded: %s", name, alias, record.version,
-                              getattr(exc, "message", exc))
-                    continue
-                log.info("%s@%s is v%d (loaded)", name, alias, record.version)
-
-    async def _swap(self, name: str, alias: str, version: int, old: Model) -> None:
-        refused = self._refused.get((name, version))
-        if refused is not None and time.monotonic() - refused[0] < REFUSAL_RETRY:
-            return
-        try:
-            model = await self._load(name, version)
-        except (BundleError, RegistryError, VersionNotFoundError, ModelNotFoundError):
-            log.error("%s@%s moved to v%d, which was refused; v%s keeps serving", name, alias, version,
-                      old.version)
-            return
-        self._serving[(name, alias)] = model
-        log.info("%s@%s switched from v%s to v%d", name, alias, old.version, version)
+                follower = AliasFollower(name, alias, self.loader)
+                if await follower.refresh(record.version):
+                    self._followers[(name, alias)] = follower
+                    log.info("%s@%s is v%d (loaded)", name, alias, record.version)
 
     def _export_aliases(self) -> None:
         exported = set()
@@ -281,17 +273,5 @@ def _live(record: AliasRecord) -> bool:
     return record.alias != "canary" or bool(record.weight)
 
 
-def _warm_up(model: Model) -> None:
-    """Predict two of the bundle's own reference rows: the first request is then as fast as the rest, and a
-    version that cannot even predict its reference set is refused before it serves anyone."""
-    try:
-        rows = model.bundle_.reference_inputs().head(2)
-    except Exception:  # an imported model may have no reference set: nothing to warm up with
-        return
-    if rows.empty:
-        return
-    try:
-        model.predict_frame(model.validate(rows))
-    except ModelyardError as exc:
-        raise BundleError(f"{model.name} v{model.version} cannot predict its own reference rows: "
-                          f"{exc.message}", model=model.name, version=model.version) from exc
+def _count_refusal(name: str, version: int, exc: ModelyardError) -> None:
+    metrics.MODEL_LOAD_FAILURES.labels(name, str(version)).inc()

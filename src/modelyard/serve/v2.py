@@ -27,6 +27,7 @@ router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
              "FP64", "BYTES"}
 OUTPUTS = {"predict", "predict_proba"}
+NOT_READY = 400  # the protocol's health answer for false: "a 4xx status code indicates false"
 
 
 def _flatten(data: Any, out: list[Any]) -> list[Any]:
@@ -146,11 +147,12 @@ async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/health/ready", summary="Readiness: models loaded and not shutting down")
+@router.get("/health/ready", summary="Readiness: every production model loaded and warm, not shutting down")
 async def ready(request: Request) -> Response:
+    """200 when ready, 400 when not: the protocol's health status codes (a 4xx means false)."""
     state = server_state(request)
     is_ready = state.repository.ready and not state.stopping
-    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+    return json_response({"ready": is_ready}, 200 if is_ready else NOT_READY)
 
 
 async def _model(request: Request, name: str, version: str | None) -> Model:
@@ -180,17 +182,23 @@ async def version_metadata(name: str, version: str, request: Request) -> Respons
     return json_response(_metadata(await _model(request, name, version)))
 
 
+async def _ready(request: Request, name: str, version: str | None) -> Response:
+    """200 when the version the server chooses (production) or the one named is loaded and warm, 400 when it
+    is not (its bundle was refused); an unknown model or version is a 404."""
+    model_name, selector = parse_ref(_ref(name, version))
+    is_ready = await server_state(request).repository.is_ready(model_name, selector)
+    return json_response({"name": model_name, "ready": is_ready}, 200 if is_ready else NOT_READY)
+
+
 @router.get("/models/{name}/ready", responses={404: ERRORS[404]}, summary="Model readiness")
 async def model_ready(name: str, request: Request) -> Response:
-    model = await _model(request, name, None)
-    return json_response({"name": model.name, "ready": True})
+    return await _ready(request, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", responses={404: ERRORS[404]},
             summary="Version readiness")
 async def version_ready(name: str, version: str, request: Request) -> Response:
-    model = await _model(request, name, version)
-    return json_response({"name": model.name, "ready": True})
+    return await _ready(request, name, version)
 
 
 async def _infer(request: Request, ref: str) -> Response:

@@ -19,47 +19,54 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 
-from modelyard.errors import ModelyardError, PredictionError, SchemaError
+from modelyard.errors import SchemaError
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry, parse_ref
 from modelyard.registry.db import Engine
-from modelyard.runtime import Model
-from modelyard.runtime.partial import PartialValidation, validate_partial
+from modelyard.runtime import AliasFollower, Model, ModelLoader
 from modelyard.stream.base import Broker, Message, OutMessage
 
 log = logging.getLogger("modelyard.stream")
 
 
 class ModelHolder:
-    """The model a consumer predicts with; an alias is re-resolved every ``interval`` seconds and a new
-    version is loaded in a thread, off the hot loop, then swapped in between two batches."""
+    """The model a consumer predicts with: ``ref``'s version, followed by the runtime's one alias follower.
+
+    An alias is re-resolved every ``interval`` seconds; a new version is loaded and warmed up in a thread,
+    off the hot loop, and swapped in between two batches; a version that fails to load or to predict its
+    own reference rows is refused and the old one keeps answering (``refusals`` counts it).
+    """
 
     def __init__(self, registry: Registry, ref: str, interval: float = 2.0) -> None:
         self.registry = registry
         self.ref = ref
         self.interval = interval
-        _, selector = parse_ref(ref)
+        name, selector = parse_ref(ref)
         self.follows_alias = isinstance(selector, str)
-        self.model: Model = Model(registry.load(ref))
+        self.loader = ModelLoader(lambda n, v: registry.load_bundle(registry.get_version(n, v)))
+        self.follower = AliasFollower(name, str(selector), self.loader,
+                                      resolve=lambda: registry.resolve(ref).version)
+        # The first version is loaded now: a consumer that cannot load it fails at start, loudly.
+        self.follower.adopt(self.loader.load_sync(name, registry.resolve(ref).version))
+
+    @property
+    def model(self) -> Model:
+        model = self.follower.model
+        assert model is not None  # adopted in __init__, and a refusal never unsets it
+        return model
+
+    @property
+    def refusals(self) -> int:
+        return self.loader.refusals
+
+    async def refresh(self) -> bool:
+        """Re-resolve ``ref`` once; True when a new version now answers."""
+        return await self.follower.refresh()
 
     async def follow(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                record = await asyncio.to_thread(self.registry.resolve, self.ref)
-                if record.version != self.model.version:
-                    bundle = await asyncio.to_thread(self.registry.load_bundle, record)
-                    old, self.model = self.model.version, Model(bundle)
-                    log.info("%s now points at version %s (was %s)", self.ref, record.version, old)
-            except Exception as exc:  # a registry hiccup must not stop the stream
-                log.warning("could not re-resolve %s: %s", self.ref, exc)
+        await self.follower.follow(stop, self.interval)
 
 
 @dataclass
@@ -72,48 +79,19 @@ class StreamStats:
 
 def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], list[Any], list[Any] | None,
                                                                     dict[int, tuple[str, str | None]]]:
-    """Predict ``rows`` as one batch; return (good indexes, predictions, probabilities, {bad index: reason}).
-
-    A row failing the schema is set aside and the rest validated again (bisecting, so k bad rows cost about
-    k·log(n) validations); if the model fails on the validated batch, rows are retried one by one.
-    """
-    bad: dict[int, tuple[str, str | None]] = {}
+    """Predict ``rows`` as one batch (``Model.predict_partial``); return (good indexes, predictions,
+    probabilities, {bad index: (reason, field)}). Nothing a row contains makes it raise."""
     try:
-        checked = validate_partial(model, rows)
+        result = model.predict_partial(rows, probabilities=model.has_proba)
     except SchemaError as exc:  # no single row's fault: every row gets the reason
-        checked = PartialValidation(None, np.empty(0, dtype=int), [])
-        bad = {i: (exc.message, exc.field) for i in range(len(rows))}
-    for i, err in checked.rejected:  # one message per row: its problems, named without a row number
-        bad[i] = ("; ".join(p.describe("the message") for p in err.problems_at(err.row)), err.field)
-    good: list[int] = []
-    preds: list[Any] = []
-    with_proba = model.task == "classification"
-    probas: list[Any] | None = [] if with_proba else None
-    if checked.frame is not None:
-        frame = checked.frame
-        order = [int(i) for i in checked.positions]
-        try:
-            preds, good = model.predict_frame(frame).tolist(), order
-            if probas is not None:
-                probas = model.predict_proba_frame(frame).round(6).tolist()
-        except PredictionError:  # one row broke the model: find it, answer the others
-            preds, good = [], []
-            probas = [] if with_proba else None
-            for pos, i in enumerate(order):
-                try:
-                    one = frame.iloc[[pos]].reset_index(drop=True)
-                    p = model.predict_frame(one).tolist()[0]
-                    if probas is not None:
-                        probas.append(model.predict_proba_frame(one).round(6).tolist()[0])
-                    preds.append(p)
-                    good.append(i)
-                except ModelyardError as exc:
-                    bad[i] = (exc.message, None)
-    return good, preds, probas, bad
+        return [], [], [] if model.has_proba else None, {i: (exc.message, exc.field) for i in range(len(rows))}
+    bad = {e.row: (e.reason, e.field) for e in result.errors}
+    probas = None if result.probabilities is None else result.probabilities.round(6).tolist()
+    return result.positions.tolist(), result.predictions.tolist(), probas, bad
 
 
 def _one_openmp_thread() -> None:
-    """Predictions of a few hundred rows lose more to an OpenMP team than they gain (see batch.pipeline)."""
+    """Predictions of a few hundred rows lose more to an OpenMP team than they gain (see batch.executor)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="openmp")  # kept for the life of this (the predicting) thread

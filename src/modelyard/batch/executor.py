@@ -1,4 +1,4 @@
-"""Read ▶ score ▶ write as three overlapping stages, results written in input order.
+"""The chunk executor: read ▶ score ▶ write as three overlapping stages, results written in input order.
 
 The scoring stage is an executor: inline in the driver, or a Dask cluster. The driver keeps up to two
 chunks per worker thread in flight and the writer takes results in submission order, so the output is
@@ -105,7 +105,7 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
     return None
 
 
-def run_pipeline(chunks: Iterator[pd.DataFrame], executor: Executor,
+def run_stages(chunks: Iterator[pd.DataFrame], executor: Executor,
                  write: Callable[[int, ScoredChunk], None],
                  on_first: Callable[[pd.DataFrame, int], None]) -> None:
     """Drive ``chunks`` through ``executor`` into ``write(offset, scored)``; the first error stops all."""
