@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,8 @@ from modelyard.checks import (
 )
 from modelyard.checks.loadtest import LoadResult, load, read_rows, stress
 from modelyard.cli._common import console, err_console, friendly, settings
-from modelyard.errors import BadRequestError, GateFailedError
+from modelyard.durations import parse_since
+from modelyard.errors import GateFailedError
 from modelyard.registry import Registry
 from modelyard.rollout import Watcher, WatchRules, promote, rollback, stop_canary
 
@@ -171,24 +170,6 @@ def rollback_cmd(
                   f"(rolled back from v{result.from_version})")
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """``30m``, ``2h``, ``1d`` ago, or an ISO timestamp (UTC when it has no zone)."""
-    if not value:
-        return None
-    match = _DURATION.match(value.strip())
-    if match:
-        seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-        return datetime.now(UTC) - timedelta(seconds=seconds)
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequestError(f"--since {value!r}: use 30m, 2h, 1d or an ISO time", field="since") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 @shadow_app.command("report")
 @friendly
 def shadow_report_cmd(
@@ -198,7 +179,7 @@ def shadow_report_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Agreement of the shadow with the primary on logged traffic (the differential test's statistics)."""
-    result = shadow_report(Registry(settings()), name, since=parse_since(since), version=version)
+    result = shadow_report(Registry(settings()), name, since=parse_since(since) if since else None, version=version)
     if json_out:
         _emit_json(result.to_dict())
         return

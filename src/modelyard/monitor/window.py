@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import BadRequestError
 
 
 class RecordLike(Protocol):
@@ -97,19 +96,3 @@ def split_windows(
         w.rows.extend(row for row in inputs if isinstance(row, dict))
         w.predictions.extend(prediction_value(o) for o in outputs)
     return windows
-
-
-def parse_duration(text: str | float | int | timedelta) -> timedelta:
-    """``90s``, ``15m``, ``1h``, ``2d`` or a number of seconds → a timedelta."""
-    if isinstance(text, timedelta):
-        return text
-    if isinstance(text, int | float):
-        return timedelta(seconds=float(text))
-    value = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    try:
-        if value and value[-1] in units:
-            return timedelta(seconds=float(value[:-1]) * units[value[-1]])
-        return timedelta(seconds=float(value))
-    except ValueError:
-        raise BadRequestError(f"'{text}' is not a duration: write e.g. 90s, 15m, 1h or 2d") from None

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Engine
 
-from modelyard.errors import BadRequestError, NotFoundError
+from modelyard.durations import parse_since
+from modelyard.errors import NotFoundError
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.store import get_records, list_records
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+__all__ = ["WINDOW_LIMIT", "find_request", "parse_since", "recent", "window_source"]
+
 WINDOW_LIMIT = 20_000  # records (each of one or more rows) a monitor window reads at most, newest first
-
-
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
-    """``15m``, ``2h``, ``7d`` (ago) or an ISO date/time (UTC when it has no zone) → an aware datetime."""
-    now = now or datetime.now(UTC)
-    match = _DURATION.match(text)
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise BadRequestError(
-            f"--since {text!r}: expected a duration like 30m, 2h, 7d or a date like 2024-05-01T12:00",
-            field="since",
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def recent(engine: Engine, model: str, *, since: datetime | None = None, route: str | None = None,

@@ -24,7 +24,7 @@ from modelyard.config import Settings
 from modelyard.monitor.drift import DriftReport
 from modelyard.monitor.notify import WebhookNotifier
 from modelyard.monitor.scheduler import MonitorScheduler, default_gauges
-from modelyard.monitor.window import parse_duration
+from modelyard.durations import parse_duration
 from modelyard.predlog import window_source
 from modelyard.registry import Registry
 
@@ -38,7 +38,7 @@ class ServerMonitor:
     """One server process's monitor scheduler, and the drift reports the dashboard draws."""
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
-        self.window = parse_duration(settings.monitor_window)
+        self.window = parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW")
         self.window_text = settings.monitor_window
         self.interval = settings.monitor_interval
         self.enabled = self.interval > 0 and settings.prediction_log
