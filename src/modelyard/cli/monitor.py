@@ -61,7 +61,8 @@ def monitor_cmd(
         if not json_out:
             console.print(f"{model}: rule overrides now {json.dumps(rules)}")
     report = build_report(
-        registry, window_source(registry.engine), model, window=parse_duration(window, what="--window"), versions=set(version) or None
+        registry, window_source(registry.engine), model, window=parse_duration(window, what="--window"),
+        versions=set(version) or None,
     )
     if html is not None:
         html.write_text(render_html(report))

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 
-
 class RecordLike(Protocol):
     model: str
     version: int

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from fastapi import Request
 
 from modelyard.config import Settings
+from modelyard.durations import parse_duration
 from modelyard.monitor.drift import DriftReport
 from modelyard.monitor.notify import WebhookNotifier
 from modelyard.monitor.scheduler import MonitorScheduler, default_gauges
-from modelyard.durations import parse_duration
 from modelyard.predlog import window_source
 from modelyard.registry import Registry
 
