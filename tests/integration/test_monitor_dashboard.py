@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from modelyard.config import Settings
+from modelyard.monitor.alert_state import AlertBook
 from modelyard.monitor.dashboard import dashboard_html
 from modelyard.monitor.scheduler import LEASE, acquire_lease, release_lease
-from modelyard.monitor.state import AlertBook
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
 from tests.conftest import ROOT, generate_houses, train_and_publish

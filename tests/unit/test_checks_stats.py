@@ -12,7 +12,7 @@ import pytest
 from modelyard.checks.compare import classification_stats, gate_predictions, regression_stats
 from modelyard.checks.differential import metric_drop
 from modelyard.checks.loadtest import read_rows
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.checks.results import GateResult, Tolerances
 from modelyard.checks.shadow import output_values
 from modelyard.errors import BadRequestError
 from modelyard.registry import EventRecord

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.checks.results import GateResult, Tolerances
 from modelyard.errors import ModelyardError
 from modelyard.runtime import Model
 

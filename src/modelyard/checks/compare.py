@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.checks.results import GateResult, Tolerances
 
 
 def _q(values: np.ndarray, q: float) -> float:

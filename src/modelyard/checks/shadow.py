@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.checks.compare import gate_predictions
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.checks.results import GateResult, Tolerances
 from modelyard.errors import NotFoundError
 from modelyard.predlog import PredictionRecord, list_records
 from modelyard.registry import Registry

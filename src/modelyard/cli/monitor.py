@@ -84,8 +84,8 @@ def prometheus_cmd(
     rate_window: str = typer.Option("5m", "--rate-window", help="Range of rate() in the rules."),
 ) -> None:
     """Prometheus alerting rules, a scrape config and a Grafana dashboard for one model's alert rules."""
+    from modelyard.deploy.prometheus import write_prometheus
     from modelyard.monitor.alerts import load_overrides, rules_for
-    from modelyard.monitor.rules import write_prometheus
 
     registry = Registry(settings())
     record = registry.resolve(name)

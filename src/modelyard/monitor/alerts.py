@@ -5,7 +5,7 @@ output schema's observed range; a ``monitoring.rules`` section in the manifest, 
 model's settings in the registry (``my_models.settings["monitor"]["rules"]``), so an operator can tune one
 model without republishing it.
 
-A verdict is firing, ok, or unknown (too little traffic to say); ``state.AlertBook`` turns verdicts into
+A verdict is firing, ok, or unknown (too little traffic to say); ``alert_state.AlertBook`` turns verdicts into
 recorded alerts and notifications.
 """
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, select
 
+from modelyard.monitor.alert_state import AlertBook
 from modelyard.monitor.alerts import load_overrides, rules_for
 from modelyard.monitor.drift import PREDICTION, DriftReport
-from modelyard.monitor.state import AlertBook
 from modelyard.monitor.window import RecordSource
 from modelyard.registry import Registry
 from modelyard.registry import tables as t

@@ -14,9 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from modelyard.monitor.alert_state import AlertBook
 from modelyard.monitor.alerts import load_overrides, rules_for
 from modelyard.monitor.scheduler import MonitorScheduler
-from modelyard.monitor.state import AlertBook
 from modelyard.monitor.svg import hbar_chart, histogram_pair
 from modelyard.monitor.window import RecordSource
 from modelyard.registry import Registry

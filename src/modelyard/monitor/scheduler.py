@@ -31,10 +31,10 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
 from modelyard.monitor import metrics
+from modelyard.monitor.alert_state import AlertBook, Transition
 from modelyard.monitor.alerts import Finding, evaluate_rules, load_overrides, rules_for
 from modelyard.monitor.drift import DriftReport, evaluate_drift
 from modelyard.monitor.notify import Notifier
-from modelyard.monitor.state import AlertBook, Transition
 from modelyard.monitor.window import RecordSource, Window, split_windows
 from modelyard.registry import Registry
 from modelyard.registry import tables as t

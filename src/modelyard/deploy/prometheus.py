@@ -1,4 +1,4 @@
-"""The alert rules, expressed for Prometheus: alerting rules, a scrape config and a Grafana dashboard.
+"""The alert rules, expressed for Prometheus: alerting rules, a scrape config, an Alertmanager receiver.
 
 ``modelyard deploy prometheus NAME --out DIR`` writes these so a team that already runs Prometheus,
 Alertmanager and Grafana gets the same thresholds the server's own monitor uses (``alerts.rules_for``), on
@@ -19,18 +19,18 @@ from typing import Any
 
 import yaml
 
+from modelyard.deploy.common import promql_quote
+from modelyard.deploy.grafana import grafana_dashboard
 from modelyard.monitor.drift import PREDICTION
 
-
-def _q(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+__all__ = ["alerting_rules", "alertmanager_config", "grafana_dashboard", "scrape_config", "write_prometheus"]
 
 
 def alerting_rules(
     model: str, rules: dict[str, dict[str, Any]], *, rate_window: str = "5m", hold: str = "1m"
 ) -> dict[str, Any]:
     """A Prometheus rule file (as a dict) with one group for ``model``."""
-    sel = f"model={_q(model)}"
+    sel = f"model={promql_quote(model)}"
     out: list[dict[str, Any]] = []
 
     def add(name: str, expr: str, severity: str, summary: str, **labels: str) -> None:
@@ -65,12 +65,12 @@ def alerting_rules(
         )
     r = rules["input_drift"]
     if r["enabled"]:
-        psi_in = f"modelyard_drift_psi{{{sel}, feature!={_q(PREDICTION)}}}"
+        psi_in = f"modelyard_drift_psi{{{sel}, feature!={promql_quote(PREDICTION)}}}"
         expr = f"max by (model, version, feature) ({psi_in}) > {r['psi']:g}"
         if r.get("ks") is not None:
             expr = (
                 f"({expr}) or (max by (model, version, feature) "
-                f"(modelyard_drift_ks{{{sel}, feature!={_q(PREDICTION)}}}) > {r['ks']:g})"
+                f"(modelyard_drift_ks{{{sel}, feature!={promql_quote(PREDICTION)}}}) > {r['ks']:g})"
             )
         add(
             "ModelyardInputDrift",
@@ -84,7 +84,7 @@ def alerting_rules(
     if r["enabled"]:
         add(
             "ModelyardPredictionDrift",
-            f"max by (model, version, feature) (modelyard_drift_psi{{{sel}, feature={_q(PREDICTION)}}})"
+            f"max by (model, version, feature) (modelyard_drift_psi{{{sel}, feature={promql_quote(PREDICTION)}}})"
             f" > {r['psi']:g}",
             r["severity"],
             "{{ $labels.model }} v{{ $labels.version }}: predictions drifted "
@@ -145,144 +145,6 @@ def alertmanager_config(webhook: str) -> dict[str, Any]:
         "receivers": [
             {"name": "modelyard-webhook", "webhook_configs": [{"url": webhook, "send_resolved": True}]}
         ],
-    }
-
-
-def grafana_dashboard(
-    model: str, rules: dict[str, dict[str, Any]], *, rate_window: str = "5m"
-) -> dict[str, Any]:
-    """A Grafana dashboard (JSON model) with the same thresholds drawn on each chart."""
-    sel = f"model={_q(model)}"
-    panels: list[dict[str, Any]] = []
-
-    def panel(
-        title: str,
-        targets: list[tuple[str, str]],
-        *,
-        unit: str = "short",
-        threshold: float | None = None,
-        kind: str = "timeseries",
-        width: int = 12,
-    ) -> None:
-        n = len(panels)
-        steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
-        if threshold is not None:
-            steps.append({"color": "red", "value": threshold})
-        panels.append(
-            {
-                "id": n + 1,
-                "type": kind,
-                "title": title,
-                "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                "gridPos": {
-                    "h": 8,
-                    "w": width,
-                    "x": (n % (24 // width)) * width if width < 24 else 0,
-                    "y": (n // 2) * 8,
-                },
-                "fieldConfig": {
-                    "defaults": {
-                        "unit": unit,
-                        "thresholds": {"mode": "absolute", "steps": steps},
-                        "custom": {"thresholdsStyle": {"mode": "line" if threshold else "off"}},
-                    },
-                    "overrides": [],
-                },
-                "targets": [
-                    {"refId": chr(65 + i), "expr": e, "legendFormat": leg}
-                    for i, (e, leg) in enumerate(targets)
-                ],
-            }
-        )
-
-    w = rate_window
-    panel(
-        "Requests per second",
-        [
-            (
-                f"sum by (version, route) (rate(modelyard_requests_total{{{sel}}}[{w}]))",
-                "v{{version}} {{route}}",
-            )
-        ],
-        unit="reqps",
-    )
-    panel(
-        "Error rate",
-        [
-            (
-                f"sum by (version) (rate(modelyard_request_errors_total{{{sel}}}[{w}])) / "
-                f"sum by (version) (rate(modelyard_requests_total{{{sel}}}[{w}]))",
-                "v{{version}}",
-            )
-        ],
-        unit="percentunit",
-        threshold=rules["error_rate"]["max_rate"],
-    )
-    lat = f"sum by (version, le) (rate(modelyard_request_latency_seconds_bucket{{{sel}}}[{w}]))"
-    panel(
-        "Latency",
-        [
-            (f"histogram_quantile(0.5, {lat})", "p50 v{{version}}"),
-            (f"histogram_quantile(0.95, {lat})", "p95 v{{version}}"),
-        ],
-        unit="s",
-        threshold=float(rules["latency"]["p95_ms"]) / 1000,
-    )
-    pred = f"sum by (version, le) (rate(modelyard_prediction_value_bucket{{{sel}}}[{w}]))"
-    panel(
-        "Predictions (p1, p50, p99)",
-        [
-            (f"histogram_quantile({q}, {pred})", f"p{int(q * 100)} v{{{{version}}}}")
-            for q in (0.01, 0.5, 0.99)
-        ],
-        threshold=rules["prediction_range"].get("high"),
-    )
-    panel(
-        "Input drift (PSI)",
-        [(f"modelyard_drift_psi{{{sel}, feature!={_q(PREDICTION)}}}", "{{feature}} v{{version}}")],
-        threshold=rules["input_drift"]["psi"],
-    )
-    panel(
-        "Prediction drift (PSI) and KS",
-        [
-            (f"modelyard_drift_psi{{{sel}, feature={_q(PREDICTION)}}}", "PSI v{{version}}"),
-            (f"modelyard_drift_ks{{{sel}}}", "KS {{feature}} v{{version}}"),
-        ],
-        threshold=rules["prediction_drift"]["psi"],
-    )
-    panel(
-        "Missing and out-of-range inputs",
-        [
-            (f"sum by (feature) (rate(modelyard_input_missing_total{{{sel}}}[{w}]))", "missing {{feature}}"),
-            (
-                f"sum by (feature) (rate(modelyard_input_out_of_range_total{{{sel}}}[{w}]))",
-                "out of range {{feature}}",
-            ),
-        ],
-    )
-    panel(
-        "Aliases and canary weight",
-        [
-            (f"modelyard_alias_version{{{sel}}}", "{{alias}}"),
-            (f"modelyard_canary_weight{{{sel}}}", "canary weight"),
-        ],
-        kind="stat",
-    )
-    return {
-        "title": f"modelyard: {model}",
-        "uid": f"modelyard-{model}"[:40],
-        "schemaVersion": 39,
-        "version": 1,
-        "tags": ["modelyard"],
-        "time": {"from": "now-6h", "to": "now"},
-        "refresh": "30s",
-        "templating": {
-            "list": [
-                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}
-            ]
-        },
-        "annotations": {"list": []},
-        "panels": panels,
     }
 
 
