@@ -11,8 +11,8 @@ import pytest
 from scipy.stats import ks_2samp
 
 from modelyard.monitor.drift import OTHER, PREDICTION, evaluate_drift, ks_statistic, psi
-from modelyard.monitor.window import prediction_value, split_windows
-from modelyard.predlog import PredictionRecord
+from modelyard.monitor.window import split_windows
+from modelyard.predlog import PredictionRecord, prediction_value
 from modelyard.profile import profile_frame, profile_series
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

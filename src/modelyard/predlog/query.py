@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from modelyard.durations import parse_since
 from modelyard.errors import NotFoundError
-from modelyard.predlog.records import PredictionRecord
+from modelyard.predlog.records import PredictionRecord, Route
 from modelyard.predlog.store import get_records, list_records
 
 __all__ = ["WINDOW_LIMIT", "find_request", "parse_since", "recent", "window_source"]
@@ -32,14 +32,14 @@ def find_request(engine: Engine, request_id: str) -> list[PredictionRecord]:
             "a request answered a moment ago may take a second to appear)",
             request_id=request_id,
         )
-    order = {"primary": 0, "canary": 1, "mirror": 2, "shadow": 3}
+    order = {Route.PRIMARY: 0, Route.CANARY: 1, Route.MIRROR: 2, Route.SHADOW: 3}
     return sorted(records, key=lambda r: order.get(r.route, 3))
 
 
 def window_source(engine: Engine, limit: int | None = WINDOW_LIMIT
                   ) -> Callable[[str, datetime, datetime], list[PredictionRecord]]:
     """The log as the monitor reads it (``monitor.window.RecordSource``): one model's records in a window,
-    newest first. The monitor cannot import the log (sibling layers), so the CLI and the server hand it this."""
+    newest first."""
 
     def load(model: str, since: datetime, until: datetime) -> list[PredictionRecord]:
         return list_records(engine, model, since=since, until=until, limit=limit)
