@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from modelyard.errors import BadRequestError
 
-__all__ = ["GRAMMAR", "UNITS", "parse_duration", "parse_since", "seconds"]
+__all__ = ["GRAMMAR", "UNITS", "format_duration", "parse_duration", "parse_since", "seconds"]
 
 UNITS: dict[str, float] = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1, "sec": 1}
 GRAMMAR = "a number of seconds, or numbers with units s, m, h, d, w (e.g. 90s, 15m, 2h, 7d, 2w, 1h30m)"
@@ -83,3 +83,16 @@ def parse_since(text: str, *, now: datetime | None = None, what: str = "--since"
             field=what.lstrip("-"),
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def format_duration(value: float | timedelta) -> str:
+    """Seconds (or a timedelta) in the same grammar, shortest form: ``5400`` → ``1h30m``, ``0.5`` → ``0.5s``."""
+    total = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if total < 60 and total != int(total):
+        return f"{total:g}s"
+    rest, parts = round(total), []
+    for unit in ("w", "d", "h", "m", "s"):
+        count, rest = divmod(rest, int(UNITS[unit]))
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelyard.durations import parse_duration, parse_since, seconds
+from modelyard.durations import format_duration, parse_duration, parse_since, seconds
 from modelyard.errors import BadRequestError
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
@@ -65,3 +65,10 @@ def test_since_takes_iso_times_in_utc_unless_zoned() -> None:
         parse_since("last tuesday")
     assert "--since 'last tuesday'" in str(info.value) and "ISO date/time" in str(info.value)
     assert "1h30m" in str(info.value) and info.value.context["field"] == "since"
+
+
+@pytest.mark.parametrize(("value", "text"), [(5400, "1h30m"), (0.5, "0.5s"), (60, "1m"), (0, "0s"),
+                                             (timedelta(weeks=2, hours=1), "2w1h"), (90.0, "1m30s")])
+def test_format_duration_writes_what_parse_duration_reads(value: float | timedelta, text: str) -> None:
+    assert format_duration(value) == text
+    assert parse_duration(text) == (value if isinstance(value, timedelta) else timedelta(seconds=value))

@@ -21,10 +21,12 @@ from modelyard.checks import (
 )
 from modelyard.checks.loadtest import LoadResult, load, read_rows, stress
 from modelyard.cli._common import console, err_console, friendly, settings
-from modelyard.durations import parse_since
+from modelyard.durations import parse_since, seconds
 from modelyard.errors import GateFailedError
+from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.registry import Registry
-from modelyard.rollout import Watcher, WatchRules, promote, rollback, stop_canary
+from modelyard.registry.lease import SqlLease
+from modelyard.rollout import CanaryRuleSet, WatchRules, WatchRun, promote, rollback, stop_canary
 
 shadow_app = typer.Typer(help="Analyse the shadow version against the primary on logged traffic.",
                          no_args_is_help=True)
@@ -201,35 +203,41 @@ def shadow_report_cmd(
 @friendly
 def watch_cmd(
     once: bool = typer.Option(False, "--once", help="One pass, then exit."),
-    interval: float = typer.Option(5.0, "--interval", help="Seconds between passes."),
+    interval: str = typer.Option("5s", "--interval", "--every", help="Time between passes: 5s, 1m..."),
     max_runs: int | None = typer.Option(None, "--max-runs", help="Stop after this many passes."),
-    window: float = typer.Option(300.0, "--window", help="Sliding window, seconds."),
+    window: str = typer.Option("5m", "--window", help="Sliding window: 300 (seconds), 5m, 1h..."),
     max_error_rate: float = typer.Option(0.05, "--max-error-rate"),
     max_disagreement: float = typer.Option(0.10, "--max-disagreement"),
     max_p99_ratio: float = typer.Option(3.0, "--max-p99-ratio", help="Canary p99 / primary p99."),
     min_requests: int = typer.Option(20, "--min-requests", help="Canary requests needed before acting."),
 ) -> None:
-    """Watch live canaries and roll back unhealthy ones (one watcher acts among replicas)."""
-    rules = WatchRules(window=window, max_error_rate=max_error_rate, max_disagreement=max_disagreement,
-                       max_p99_ratio=max_p99_ratio, min_requests=min_requests)
-    watcher = Watcher(Registry(settings()), rules)
+    """Watch live canaries and roll back unhealthy ones: the scheduler with the canary rule set only (one
+    process acts among replicas and servers: they share the scheduler's lease)."""
+    every = seconds(interval, what="--interval")
+    rules = WatchRules(window=seconds(window, what="--window"), max_error_rate=max_error_rate,
+                       max_disagreement=max_disagreement, max_p99_ratio=max_p99_ratio, min_requests=min_requests)
+    registry = Registry(settings())
+    lease = SqlLease(registry.engine, LEASE, ttl=max(30.0, 3 * every))
+    scheduler = Scheduler(lease, [CanaryRuleSet(registry, rules, every=max(every, 1e-3))])
     runs = 0
     try:
         while max_runs is None or runs < max_runs:
-            run = watcher.run_once()
+            run = scheduler.run_once()
+            watched = run.results.get(CanaryRuleSet.name)
+            checked = watched.checked if isinstance(watched, WatchRun) else []
             runs += 1
             state = "leader" if run.leader else "standby"
             figures = "; ".join(f"{h.model} v{h.canary_version}: {h.requests} req, errors "
                                 f"{_fmt(h.error_rate)}, disagreement {_fmt(h.disagreement)}"
-                                for h in run.checked)
-            typer.echo(f"run {runs} {state} {watcher.holder} {figures}".rstrip())
-            for model in run.rolled_back:
+                                for h in checked)
+            typer.echo(f"run {runs} {state} {lease.holder} {figures}".rstrip())
+            for model in watched.rolled_back if isinstance(watched, WatchRun) else []:
                 typer.echo(f"rolled back the canary of {model}")
             if once:
                 break
-            time.sleep(interval)
+            time.sleep(every)
     finally:
-        watcher.lease.release()
+        scheduler.release()
 
 
 def _print_load(result: LoadResult, title: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, select, update
 
-from modelyard.monitor.alerts import Finding
+from modelyard.monitor.rules import Finding
 from modelyard.registry import tables as t
 
 

@@ -176,10 +176,10 @@ def _drift(
     if drift is not None:
         reports = {v: r for (m, v), r in drift.items() if m == name}
     elif records is not None and served:
-        from modelyard.monitor.scheduler import MonitorScheduler
+        from modelyard.monitor.alerting import AlertRuleSet
 
-        scheduler = MonitorScheduler(registry, records, window=window, lease=False)
-        reports = {st.window.version: st.drift for st in scheduler.evaluate(name, served, now)}
+        alerts = AlertRuleSet(registry, records, window=window)
+        reports = {st.window.version: st.drift for st in alerts.evaluate(name, served, now)}
     out = []
     for version, report in sorted(reports.items()):
         if report is None:

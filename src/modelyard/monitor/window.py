@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from modelyard.predlog import PredictionRecord, Route, percentile
+
+if TYPE_CHECKING:
+    from modelyard.monitor.drift import DriftReport
 
 __all__ = ["MAX_ROWS", "RecordSource", "Window", "split_windows"]
 
@@ -34,6 +37,8 @@ class Window:
     latencies_ms: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
+    drift: DriftReport | None = None
+    """Set by the alert rule set when the window had traffic: the drift rules read it."""
 
     @property
     def error_rate(self) -> float:

@@ -18,12 +18,17 @@ from sqlalchemy.exc import IntegrityError
 
 from modelyard.registry import tables as t
 
+__all__ = ["SqlLease", "default_holder"]
+
 
 def default_holder() -> str:
+    """``host:pid:random``: unique per process and per lease object, readable in the table."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class Lease:
+class SqlLease:
+    """A named lease row in ``my_leases``: ``acquire()`` takes or renews it, ``release()`` frees it."""
+
     def __init__(self, engine: Engine, name: str, *, holder: str | None = None, ttl: float = 30.0) -> None:
         self.engine = engine
         self.name = name
