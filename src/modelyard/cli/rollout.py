@@ -23,6 +23,8 @@ from modelyard.checks.loadtest import LoadResult, load, read_rows, stress
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.durations import parse_since, seconds
 from modelyard.errors import GateFailedError
+from modelyard.monitor.alerting import AlertRuleSet
+from modelyard.monitor.rules import RuleSet
 from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
@@ -210,19 +212,26 @@ def watch_cmd(
     max_disagreement: float = typer.Option(0.10, "--max-disagreement"),
     max_p99_ratio: float = typer.Option(3.0, "--max-p99-ratio", help="Canary p99 / primary p99."),
     min_requests: int = typer.Option(20, "--min-requests", help="Canary requests needed before acting."),
+    alerts: bool = typer.Option(True, "--alerts/--no-alerts",
+                                help="Also run the alert rules (MODELYARD_MONITOR_INTERVAL, _WINDOW, webhook)."),
 ) -> None:
-    """Watch live canaries and roll back unhealthy ones: the scheduler with the canary rule set only (one
-    process acts among replicas and servers: they share the scheduler's lease)."""
+    """Watch live canaries and roll back unhealthy ones: the server's scheduler without the server. One
+    process acts among these and every server (one lease); it runs the canary rules and, unless --no-alerts,
+    the alert rules, so the process holding the lease does all the scheduled work."""
     every = seconds(interval, what="--interval")
     rules = WatchRules(window=seconds(window, what="--window"), max_error_rate=max_error_rate,
                        max_disagreement=max_disagreement, max_p99_ratio=max_p99_ratio, min_requests=min_requests)
     registry = Registry(settings())
     lease = SqlLease(registry.engine, LEASE, ttl=max(30.0, 3 * every))
-    scheduler = Scheduler(lease, [CanaryRuleSet(registry, rules, every=max(every, 1e-3))])
+    rule_sets: list[RuleSet] = [CanaryRuleSet(registry, rules, every=max(every, 1e-3))]
+    if alerts and settings().monitor_interval > 0:
+        rule_sets.append(AlertRuleSet.from_settings(settings(), registry))
+    scheduler = Scheduler(lease, rule_sets)
+    typer.echo(scheduler.describe(), err=True)
     runs = 0
     try:
         while max_runs is None or runs < max_runs:
-            run = scheduler.run_once()
+            run = scheduler.run_once(due_only=True)
             watched = run.results.get(CanaryRuleSet.name)
             checked = watched.checked if isinstance(watched, WatchRun) else []
             runs += 1

@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelyard.durations import format_duration
+from modelyard.config import Settings
+from modelyard.durations import format_duration, parse_duration
 from modelyard.monitor import metrics
 from modelyard.monitor.alert_state import AlertBook, Transition
 from modelyard.monitor.alerts import DEFAULT_RULES, evaluate_rules, load_overrides, rules_for
 from modelyard.monitor.drift import DriftReport, evaluate_drift
-from modelyard.monitor.notify import Notifier
+from modelyard.monitor.notify import Notifier, WebhookNotifier
 from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, RuleSetRun
 from modelyard.monitor.window import RecordSource, Window, split_windows
+from modelyard.predlog import window_source
 from modelyard.registry import Registry
 
 __all__ = ["AlertRuleSet", "AlertRun", "VersionStatus", "default_gauges"]
@@ -82,6 +84,15 @@ class AlertRuleSet:
         self.last_run: AlertRun | None = None
         self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
         self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: Registry) -> AlertRuleSet:
+        """The server's alert rule set: ``MODELYARD_MONITOR_INTERVAL`` / ``_WINDOW``, the webhook, the gauges."""
+        psi, ks = default_gauges()
+        return cls(registry, window_source(registry.engine),
+                   window=parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW"),
+                   every=max(settings.monitor_interval, 1.0), psi_gauge=psi, ks_gauge=ks,
+                   notifier=WebhookNotifier(settings.alert_webhook) if settings.alert_webhook else None)
 
     def describe(self) -> str:
         return (f"alerts every {format_duration(self.every)} over {format_duration(self.window)} "

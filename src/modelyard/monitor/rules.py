@@ -43,9 +43,10 @@ class Finding:
 
 
 class Rule(Protocol[W_contra]):
-    """One check over a window (``monitor.window.Window`` for alerts, ``CanaryWindow`` for canaries)."""
+    """One check over a window (``monitor.window.Window`` for alerts, ``CanaryHealth`` for canaries)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def evaluate(self, window: W_contra) -> list[Finding]:
         """Verdicts on ``window``: one, or one per feature for the drift rules; none when switched off."""
@@ -92,9 +93,13 @@ NO_LEASE: HeldLease = _NoLease()
 class RuleSet(Protocol):
     """A named set of rules the scheduler runs while it holds the lease, and what it does on findings."""
 
-    name: str
-    every: float
-    """Seconds between runs."""
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def every(self) -> float:
+        """Seconds between runs."""
+        ...
 
     def describe(self) -> str:
         """One line for the start-up log: the rules and their thresholds."""

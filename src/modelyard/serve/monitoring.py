@@ -24,12 +24,10 @@ from fastapi import Request
 
 from modelyard.config import Settings
 from modelyard.durations import parse_duration
-from modelyard.monitor.alerting import AlertRuleSet, default_gauges
+from modelyard.monitor.alerting import AlertRuleSet
 from modelyard.monitor.drift import DriftReport
-from modelyard.monitor.notify import WebhookNotifier
 from modelyard.monitor.rules import RuleSet
 from modelyard.monitor.scheduler import LEASE, Scheduler, SchedulerRun
-from modelyard.predlog import window_source
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
 from modelyard.rollout.watcher import CanaryRuleSet, watch_rules
@@ -50,12 +48,7 @@ class ServerScheduler:
         self.window: timedelta = parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW")
         self.interval = settings.monitor_interval
         self.repository = repository
-        psi, ks = default_gauges()
-        notifier = WebhookNotifier(settings.alert_webhook) if settings.alert_webhook else None
-        self.alerts = AlertRuleSet(
-            registry, window_source(registry.engine), window=self.window, every=max(self.interval, 1.0),
-            notifier=notifier, psi_gauge=psi, ks_gauge=ks,
-        )
+        self.alerts = AlertRuleSet.from_settings(settings, registry)
         rule_sets: list[RuleSet] = [self.alerts] if self.interval > 0 else []
         if settings.watch_interval > 0:
             rule_sets.append(CanaryRuleSet(registry, watch_rules(settings.watch_rules),
