@@ -233,20 +233,20 @@ class CanaryRuleSet:
         primary = aliases.get(PRODUCTION)
         health = CanaryHealth(name, canary.version, primary.version if primary else None,
                               float(canary.weight), since.isoformat())
-        log_window = read_window(self.registry.engine, name, since=since,
-                                 routes=(Route.CANARY, Route.PRIMARY, Route.SHADOW, Route.MIRROR),
-                                 limit=MAX_RECORDS)
-        records = log_window.on(Route.CANARY, version=canary.version)
+        engine = self.registry.engine
+        own = read_window(engine, name, since=since, routes=(Route.CANARY, Route.SHADOW), version=canary.version,
+                          limit=MAX_RECORDS)  # the canary's answers, and its shadow records if it is shadowed
+        base = read_window(engine, name, since=since, routes=(Route.PRIMARY, Route.MIRROR), limit=MAX_RECORDS)
+        records = own.on(Route.CANARY)
         health.requests = len(records)
         if health.requests < rules.min_requests:
             return health
         health.errors = sum(r.error is not None for r in records)
         health.error_rate = health.errors / health.requests
-        primaries = log_window.on(Route.PRIMARY)
+        primaries = base.on(Route.PRIMARY)
         health.p99_ms = percentile(latencies(records), 0.99)
         health.primary_p99_ms = percentile(latencies(primaries), 0.99)
-        paired = pair_by_request([*primaries, *log_window.on(Route.MIRROR)],
-                                 [*records, *log_window.on(Route.SHADOW, version=canary.version)])
+        paired = pair_by_request(base.records, own.records)
         health.compared_rows = len(paired)
         if len(paired) >= rules.min_pairs:
             health.disagreement = disagreement(paired.rows, self._task(name, canary.version),
