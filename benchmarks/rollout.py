@@ -2,7 +2,7 @@
 
 1. Routing: ``RoutingPolicy.choose`` per request, against one single-row ``Model.predict`` (the work it
    routes). Goal: well under 1%.
-2. Watching: one ``Watcher.run_once`` over a window of N canary + N primary records, against reading the
+2. Watching: one run of the canary rule set (``CanaryRuleSet.run``) over a window of N canary + N primary records, against reading the
    same records with ``predlog.list_records`` alone (the I/O it cannot avoid).
 
     python benchmarks/rollout.py [--records 10000]
@@ -29,7 +29,7 @@ from modelyard.config import Settings  # noqa: E402
 from modelyard.pipeline import load_spec, train  # noqa: E402
 from modelyard.predlog import PredictionRecord, insert_records, list_records  # noqa: E402
 from modelyard.registry import Registry  # noqa: E402
-from modelyard.rollout import RoutingPolicy, Watcher, promote  # noqa: E402
+from modelyard.rollout import CanaryRuleSet, RoutingPolicy, promote  # noqa: E402
 from modelyard.runtime import Model  # noqa: E402
 
 
@@ -77,15 +77,15 @@ def main() -> None:
         recs += [PredictionRecord(request_id=i, model="house-prices", version=v2, route="canary",
                                   outputs=[101.0], latency_ms=6.0) for i in ids]
         insert_records(registry.engine, recs)
-        watcher = Watcher(registry)
-        watch_s = _best_of(watcher.run_once, 3)
+        watcher = CanaryRuleSet(registry)
+        watch_s = _best_of(watcher.run, 3)
         def read() -> None:
             for route in ("canary", "primary"):
                 list_records(registry.engine, "house-prices", route=route, limit=None)
 
         read_s = _best_of(read, 3)
-        (health,) = watcher.run_once().checked
-        print(f"watcher: run_once over {n} canary + {n} primary records {watch_s * 1e3:.0f} ms; reading them "
+        (health,) = watcher.run().checked
+        print(f"watcher: one run over {n} canary + {n} primary records {watch_s * 1e3:.0f} ms; reading them "
               f"{read_s * 1e3:.0f} ms; watch / read = {watch_s / read_s:.2f} "
               f"(disagreement {health.disagreement:.3f}, {health.compared_rows} rows compared)")
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from modelyard.config import Settings
 from modelyard.registry import Registry
+from modelyard.rollout import promote
 from tests.conftest import generate_houses, run_cli, train_and_publish
-from tests.rollout_helpers import MODEL, house_spec_folder
+from tests.rollout_helpers import MODEL, house_spec_folder, log, records
 
 
 def test_check_promote_rollback_from_the_command_line(sqlite_settings: Settings, house_spec: Path,
@@ -57,3 +60,31 @@ def test_check_promote_rollback_from_the_command_line(sqlite_settings: Settings,
                      ("promote_refused", "canary", kinds[4][2])]
     assert events[0].reason == "customers complain" and events[3].reason == "try it on 10%"
     assert events[3].details["forced"] is True
+
+
+def test_shadow_report_since_two_weeks_uses_the_one_duration_grammar(sqlite_settings: Settings,
+                                                                     house_spec: Path) -> None:
+    v1 = train_and_publish(house_spec, sqlite_settings, alias="production")
+    v2 = train_and_publish(house_spec, sqlite_settings, alias=None)
+    registry = Registry(sqlite_settings)
+    promote(registry, MODEL, v2, to="shadow")
+    now = datetime.now(UTC)
+    for age, n in ((timedelta(days=10), 30), (timedelta(days=20), 7)):  # inside and outside two weeks
+        ids = [uuid.uuid4().hex for _ in range(n)]
+        recs = [*records(MODEL, v1, "primary", n, request_ids=ids),
+                *records(MODEL, v2, "shadow", n, request_ids=ids)]
+        for r in recs:
+            r.ts = now - age
+        log(sqlite_settings, recs)
+    proc = run_cli("shadow", "report", MODEL, "--since", "2w", "--json", settings=sqlite_settings)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)["figures"]
+    assert figures["shadow_records"] == 30 and figures["paired_requests"] == 30
+    combined = run_cli("shadow", "report", MODEL, "--since", "1w 5d", "--json", settings=sqlite_settings)
+    assert combined.returncode == 0 and json.loads(combined.stdout)["figures"]["shadow_records"] == 30
+    listed = run_cli("predictions", "list", MODEL, "--since", "2w", "--route", "shadow", "--limit", "100",
+                     settings=sqlite_settings)
+    assert listed.returncode == 0 and "30 newest predictions" in listed.stdout
+    bad = run_cli("shadow", "report", MODEL, "--since", "2 fortnights", settings=sqlite_settings)
+    assert bad.returncode != 0
+    assert "'2 fortnights'" in bad.stderr and "s, m, h, d, w" in bad.stderr

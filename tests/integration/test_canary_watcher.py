@@ -1,4 +1,5 @@
-"""The watcher rolls back an unhealthy canary from the prediction log, and only one replica acts."""
+"""The canary rule set, run by the scheduler, rolls back an unhealthy canary from the prediction log, and
+only one replica acts (the scheduler's lease)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from modelyard.config import Settings
+from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.registry import Registry
-from modelyard.rollout import Watcher, WatchRules, promote
+from modelyard.registry.lease import SqlLease
+from modelyard.rollout import CanaryRuleSet, WatchRules, WatchRun, promote, set_watch_rules
 from tests.conftest import cli_env
 from tests.rollout_helpers import MODEL, house_spec_folder, log, publish, records, train_bundle
 
@@ -23,6 +26,15 @@ from tests.rollout_helpers import MODEL, house_spec_folder, log, publish, record
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("houses")
     return train_bundle(house_spec_folder(root / "spec"), root / "bundle")
+
+
+def watch_once(settings: Settings, rules: WatchRules | None = None, *, holder: str | None = None) -> WatchRun:
+    """One scheduler tick with the canary rule set only, as ``modelyard watch --once`` runs it."""
+    registry = Registry(settings)
+    run = Scheduler(SqlLease(registry.engine, LEASE, holder=holder), [CanaryRuleSet(registry, rules)]).run_once()
+    result = run.results.get(CanaryRuleSet.name)
+    assert result is None or isinstance(result, WatchRun)
+    return result if result is not None else WatchRun(at=run.at, leader=False)
 
 
 def _canary(settings: Settings, bundle: Path, weight: float = 0.2) -> tuple[int, int]:
@@ -45,7 +57,7 @@ def _traffic(settings: Settings, v1: int, v2: int, *, canary_errors: int, canary
 def test_canary_with_30_percent_errors_is_rolled_back(any_settings: Settings, bundle: Path) -> None:
     v1, v2 = _canary(any_settings, bundle)
     _traffic(any_settings, v1, v2, canary_errors=30)
-    run = Watcher(Registry(any_settings), holder="replica-a").run_once()
+    run = watch_once(any_settings, holder="replica-a")
     assert run.leader and run.rolled_back == [MODEL]
     registry = Registry(any_settings)
     assert registry.aliases(MODEL)["canary"].weight == 0.0
@@ -56,14 +68,14 @@ def test_canary_with_30_percent_errors_is_rolled_back(any_settings: Settings, bu
     assert event.details["error_rate"] == pytest.approx(0.3)
     assert event.details["requests"] == 100 and event.details["errors"] == 30
     assert event.details["rules"]["max_error_rate"] == 0.05 and event.details["weight"] == 0.0
-    again = Watcher(Registry(any_settings), holder="replica-a").run_once()  # weight 0: nothing left to watch
+    again = watch_once(any_settings, holder="replica-a")  # weight 0: nothing left to watch
     assert again.checked == [] and [e.kind for e in registry.events(MODEL)].count("rollback") == 1
 
 
 def test_healthy_canary_is_left_alone(any_settings: Settings, bundle: Path) -> None:
     v1, v2 = _canary(any_settings, bundle)
     _traffic(any_settings, v1, v2, canary_errors=2, canary_output=101.0)
-    run = Watcher(Registry(any_settings)).run_once()
+    run = watch_once(any_settings)
     (health,) = run.checked
     assert run.rolled_back == [] and health.breaches == []
     assert health.error_rate == pytest.approx(0.02) and health.disagreement == 0.0
@@ -77,7 +89,7 @@ def test_disagreeing_or_slow_canary_is_rolled_back(sqlite_settings: Settings, bu
                                                    latency: float, breach: str) -> None:
     v1, v2 = _canary(sqlite_settings, bundle)
     _traffic(sqlite_settings, v1, v2, canary_errors=0, canary_output=output, canary_latency=latency)
-    run = Watcher(Registry(sqlite_settings)).run_once()
+    run = watch_once(sqlite_settings)
     assert run.rolled_back == [MODEL]
     assert breach in Registry(sqlite_settings).events(MODEL)[0].reason
 
@@ -89,12 +101,41 @@ def test_too_few_or_too_old_records_are_not_evidence(sqlite_settings: Settings, 
     for r in old:
         r.ts = datetime.now(UTC) - timedelta(hours=2)  # outside the window
     log(sqlite_settings, old)
-    run = Watcher(Registry(sqlite_settings), WatchRules(window=600), holder="w").run_once()
+    run = watch_once(sqlite_settings, WatchRules(window=600), holder="w")
     assert run.rolled_back == [] and run.checked[0].requests == 10
-    other = Watcher(Registry(sqlite_settings), WatchRules(min_requests=5), holder="other")
-    assert not other.run_once().leader  # "w" holds the lease for 30 s
-    lower = Watcher(Registry(sqlite_settings), WatchRules(min_requests=5), holder="w")
-    assert lower.run_once().rolled_back == [MODEL]
+    other = watch_once(sqlite_settings, WatchRules(min_requests=5), holder="other")
+    assert not other.leader  # "w" holds the lease for 30 s
+    lower = watch_once(sqlite_settings, WatchRules(min_requests=5), holder="w")
+    assert lower.rolled_back == [MODEL]
+
+
+def test_lease_lets_one_watcher_act_and_passes_on(any_settings: Settings) -> None:
+    engine = Registry(any_settings).engine
+    a, b = SqlLease(engine, "test-lease", holder="a", ttl=30), SqlLease(engine, "test-lease", holder="b", ttl=2.0)
+    assert a.acquire() and not b.acquire() and a.acquire()  # a renews, b stands by
+    assert b.holder_now() == "a"
+    a.release()
+    assert b.acquire() and not a.acquire()
+    deadline = time.monotonic() + 10  # b stops renewing: its lease runs out and a takes over
+    while not a.acquire():
+        assert time.monotonic() < deadline, "the expired lease was never taken over"
+        time.sleep(0.05)
+    assert a.holder_now() == "a"
+
+
+def test_per_model_watch_rules_in_the_model_settings_override_the_server_rules(sqlite_settings: Settings,
+                                                                              bundle: Path) -> None:
+    v1, v2 = _canary(sqlite_settings, bundle)
+    _traffic(sqlite_settings, v1, v2, canary_errors=8)  # 8%: over the default 5%
+    registry = Registry(sqlite_settings)
+    assert set_watch_rules(registry, MODEL, {"max_error_rate": 0.10}) == {"max_error_rate": 0.10}
+    assert registry.model_settings(MODEL)["rollout"]["watch_rules"] == {"max_error_rate": 0.10}
+    tolerated = watch_once(sqlite_settings, holder="w")
+    assert tolerated.rolled_back == [] and tolerated.checked[0].error_rate == pytest.approx(0.08)
+    assert set_watch_rules(registry, MODEL, {"max_error_rate": None}) == {}  # back to the server's rules
+    strict = watch_once(sqlite_settings, holder="w")
+    assert strict.rolled_back == [MODEL]
+    assert Registry(sqlite_settings).events(MODEL)[0].details["rules"]["max_error_rate"] == 0.05
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:

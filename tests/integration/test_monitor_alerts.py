@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,26 +10,29 @@ import pytest
 from sqlalchemy import select
 
 from modelyard.config import Settings
+from modelyard.monitor.alerting import AlertRuleSet
 from modelyard.monitor.alerts import save_overrides
 from modelyard.monitor.notify import WebhookNotifier
-from modelyard.monitor.scheduler import MonitorScheduler
+from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.predlog import list_records
 from modelyard.registry import Registry
 from modelyard.registry import tables as t
+from modelyard.registry.lease import SqlLease
 from tests.conftest import generate_houses, train_and_publish
 from tests.integration.monitor_helpers import log_traffic, webhook_receiver
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def scheduler_for(settings: Settings, url: str | None, **kw) -> MonitorScheduler:  # type: ignore[no-untyped-def]
+def scheduler_for(settings: Settings, url: str | None) -> AlertRuleSet:
+    """The alert rule set, run directly (``run(now)``): the scheduler's lease is tested on its own below."""
     registry = Registry(settings)
 
     def records(model, since, until):  # type: ignore[no-untyped-def]
         return list_records(registry.engine, model, since=since, until=until, limit=None)
 
     notifier = WebhookNotifier(url, backoff=0.01) if url else None
-    return MonitorScheduler(registry, records, window=timedelta(minutes=30), notifier=notifier, **kw)
+    return AlertRuleSet(registry, records, window=timedelta(minutes=30), notifier=notifier)
 
 
 def alert_rows(settings: Settings) -> list[dict]:
@@ -43,7 +47,7 @@ def test_shifted_traffic_fires_drift_alert_once_then_resolves(
     with webhook_receiver() as hook:
         scheduler = scheduler_for(any_settings, hook.url)
         log_traffic(any_settings, "house-prices", generate_houses(600, seed=21, shift=0.6), T0)
-        run = scheduler.run_once(now=T0 + timedelta(minutes=1))
+        run = scheduler.run(now=T0 + timedelta(minutes=1))
         assert not run.errors
         fired = {
             tr.alert["details"]["feature"] for tr in run.transitions if tr.alert["rule"] == "input_drift"
@@ -65,7 +69,7 @@ def test_shifted_traffic_fires_drift_alert_once_then_resolves(
         log_traffic(
             any_settings, "house-prices", generate_houses(300, seed=22, shift=0.6), T0 + timedelta(minutes=5)
         )
-        again = scheduler.run_once(now=T0 + timedelta(minutes=6))
+        again = scheduler.run(now=T0 + timedelta(minutes=6))
         assert again.transitions == [] and len(hook.bodies) == sent
         firing = [a for a in alert_rows(any_settings) if a["status"] == "firing"]
         assert {a["details"]["key"] for a in firing} >= {"input_drift:area_sqm"}
@@ -75,7 +79,7 @@ def test_shifted_traffic_fires_drift_alert_once_then_resolves(
         log_traffic(
             any_settings, "house-prices", generate_houses(600, seed=23, shift=0.0), T0 + timedelta(hours=1)
         )
-        back = scheduler.run_once(now=T0 + timedelta(hours=1, minutes=1))
+        back = scheduler.run(now=T0 + timedelta(hours=1, minutes=1))
         assert {tr.status for tr in back.transitions} == {"resolved"}
         hook.wait_for(
             lambda bodies: any(b["status"] == "resolved" and b["feature"] == "area_sqm" for b in bodies)
@@ -103,7 +107,7 @@ def test_predictions_out_of_range_alert_names_model_and_version(
     with webhook_receiver() as hook:
         scheduler = scheduler_for(sqlite_settings, hook.url)
         log_traffic(sqlite_settings, "house-prices", generate_houses(300, seed=31, shift=2.5), T0)
-        scheduler.run_once(now=T0 + timedelta(minutes=1))
+        scheduler.run(now=T0 + timedelta(minutes=1))
         hook.wait_for(lambda bodies: any(b["rule"] == "prediction_range" for b in bodies))
     body = next(b for b in hook.bodies if b["rule"] == "prediction_range")
     assert body["status"] == "firing" and body["model"] == "house-prices" and body["model_version"] == version
@@ -123,7 +127,7 @@ def test_override_in_model_settings_silences_a_rule(sqlite_settings: Settings, h
         {"input_drift": {"psi": 50.0}, "prediction_drift": {"enabled": False}},
     )
     log_traffic(sqlite_settings, "house-prices", generate_houses(600, seed=21, shift=0.6), T0)
-    run = scheduler_for(sqlite_settings, None).run_once(now=T0 + timedelta(minutes=1))
+    run = scheduler_for(sqlite_settings, None).run(now=T0 + timedelta(minutes=1))
     drift = [f for f in run.findings if f.rule == "input_drift"]
     assert drift and not any(f.firing for f in drift) and all(f.threshold == 50.0 for f in drift)
     assert not any(f.rule == "prediction_drift" for f in run.findings)
@@ -137,24 +141,35 @@ def test_undelivered_alert_is_retried_on_the_next_run(sqlite_settings: Settings,
         scheduler = scheduler_for(sqlite_settings, hook.url)
         scheduler.notifier.retries = 2  # type: ignore[union-attr]
         log_traffic(sqlite_settings, "house-prices", generate_houses(600, seed=21, shift=0.6), T0)
-        first = scheduler.run_once(now=T0 + timedelta(minutes=1))
+        first = scheduler.run(now=T0 + timedelta(minutes=1))
         assert first.delivered == 0 and first.failed == len(first.transitions) > 0
         assert hook.attempts == 3 * len(first.transitions)  # each one tried 1 + 2 times
         hook.fail_next = 1  # recovers after one more 503: the retry with backoff gets through
-        second = scheduler.run_once(now=T0 + timedelta(minutes=2))
+        second = scheduler.run(now=T0 + timedelta(minutes=2))
         assert second.transitions == [] and second.delivered == first.failed and second.failed == 0
         assert {b["feature"] for b in hook.bodies} == {
             tr.alert["details"]["feature"] for tr in first.transitions
         }
-        third = scheduler.run_once(now=T0 + timedelta(minutes=3))
+        third = scheduler.run(now=T0 + timedelta(minutes=3))
         assert third.delivered == 0  # delivered ones are not sent again
 
 
 @pytest.mark.postgres
 def test_only_the_lease_holder_evaluates(pg_settings: Settings, house_spec: Path) -> None:
     train_and_publish(house_spec, pg_settings)
-    a, b = scheduler_for(pg_settings, None, holder="a"), scheduler_for(pg_settings, None, holder="b")
-    assert a.run_once(now=T0).skipped is None
-    assert b.run_once(now=T0 + timedelta(seconds=10)).skipped
-    assert b.run_once(now=T0 + timedelta(minutes=10)).skipped is None  # a's lease expired: b takes over
-    assert a.run_once(now=T0 + timedelta(minutes=10, seconds=5)).skipped
+    engine = Registry(pg_settings).engine
+
+    def scheduler(holder: str) -> Scheduler:
+        return Scheduler(SqlLease(engine, LEASE, holder=holder, ttl=1.0), [scheduler_for(pg_settings, None)])
+
+    a, b = scheduler("a"), scheduler("b")
+    first = a.run_once(now=T0)
+    assert first.skipped is None and "alerts" in first.results
+    standby = b.run_once(now=T0)
+    assert standby.skipped and standby.results == {}
+    deadline = time.monotonic() + 30  # a stops renewing: its lease expires and b takes over
+    while (taken := b.run_once(now=T0)).skipped:
+        assert time.monotonic() < deadline, "b never took the expired lease over"
+        time.sleep(0.05)
+    assert "alerts" in taken.results
+    assert a.run_once(now=T0).skipped

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from modelyard.config import Settings
+from modelyard.monitor.alert_state import AlertBook
 from modelyard.monitor.dashboard import dashboard_html
 from modelyard.monitor.scheduler import LEASE
-from modelyard.monitor.state import AlertBook
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
@@ -121,7 +121,7 @@ def test_a_replica_without_the_lease_sends_nothing_yet_its_dashboard_shows_drift
     assert other.acquire()
     with webhook_receiver() as hook, Server(sqlite_settings, tmp_path / "server.log",
                                             MODELYARD_MONITOR_INTERVAL="1", MODELYARD_ALERT_WEBHOOK=hook.url) as server:
-        wait_until(lambda: "another process holds the monitor lease" in server.log(), 30, "a skipped run")
+        wait_until(lambda: "another process acts (lease held elsewhere)" in server.log(), 30, "a skipped run")
         (drift,) = httpx.get(server.url + "/dashboard/data", timeout=30).json()["models"][0]["drift"]
         psi = {f["feature"]: f["psi"] for f in drift["features"]}
         assert drift["version"] == 1 and psi["area_sqm"] > 0.2
@@ -131,5 +131,5 @@ def test_a_replica_without_the_lease_sends_nothing_yet_its_dashboard_shows_drift
 
         other.release()
         hook.wait_for(lambda bodies: any(b["feature"] == "area_sqm" for b in bodies), timeout=30)
-        assert "this process evaluates" in server.log()
+        assert "this process evaluates and acts" in server.log()
         assert server.metric("modelyard_drift_psi", feature="area_sqm") == pytest.approx(psi["area_sqm"], rel=0.05)

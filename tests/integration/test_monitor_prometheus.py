@@ -21,8 +21,8 @@ import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from modelyard.config import Settings
+from modelyard.deploy.prometheus import write_prometheus
 from modelyard.monitor.alerts import rules_for
-from modelyard.monitor.rules import write_prometheus
 from tests.conftest import generate_houses, run_cli, train_and_publish
 from tests.integration.monitor_helpers import json_rows
 from tests.integration.serving import Server

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.config import Settings
+from modelyard.durations import format_duration
 from modelyard.registry import EventRecord, Registry
 from modelyard.rollout import bucket, promote
 from tests.integration.rollout_serving import (
@@ -137,6 +138,10 @@ def test_a_canary_failing_on_30_percent_of_inputs_is_rolled_back_by_the_server(
                              headers=[{"X-Routing-Key": f"after-{i}"} for i in range(40)])
             assert {r.version for r in after} == {1}
             assert "canary watcher rolled back house-prices v2" in server.log()
+            # one scheduler task: the start-up log names its tick and both rule sets (issue 16)
+            started = next(line for line in server.log().splitlines() if "scheduler every" in line)
+            assert "scheduler every 0.5s" in started and "alerts every 1m over 1h" in started
+            assert f"canary rollback every 0.5s over {format_duration(WINDOW)}" in started
 
 
 @pytest.mark.postgres

@@ -12,9 +12,9 @@ import pytest
 from modelyard.checks.compare import classification_stats, gate_predictions, regression_stats
 from modelyard.checks.differential import metric_drop
 from modelyard.checks.loadtest import read_rows
-from modelyard.checks.report import GateResult, Tolerances
-from modelyard.checks.shadow import output_values
+from modelyard.checks.results import GateResult, Tolerances
 from modelyard.errors import BadRequestError
+from modelyard.predlog import decode_outputs
 from modelyard.registry import EventRecord
 from modelyard.rollout import production_history
 from modelyard.rollout.watcher import disagreement
@@ -67,11 +67,11 @@ def test_watcher_disagreement_counts_rows_beyond_the_tolerance() -> None:
     assert disagreement([("a", "a"), ("a", "b")], "classification", 0.0) == 0.5
 
 
-def test_output_values_reads_plain_and_object_outputs() -> None:
-    assert output_values([1.5, 2.5]) == [1.5, 2.5]
-    assert output_values([{"prediction": 3}, {"label": "x"}]) == [3, "x"]
-    assert output_values({"predictions": [7]}) == [7]
-    assert output_values(4.0) == [4.0]
+def test_decode_outputs_reads_plain_and_object_outputs() -> None:
+    assert decode_outputs([1.5, 2.5]) == [1.5, 2.5]
+    assert decode_outputs([{"prediction": 3}, {"label": "x"}]) == [3, "x"]
+    assert decode_outputs({"predictions": [7]}) == [7]
+    assert decode_outputs(4.0) == [4.0]
 
 
 def _event(i: int, kind: str, frm: int | None, to: int | None, alias: str = "production") -> EventRecord:

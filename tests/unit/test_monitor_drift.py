@@ -13,8 +13,8 @@ from scipy.stats import ks_2samp
 from modelyard.bundle import ReferenceProfile, profile_frame, profile_series
 from modelyard.errors import BadRequestError
 from modelyard.monitor.drift import OTHER, PREDICTION, evaluate_drift, ks_statistic, psi
-from modelyard.monitor.window import parse_duration, prediction_value, split_windows
-from modelyard.predlog import PredictionRecord
+from modelyard.monitor.window import split_windows
+from modelyard.predlog import PredictionRecord, prediction_value
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -117,13 +117,3 @@ def test_split_windows_groups_versions_and_skips_failed_calls() -> None:
     assert windows[2].rows == [{"x": 2}, {"x": 3}] and windows[2].predictions == [1, 2]
     assert windows[1].latency_quantile(0.5) == 3.0
     assert prediction_value([7]) == 7 and prediction_value({"label": "a"}) == "a"
-
-
-def test_parse_duration() -> None:
-    assert parse_duration("90s") == timedelta(seconds=90)
-    assert parse_duration("15m") == timedelta(minutes=15)
-    assert parse_duration("1h") == timedelta(hours=1)
-    assert parse_duration("2d") == timedelta(days=2)
-    assert parse_duration("30") == timedelta(seconds=30)
-    with pytest.raises(BadRequestError, match="not a duration"):
-        parse_duration("soon")

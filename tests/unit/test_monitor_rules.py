@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modelyard.deploy.grafana import grafana_dashboard
+from modelyard.deploy.prometheus import alerting_rules, write_prometheus
 from modelyard.errors import BadRequestError
+from modelyard.monitor.alert_state import Transition
 from modelyard.monitor.alerts import DEFAULT_RULES, evaluate_rules, rules_for
 from modelyard.monitor.notify import alert_payload
-from modelyard.monitor.rules import alerting_rules, grafana_dashboard, write_prometheus
-from modelyard.monitor.state import Transition
 from modelyard.monitor.window import Window
 from tests.manifests import manifest_of
 

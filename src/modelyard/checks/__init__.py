@@ -9,7 +9,7 @@ from modelyard.checks.benchmark import BenchmarkConfig, benchmark_test
 from modelyard.checks.differential import differential_test
 from modelyard.checks.gates import gate_runner, run_gates
 from modelyard.checks.loadtest import LoadConfig, LoadResult, StressResult, load, stress
-from modelyard.checks.report import Finding, GateReport, GateResult, Tolerances
+from modelyard.checks.results import Finding, GateReport, GateResult, Tolerances
 from modelyard.checks.shadow import shadow_report
 
 __all__ = [

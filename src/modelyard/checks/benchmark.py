@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.checks.results import GateResult, Tolerances
 from modelyard.errors import ModelyardError
+from modelyard.predlog import percentile
 from modelyard.runtime import Model
 
 
@@ -84,8 +85,8 @@ def _measure(current: Model, candidate: Model, config: BenchmarkConfig) -> dict[
     for k in order:
         ms = np.asarray(lat[k]) * 1000
         out[k] = {
-            "latency_ms_p50": float(np.median(ms)),
-            "latency_ms_p90": float(np.quantile(ms, 0.9)),
+            "latency_ms_p50": percentile(ms, 0.5),
+            "latency_ms_p90": percentile(ms, 0.9),
             "throughput_rows_s": float(np.median(tput[k])),
         }
     out["latency_ratio"] = out["candidate"]["latency_ms_p50"] / out["current"]["latency_ms_p50"]

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.checks.results import GateResult, Tolerances
+from modelyard.predlog import percentile
 
 
 def _q(values: np.ndarray, q: float) -> float:
-    return float(np.quantile(values, q)) if len(values) else 0.0
+    return percentile(values, q) or 0.0
 
 
 def regression_stats(current: np.ndarray, candidate: np.ndarray, quantile: float = 0.95) -> dict[str, float]:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from modelyard.bundle import PREDICTION_COLUMN, TARGET_COLUMN
 from modelyard.checks.compare import gate_predictions
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.checks.results import GateResult, Tolerances
 from modelyard.errors import ModelyardError
 from modelyard.pipeline.evaluate import DEFAULT_METRICS, evaluate, known_metrics
 from modelyard.runtime import Model

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from modelyard.checks.benchmark import BenchmarkConfig, benchmark_test
 from modelyard.checks.differential import differential_test
-from modelyard.checks.report import GateReport, GateResult, Tolerances
+from modelyard.checks.results import GateReport, GateResult, Tolerances
 from modelyard.errors import VersionNotFoundError
 from modelyard.registry import Registry
 from modelyard.runtime import Model

@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 
 from modelyard.errors import BadRequestError
+from modelyard.predlog import percentile
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
     if not latencies:
         return {}
     ms = np.asarray(latencies) * 1000
-    return {"mean": float(ms.mean()), "p50": float(np.quantile(ms, 0.5)), "p90": float(np.quantile(ms, 0.9)),
-            "p99": float(np.quantile(ms, 0.99)), "max": float(ms.max())}
+    quantiles = {f"p{round(q * 100)}": percentile(ms, q) or 0.0 for q in (0.5, 0.9, 0.99)}
+    return {"mean": float(ms.mean()), **quantiles, "max": float(ms.max())}
 
 
 async def run_load(config: LoadConfig) -> LoadResult:

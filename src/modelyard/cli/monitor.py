@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from modelyard.cli._common import console, friendly, settings
+from modelyard.durations import parse_duration
 from modelyard.errors import BadRequestError
 from modelyard.predlog import window_source
 from modelyard.registry import Registry, parse_ref
@@ -52,7 +53,6 @@ def monitor_cmd(
     """Drift of inputs and predictions against the training reference, traffic, and the rules' verdicts."""
     from modelyard.monitor.alerts import save_overrides
     from modelyard.monitor.report import build_report, print_report, render_html
-    from modelyard.monitor.window import parse_duration
 
     registry = Registry(settings())
     model, _ = parse_ref(name)
@@ -61,7 +61,8 @@ def monitor_cmd(
         if not json_out:
             console.print(f"{model}: rule overrides now {json.dumps(rules)}")
     report = build_report(
-        registry, window_source(registry.engine), model, window=parse_duration(window), versions=set(version) or None
+        registry, window_source(registry.engine), model, window=parse_duration(window, what="--window"),
+        versions=set(version) or None,
     )
     if html is not None:
         html.write_text(render_html(report))
@@ -83,8 +84,8 @@ def prometheus_cmd(
     rate_window: str = typer.Option("5m", "--rate-window", help="Range of rate() in the rules."),
 ) -> None:
     """Prometheus alerting rules, a scrape config and a Grafana dashboard for one model's alert rules."""
+    from modelyard.deploy.prometheus import write_prometheus
     from modelyard.monitor.alerts import load_overrides, rules_for
-    from modelyard.monitor.rules import write_prometheus
 
     registry = Registry(settings())
     record = registry.resolve(name)

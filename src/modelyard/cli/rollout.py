@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,14 @@ from modelyard.checks import (
 )
 from modelyard.checks.loadtest import LoadResult, load, read_rows, stress
 from modelyard.cli._common import console, err_console, friendly, settings
-from modelyard.errors import BadRequestError, GateFailedError
+from modelyard.durations import parse_since, seconds
+from modelyard.errors import GateFailedError
+from modelyard.monitor.alerting import AlertRuleSet
+from modelyard.monitor.rules import RuleSet
+from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.registry import Registry
-from modelyard.rollout import Watcher, WatchRules, promote, rollback, stop_canary
+from modelyard.registry.lease import SqlLease
+from modelyard.rollout import CanaryRuleSet, WatchRules, WatchRun, promote, rollback, stop_canary
 
 shadow_app = typer.Typer(help="Analyse the shadow version against the primary on logged traffic.",
                          no_args_is_help=True)
@@ -171,24 +174,6 @@ def rollback_cmd(
                   f"(rolled back from v{result.from_version})")
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """``30m``, ``2h``, ``1d`` ago, or an ISO timestamp (UTC when it has no zone)."""
-    if not value:
-        return None
-    match = _DURATION.match(value.strip())
-    if match:
-        seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-        return datetime.now(UTC) - timedelta(seconds=seconds)
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequestError(f"--since {value!r}: use 30m, 2h, 1d or an ISO time", field="since") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 @shadow_app.command("report")
 @friendly
 def shadow_report_cmd(
@@ -198,7 +183,7 @@ def shadow_report_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Agreement of the shadow with the primary on logged traffic (the differential test's statistics)."""
-    result = shadow_report(Registry(settings()), name, since=parse_since(since), version=version)
+    result = shadow_report(Registry(settings()), name, since=parse_since(since) if since else None, version=version)
     if json_out:
         _emit_json(result.to_dict())
         return
@@ -220,35 +205,48 @@ def shadow_report_cmd(
 @friendly
 def watch_cmd(
     once: bool = typer.Option(False, "--once", help="One pass, then exit."),
-    interval: float = typer.Option(5.0, "--interval", help="Seconds between passes."),
+    interval: str = typer.Option("5s", "--interval", "--every", help="Time between passes: 5s, 1m..."),
     max_runs: int | None = typer.Option(None, "--max-runs", help="Stop after this many passes."),
-    window: float = typer.Option(300.0, "--window", help="Sliding window, seconds."),
+    window: str = typer.Option("5m", "--window", help="Sliding window: 300 (seconds), 5m, 1h..."),
     max_error_rate: float = typer.Option(0.05, "--max-error-rate"),
     max_disagreement: float = typer.Option(0.10, "--max-disagreement"),
     max_p99_ratio: float = typer.Option(3.0, "--max-p99-ratio", help="Canary p99 / primary p99."),
     min_requests: int = typer.Option(20, "--min-requests", help="Canary requests needed before acting."),
+    alerts: bool = typer.Option(True, "--alerts/--no-alerts",
+                                help="Also run the alert rules (MODELYARD_MONITOR_INTERVAL, _WINDOW, webhook)."),
 ) -> None:
-    """Watch live canaries and roll back unhealthy ones (one watcher acts among replicas)."""
-    rules = WatchRules(window=window, max_error_rate=max_error_rate, max_disagreement=max_disagreement,
-                       max_p99_ratio=max_p99_ratio, min_requests=min_requests)
-    watcher = Watcher(Registry(settings()), rules)
+    """Watch live canaries and roll back unhealthy ones: the server's scheduler without the server. One
+    process acts among these and every server (one lease); it runs the canary rules and, unless --no-alerts,
+    the alert rules, so the process holding the lease does all the scheduled work."""
+    every = seconds(interval, what="--interval")
+    rules = WatchRules(window=seconds(window, what="--window"), max_error_rate=max_error_rate,
+                       max_disagreement=max_disagreement, max_p99_ratio=max_p99_ratio, min_requests=min_requests)
+    registry = Registry(settings())
+    lease = SqlLease(registry.engine, LEASE, ttl=max(30.0, 3 * every))
+    rule_sets: list[RuleSet] = [CanaryRuleSet(registry, rules, every=max(every, 1e-3))]
+    if alerts and settings().monitor_interval > 0:
+        rule_sets.append(AlertRuleSet.from_settings(settings(), registry))
+    scheduler = Scheduler(lease, rule_sets)
+    typer.echo(scheduler.describe(), err=True)
     runs = 0
     try:
         while max_runs is None or runs < max_runs:
-            run = watcher.run_once()
+            run = scheduler.run_once(due_only=True)
+            watched = run.results.get(CanaryRuleSet.name)
+            checked = watched.checked if isinstance(watched, WatchRun) else []
             runs += 1
             state = "leader" if run.leader else "standby"
             figures = "; ".join(f"{h.model} v{h.canary_version}: {h.requests} req, errors "
                                 f"{_fmt(h.error_rate)}, disagreement {_fmt(h.disagreement)}"
-                                for h in run.checked)
-            typer.echo(f"run {runs} {state} {watcher.holder} {figures}".rstrip())
-            for model in run.rolled_back:
+                                for h in checked)
+            typer.echo(f"run {runs} {state} {lease.holder} {figures}".rstrip())
+            for model in watched.rolled_back if isinstance(watched, WatchRun) else []:
                 typer.echo(f"rolled back the canary of {model}")
             if once:
                 break
-            time.sleep(interval)
+            time.sleep(every)
     finally:
-        watcher.lease.release()
+        scheduler.release()
 
 
 def _print_load(result: LoadResult, title: str) -> None:

@@ -77,3 +77,8 @@ class BundleLock:
                               "`modelyard deploy docker`") from None
         except (TypeError, ValueError) as exc:
             raise DeployError(f"lock file {path} is not a modelyard bundle lock: {exc}") from None
+
+
+def promql_quote(value: str) -> str:
+    """A PromQL string literal (label values in the Prometheus rules and the Grafana queries)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -5,14 +5,17 @@ output schema's observed range; a ``monitoring.rules`` section in the manifest, 
 model's settings in the registry (``modelyard_models.settings["monitor"]["rules"]``), so an operator can tune one
 model without republishing it.
 
-A verdict is firing, ok, or unknown (too little traffic to say); ``state.AlertBook`` turns verdicts into
+Each rule is a small object (``Rule``: ``evaluate(window) -> findings``); ``alert_rules`` builds the enabled
+ones from a configuration and ``alerting.AlertRuleSet`` runs them for every served version.
+
+A verdict is firing, ok, or unknown (too little traffic to say); ``alert_state.AlertBook`` turns verdicts into
 recorded alerts and notifications.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +23,7 @@ import numpy as np
 from modelyard.bundle import Manifest
 from modelyard.errors import BadRequestError, ModelNotFoundError
 from modelyard.monitor.drift import PREDICTION, DriftReport
+from modelyard.monitor.rules import Finding, Rule
 from modelyard.monitor.window import Window
 from modelyard.registry.db import Engine
 from modelyard.registry.settings import ModelSettings, SqlSettingsStore
@@ -59,108 +63,6 @@ def rules_for(
     return rules
 
 
-@dataclass
-class Finding:
-    """One rule's verdict on one version: ``firing`` is True, False, or None (too little data to say)."""
-
-    model: str
-    version: int
-    rule: str
-    firing: bool | None
-    value: float | None
-    threshold: float | None
-    message: str
-    feature: str | None = None
-    severity: str = "warning"
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.rule}:{self.feature}" if self.feature else self.rule
-
-
-def evaluate_rules(
-    rules: dict[str, dict[str, Any]], window: Window, drift: DriftReport | None
-) -> list[Finding]:
-    out: list[Finding] = []
-    m, v = window.model, window.version
-    r = rules["prediction_range"]
-    if r["enabled"]:
-        out.append(_range_finding(r, window))
-    r = rules["error_rate"]
-    if r["enabled"]:
-        enough = window.requests >= r["min_requests"]
-        rate = window.error_rate
-        out.append(
-            Finding(
-                m,
-                v,
-                "error_rate",
-                rate > r["max_rate"] if enough else None,
-                rate,
-                r["max_rate"],
-                f"{m} v{v}: {window.errors} of {window.requests} requests failed ({rate:.1%})",
-                severity=r["severity"],
-            )
-        )
-    r = rules["latency"]
-    if r["enabled"]:
-        p95 = window.latency_quantile(0.95)
-        enough = len(window.latencies_ms) >= r["min_requests"] and p95 is not None
-        out.append(
-            Finding(
-                m,
-                v,
-                "latency",
-                (p95 > r["p95_ms"]) if enough else None,
-                p95,
-                r["p95_ms"],
-                f"{m} v{v}: p95 latency {p95 or 0:.1f} ms (limit {r['p95_ms']:.0f} ms)",
-                severity=r["severity"],
-            )
-        )
-    if drift is not None:
-        r = rules["input_drift"]
-        for fd in drift.features.values() if r["enabled"] else ():
-            over_psi = fd.psi is not None and fd.psi > r["psi"]
-            over_ks = r.get("ks") is not None and fd.ks is not None and fd.ks > r["ks"]
-            enough = fd.n >= r["min_rows"] and fd.psi is not None
-            out.append(
-                Finding(
-                    m,
-                    v,
-                    "input_drift",
-                    (over_psi or over_ks) if enough else None,
-                    fd.psi,
-                    r["psi"],
-                    f"{m} v{v}: input '{fd.feature}' drifted, PSI {fd.psi or 0:.3f} "
-                    f"(limit {r['psi']}), KS {fd.ks if fd.ks is not None else float('nan'):.3f}",
-                    feature=fd.feature,
-                    severity=r["severity"],
-                    details={"ks": fd.ks, "n": fd.n},
-                )
-            )
-        r = rules["prediction_drift"]
-        pd_ = drift.prediction
-        if r["enabled"] and pd_ is not None:
-            enough = pd_.n >= r["min_rows"] and pd_.psi is not None
-            out.append(
-                Finding(
-                    m,
-                    v,
-                    "prediction_drift",
-                    (pd_.psi or 0.0) > r["psi"] if enough else None,
-                    pd_.psi,
-                    r["psi"],
-                    f"{m} v{v}: predictions drifted, PSI {pd_.psi or 0:.3f} (limit {r['psi']})",
-                    feature=PREDICTION,
-                    severity=r["severity"],
-                    details={"ks": pd_.ks, "n": pd_.n},
-                )
-            )
-    return out
-
-
 def _range_finding(r: dict[str, Any], window: Window) -> Finding:
     m, v = window.model, window.version
     values = [p for p in window.predictions if p is not None]
@@ -195,6 +97,118 @@ def _range_finding(r: dict[str, Any], window: Window) -> Finding:
             "examples": sample,
         },
     )
+
+
+class PredictionRangeRule:
+    """Too many predictions outside the range the bundle saw (numbers) or outside its classes."""
+
+    name = "prediction_range"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def evaluate(self, window: Window) -> list[Finding]:
+        return [_range_finding(self.params, window)]
+
+
+class ErrorRateRule:
+    """The share of failed requests over ``max_rate``, given ``min_requests``."""
+
+    name = "error_rate"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def evaluate(self, window: Window) -> list[Finding]:
+        r, m, v = self.params, window.model, window.version
+        enough = window.requests >= r["min_requests"]
+        rate = window.error_rate
+        return [Finding(m, v, self.name, rate > r["max_rate"] if enough else None, rate, r["max_rate"],
+                        f"{m} v{v}: {window.errors} of {window.requests} requests failed ({rate:.1%})",
+                        severity=r["severity"])]
+
+
+class LatencyRule:
+    """The p95 latency over ``p95_ms``, given ``min_requests`` timed requests."""
+
+    name = "latency"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def evaluate(self, window: Window) -> list[Finding]:
+        r, m, v = self.params, window.model, window.version
+        p95 = window.latency_quantile(0.95)
+        enough = len(window.latencies_ms) >= r["min_requests"] and p95 is not None
+        return [Finding(m, v, self.name, (p95 > r["p95_ms"]) if enough and p95 is not None else None, p95,
+                        r["p95_ms"], f"{m} v{v}: p95 latency {p95 or 0:.1f} ms (limit {r['p95_ms']:.0f} ms)",
+                        severity=r["severity"])]
+
+
+class InputDriftRule:
+    """Per input feature: PSI (or KS, when set) against the training reference over the limit."""
+
+    name = "input_drift"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def evaluate(self, window: Window) -> list[Finding]:
+        r, m, v = self.params, window.model, window.version
+        out: list[Finding] = []
+        for fd in window.drift.features.values() if window.drift is not None else ():
+            over_psi = fd.psi is not None and fd.psi > r["psi"]
+            over_ks = r.get("ks") is not None and fd.ks is not None and fd.ks > r["ks"]
+            enough = fd.n >= r["min_rows"] and fd.psi is not None
+            out.append(Finding(
+                m, v, self.name, (over_psi or over_ks) if enough else None, fd.psi, r["psi"],
+                f"{m} v{v}: input '{fd.feature}' drifted, PSI {fd.psi or 0:.3f} "
+                f"(limit {r['psi']}), KS {fd.ks if fd.ks is not None else float('nan'):.3f}",
+                feature=fd.feature, severity=r["severity"], details={"ks": fd.ks, "n": fd.n},
+            ))
+        return out
+
+
+class PredictionDriftRule:
+    """The predictions' PSI against the training reference's over the limit."""
+
+    name = "prediction_drift"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def evaluate(self, window: Window) -> list[Finding]:
+        r, m, v = self.params, window.model, window.version
+        pd_ = window.drift.prediction if window.drift is not None else None
+        if pd_ is None:
+            return []
+        enough = pd_.n >= r["min_rows"] and pd_.psi is not None
+        return [Finding(m, v, self.name, (pd_.psi or 0.0) > r["psi"] if enough else None, pd_.psi, r["psi"],
+                        f"{m} v{v}: predictions drifted, PSI {pd_.psi or 0:.3f} (limit {r['psi']})",
+                        feature=PREDICTION, severity=r["severity"], details={"ks": pd_.ks, "n": pd_.n})]
+
+
+RULE_TYPES: dict[str, Callable[[dict[str, Any]], Rule[Window]]] = {
+    "prediction_range": PredictionRangeRule,
+    "error_rate": ErrorRateRule,
+    "latency": LatencyRule,
+    "input_drift": InputDriftRule,
+    "prediction_drift": PredictionDriftRule,
+}
+
+
+def alert_rules(rules: dict[str, dict[str, Any]]) -> list[Rule[Window]]:
+    """The enabled rules of a configuration (``rules_for``) as rule objects, in evaluation order."""
+    order = ("prediction_range", "error_rate", "latency", "input_drift", "prediction_drift")
+    return [RULE_TYPES[name](rules[name]) for name in order if rules[name].get("enabled", True)]
+
+
+def evaluate_rules(
+    rules: dict[str, dict[str, Any]], window: Window, drift: DriftReport | None
+) -> list[Finding]:
+    """Every enabled rule's verdicts on ``window`` (with ``drift``, when the window had traffic)."""
+    window.drift = drift
+    return [f for rule in alert_rules(rules) for f in rule.evaluate(window)]
 
 
 # ---- model settings: per-model overrides ---------------------------------------------------------------

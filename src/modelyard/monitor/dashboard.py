@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.monitor.alert_state import AlertBook
 from modelyard.monitor.alerts import load_overrides, rules_for
 from modelyard.monitor.drift import PREDICTION, DriftReport
-from modelyard.monitor.state import AlertBook
 from modelyard.monitor.window import RecordSource
+from modelyard.predlog import Route, percentile
 from modelyard.registry import Registry
 from modelyard.registry.db import Engine
 from modelyard.registry.predictions import SqlPredictionStore
@@ -120,7 +121,7 @@ def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets
     route = np.array([r.route for r in rows], dtype=object)
     latency = np.array([np.nan if r.latency_ms is None else r.latency_ms for r in rows], dtype="float64")
     failed = np.array([r.failed for r in rows], dtype=bool)
-    counted = (route != "shadow") & (route != "mirror")  # extra work after the answer, not user traffic
+    counted = (route != Route.SHADOW) & (route != Route.MIRROR)  # extra work after the answer, not user traffic
     per_version = {
         str(v): [float(np.sum((idx == b) & (version == v) & counted)) / width for b in range(buckets)]
         for v in sorted(set(version[counted].tolist()))
@@ -131,8 +132,8 @@ def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets
         n = int(sel.sum())
         error_rate.append(float(failed[sel].mean()) if n else None)
         lat = latency[sel & ~np.isnan(latency)]
-        p50.append(float(np.quantile(lat, 0.5)) if len(lat) else None)
-        p95.append(float(np.quantile(lat, 0.95)) if len(lat) else None)
+        p50.append(percentile(lat, 0.5))
+        p95.append(percentile(lat, 0.95))
     split: dict[tuple[int, str], int] = {}
     for v, r in zip(version.tolist(), route.tolist(), strict=True):
         split[(v, r)] = split.get((v, r), 0) + 1
@@ -143,8 +144,8 @@ def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets
             "requests": n_live,
             "rate_per_s": n_live / max((now - since).total_seconds(), 1.0),
             "error_rate": float(failed[counted].mean()) if n_live else None,
-            "latency_p50_ms": float(np.quantile(live, 0.5)) if len(live) else None,
-            "latency_p95_ms": float(np.quantile(live, 0.95)) if len(live) else None,
+            "latency_p50_ms": percentile(live, 0.5),
+            "latency_p95_ms": percentile(live, 0.95),
         },
         "traffic_split": [{"version": v, "route": r, "requests": n} for (v, r), n in sorted(split.items())],
         "series": {
@@ -170,10 +171,10 @@ def _drift(
     if drift is not None:
         reports = {v: r for (m, v), r in drift.items() if m == name}
     elif records is not None and served:
-        from modelyard.monitor.scheduler import MonitorScheduler
+        from modelyard.monitor.alerting import AlertRuleSet
 
-        scheduler = MonitorScheduler(registry, records, window=window, lease=False)
-        reports = {st.window.version: st.drift for st in scheduler.evaluate(name, served, now)}
+        alerts = AlertRuleSet(registry, records, window=window)
+        reports = {st.window.version: st.drift for st in alerts.evaluate(name, served, now)}
     out = []
     for version, report in sorted(reports.items()):
         if report is None:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from modelyard.monitor.state import Transition
+from modelyard.monitor.alert_state import Transition
 
 log = logging.getLogger("modelyard.monitor")
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}

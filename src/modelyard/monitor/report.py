@@ -14,9 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from modelyard.monitor.alert_state import AlertBook
+from modelyard.monitor.alerting import AlertRuleSet
 from modelyard.monitor.alerts import load_overrides, rules_for
-from modelyard.monitor.scheduler import MonitorScheduler
-from modelyard.monitor.state import AlertBook
 from modelyard.monitor.svg import hbar_chart, histogram_pair
 from modelyard.monitor.window import RecordSource
 from modelyard.registry import Registry
@@ -39,10 +39,10 @@ def build_report(
         versions = {a.version for a in aliases.values()} | {
             int(r.version) for r in fetched if r.model == name
         }
-    scheduler = MonitorScheduler(registry, lambda _m, _s, _u: fetched, window=window, lease=False)
+    alerts = AlertRuleSet(registry, lambda _m, _s, _u: fetched, window=window)
     out_versions = []
     overrides = load_overrides(registry.engine, name)
-    for st in scheduler.evaluate(name, versions, now):
+    for st in alerts.evaluate(name, versions, now):
         w, v = st.window, st.window.version
         out_versions.append(
             {
@@ -66,7 +66,7 @@ def build_report(
                     }
                     for f in st.findings
                 ],
-                "thresholds": rules_for(scheduler._manifest(name, v), overrides),
+                "thresholds": rules_for(alerts.manifest(name, v), overrides),
             }
         )
     return {

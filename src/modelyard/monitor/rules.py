@@ -1,324 +1,115 @@
-"""The alert rules, expressed for Prometheus: alerting rules, a scrape config and a Grafana dashboard.
+"""Rules as small objects, and rule sets: what the one scheduler (``monitor/scheduler.py``) runs.
 
-``modelyard deploy prometheus NAME --out DIR`` writes these so a team that already runs Prometheus,
-Alertmanager and Grafana gets the same thresholds the server's own monitor uses (``alerts.rules_for``), on
-the metrics the server exports at ``/metrics``. Thresholds are taken from one version (the production alias
-by default) and applied to every version of the model.
+A ``Rule`` looks at one window of logged traffic and gives one verdict per thing it checks (a ``Finding``:
+firing, ok, or unknown when there is too little traffic to say). A ``RuleSet`` is a named group of rules
+with what it does on its findings, run every ``every`` seconds:
 
-Where the server evaluates a window of logged traffic (an hour by default), Prometheus evaluates rates over
-``rate_window`` (5m). Prediction ranges are read from the ``modelyard_prediction_value`` histogram: "more
-than f of the predictions above ``high``" becomes "the (1 - f) quantile is above ``high``", accurate to the
-histogram's bucket layout.
+- ``monitor.alerting.AlertRuleSet`` ("alerts"): drift, prediction range, error rate and latency of every
+  served version; findings are recorded in ``my_alerts`` and notified;
+- ``rollout.watcher.CanaryRuleSet`` ("canary"): error rate, latency and disagreement of every live canary;
+  a firing finding rolls the canary back.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
-import yaml
+__all__ = ["NO_LEASE", "Finding", "HeldLease", "Rule", "RuleSet", "RuleSetRun", "firing"]
 
-from modelyard.monitor.drift import PREDICTION
-
-
-def _q(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+W_contra = TypeVar("W_contra", contravariant=True)
 
 
-def alerting_rules(
-    model: str, rules: dict[str, dict[str, Any]], *, rate_window: str = "5m", hold: str = "1m"
-) -> dict[str, Any]:
-    """A Prometheus rule file (as a dict) with one group for ``model``."""
-    sel = f"model={_q(model)}"
-    out: list[dict[str, Any]] = []
+@dataclass
+class Finding:
+    """One rule's verdict on one version: ``firing`` is True, False, or None (too little data to say)."""
 
-    def add(name: str, expr: str, severity: str, summary: str, **labels: str) -> None:
-        out.append(
-            {
-                "alert": name,
-                "expr": expr,
-                "for": hold,
-                "labels": {"severity": severity, **labels},
-                "annotations": {"summary": summary},
-            }
-        )
+    model: str
+    version: int
+    rule: str
+    firing: bool | None
+    value: float | None
+    threshold: float | None
+    message: str
+    feature: str | None = None
+    severity: str = "warning"
+    details: dict[str, Any] = field(default_factory=dict)
 
-    r = rules["prediction_range"]
-    if r["enabled"] and not r.get("classes") and (r.get("low") is not None or r.get("high") is not None):
-        f = float(r["max_fraction"])
-        buckets = (
-            f"sum by (model, version, le) (rate(modelyard_prediction_value_bucket{{{sel}}}[{rate_window}]))"
-        )
-        parts = []
-        if r.get("high") is not None:
-            parts.append(f"histogram_quantile({1 - f:g}, {buckets}) > {float(r['high']):g}")
-        if r.get("low") is not None:
-            parts.append(f"histogram_quantile({f:g}, {buckets}) < {float(r['low']):g}")
-        add(
-            "ModelyardPredictionOutOfRange",
-            " or ".join(f"({p})" for p in parts),
-            r["severity"],
-            f"{{{{ $labels.model }}}} v{{{{ $labels.version }}}}: more than {f:.0%} of predictions outside "
-            f"[{_g(r.get('low'))}, {_g(r.get('high'))}]",
-            rule="prediction_range",
-        )
-    r = rules["input_drift"]
-    if r["enabled"]:
-        psi_in = f"modelyard_drift_psi{{{sel}, feature!={_q(PREDICTION)}}}"
-        expr = f"max by (model, version, feature) ({psi_in}) > {r['psi']:g}"
-        if r.get("ks") is not None:
-            expr = (
-                f"({expr}) or (max by (model, version, feature) "
-                f"(modelyard_drift_ks{{{sel}, feature!={_q(PREDICTION)}}}) > {r['ks']:g})"
-            )
-        add(
-            "ModelyardInputDrift",
-            expr,
-            r["severity"],
-            "{{ $labels.model }} v{{ $labels.version }}: input '{{ $labels.feature }}' drifted "
-            f"(PSI {{{{ $value }}}} > {r['psi']:g})",
-            rule="input_drift",
-        )
-    r = rules["prediction_drift"]
-    if r["enabled"]:
-        add(
-            "ModelyardPredictionDrift",
-            f"max by (model, version, feature) (modelyard_drift_psi{{{sel}, feature={_q(PREDICTION)}}})"
-            f" > {r['psi']:g}",
-            r["severity"],
-            "{{ $labels.model }} v{{ $labels.version }}: predictions drifted "
-            f"(PSI {{{{ $value }}}} > {r['psi']:g})",
-            rule="prediction_drift",
-        )
-    r = rules["error_rate"]
-    if r["enabled"]:
-        reqs = f"sum by (model, version) (rate(modelyard_requests_total{{{sel}}}[{rate_window}]))"
-        errs = f"sum by (model, version) (rate(modelyard_request_errors_total{{{sel}}}[{rate_window}]))"
-        volume = f"sum by (model, version) (increase(modelyard_requests_total{{{sel}}}[{rate_window}]))"
-        add(
-            "ModelyardErrorRate",
-            f"({errs} / {reqs} > {r['max_rate']:g}) and ({volume} >= {r['min_requests']})",
-            r["severity"],
-            "{{ $labels.model }} v{{ $labels.version }}: "
-            f"error rate {{{{ $value | humanizePercentage }}}} above {r['max_rate']:.0%}",
-            rule="error_rate",
-        )
-    r = rules["latency"]
-    if r["enabled"]:
-        latency = f"rate(modelyard_request_latency_seconds_bucket{{{sel}}}[{rate_window}])"
-        buckets = f"sum by (model, version, le) ({latency})"
-        add(
-            "ModelyardLatencyP95",
-            f"histogram_quantile(0.95, {buckets}) > {float(r['p95_ms']) / 1000:g}",
-            r["severity"],
-            "{{ $labels.model }} v{{ $labels.version }}: p95 latency {{ $value | humanizeDuration }}"
-            f" above {float(r['p95_ms']):g} ms",
-            rule="latency",
-        )
-    return {"groups": [{"name": f"modelyard-{model}", "rules": out}]}
+    @property
+    def key(self) -> str:
+        return f"{self.rule}:{self.feature}" if self.feature else self.rule
 
 
-def scrape_config(
-    rule_file: str, targets: list[str], *, alertmanager: str | None = None, interval: str = "15s"
-) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "rule_files": [rule_file],
-        "scrape_configs": [
-            {"job_name": "modelyard", "metrics_path": "/metrics", "static_configs": [{"targets": targets}]}
-        ],
-    }
-    if alertmanager:
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
-    return config
+class Rule(Protocol[W_contra]):
+    """One check over a window (``monitor.window.Window`` for alerts, ``CanaryHealth`` for canaries)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def evaluate(self, window: W_contra) -> list[Finding]:
+        """Verdicts on ``window``: one, or one per feature for the drift rules; none when switched off."""
+        ...
 
 
-def alertmanager_config(webhook: str) -> dict[str, Any]:
-    return {
-        "route": {
-            "receiver": "modelyard-webhook",
-            "group_by": ["alertname", "model", "version", "feature"],
-            "group_wait": "30s",
-            "repeat_interval": "4h",
-        },
-        "receivers": [
-            {"name": "modelyard-webhook", "webhook_configs": [{"url": webhook, "send_resolved": True}]}
-        ],
-    }
+def firing(findings: Sequence[Finding]) -> list[Finding]:
+    return [f for f in findings if f.firing]
 
 
-def grafana_dashboard(
-    model: str, rules: dict[str, dict[str, Any]], *, rate_window: str = "5m"
-) -> dict[str, Any]:
-    """A Grafana dashboard (JSON model) with the same thresholds drawn on each chart."""
-    sel = f"model={_q(model)}"
-    panels: list[dict[str, Any]] = []
+@dataclass
+class RuleSetRun:
+    """What one run of a rule set saw and did."""
 
-    def panel(
-        title: str,
-        targets: list[tuple[str, str]],
-        *,
-        unit: str = "short",
-        threshold: float | None = None,
-        kind: str = "timeseries",
-        width: int = 12,
-    ) -> None:
-        n = len(panels)
-        steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
-        if threshold is not None:
-            steps.append({"color": "red", "value": threshold})
-        panels.append(
-            {
-                "id": n + 1,
-                "type": kind,
-                "title": title,
-                "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                "gridPos": {
-                    "h": 8,
-                    "w": width,
-                    "x": (n % (24 // width)) * width if width < 24 else 0,
-                    "y": (n // 2) * 8,
-                },
-                "fieldConfig": {
-                    "defaults": {
-                        "unit": unit,
-                        "thresholds": {"mode": "absolute", "steps": steps},
-                        "custom": {"thresholdsStyle": {"mode": "line" if threshold else "off"}},
-                    },
-                    "overrides": [],
-                },
-                "targets": [
-                    {"refId": chr(65 + i), "expr": e, "legendFormat": leg}
-                    for i, (e, leg) in enumerate(targets)
-                ],
-            }
-        )
-
-    w = rate_window
-    panel(
-        "Requests per second",
-        [
-            (
-                f"sum by (version, route) (rate(modelyard_requests_total{{{sel}}}[{w}]))",
-                "v{{version}} {{route}}",
-            )
-        ],
-        unit="reqps",
-    )
-    panel(
-        "Error rate",
-        [
-            (
-                f"sum by (version) (rate(modelyard_request_errors_total{{{sel}}}[{w}])) / "
-                f"sum by (version) (rate(modelyard_requests_total{{{sel}}}[{w}]))",
-                "v{{version}}",
-            )
-        ],
-        unit="percentunit",
-        threshold=rules["error_rate"]["max_rate"],
-    )
-    lat = f"sum by (version, le) (rate(modelyard_request_latency_seconds_bucket{{{sel}}}[{w}]))"
-    panel(
-        "Latency",
-        [
-            (f"histogram_quantile(0.5, {lat})", "p50 v{{version}}"),
-            (f"histogram_quantile(0.95, {lat})", "p95 v{{version}}"),
-        ],
-        unit="s",
-        threshold=float(rules["latency"]["p95_ms"]) / 1000,
-    )
-    pred = f"sum by (version, le) (rate(modelyard_prediction_value_bucket{{{sel}}}[{w}]))"
-    panel(
-        "Predictions (p1, p50, p99)",
-        [
-            (f"histogram_quantile({q}, {pred})", f"p{int(q * 100)} v{{{{version}}}}")
-            for q in (0.01, 0.5, 0.99)
-        ],
-        threshold=rules["prediction_range"].get("high"),
-    )
-    panel(
-        "Input drift (PSI)",
-        [(f"modelyard_drift_psi{{{sel}, feature!={_q(PREDICTION)}}}", "{{feature}} v{{version}}")],
-        threshold=rules["input_drift"]["psi"],
-    )
-    panel(
-        "Prediction drift (PSI) and KS",
-        [
-            (f"modelyard_drift_psi{{{sel}, feature={_q(PREDICTION)}}}", "PSI v{{version}}"),
-            (f"modelyard_drift_ks{{{sel}}}", "KS {{feature}} v{{version}}"),
-        ],
-        threshold=rules["prediction_drift"]["psi"],
-    )
-    panel(
-        "Missing and out-of-range inputs",
-        [
-            (f"sum by (feature) (rate(modelyard_input_missing_total{{{sel}}}[{w}]))", "missing {{feature}}"),
-            (
-                f"sum by (feature) (rate(modelyard_input_out_of_range_total{{{sel}}}[{w}]))",
-                "out of range {{feature}}",
-            ),
-        ],
-    )
-    panel(
-        "Aliases and canary weight",
-        [
-            (f"modelyard_alias_version{{{sel}}}", "{{alias}}"),
-            (f"modelyard_canary_weight{{{sel}}}", "canary weight"),
-        ],
-        kind="stat",
-    )
-    return {
-        "title": f"modelyard: {model}",
-        "uid": f"modelyard-{model}"[:40],
-        "schemaVersion": 39,
-        "version": 1,
-        "tags": ["modelyard"],
-        "time": {"from": "now-6h", "to": "now"},
-        "refresh": "30s",
-        "templating": {
-            "list": [
-                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}
-            ]
-        },
-        "annotations": {"list": []},
-        "panels": panels,
-    }
+    at: datetime
+    findings: list[Finding] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    """Model → the error that stopped its evaluation (the other models are still evaluated)."""
 
 
-def write_prometheus(
-    out: Path,
-    model: str,
-    rules: dict[str, dict[str, Any]],
-    *,
-    targets: list[str],
-    webhook: str | None = None,
-    alertmanager: str | None = None,
-    rate_window: str = "5m",
-) -> list[Path]:
-    """Write the rule file, prometheus.yml, a Grafana dashboard and (with a webhook) alertmanager.yml."""
-    out.mkdir(parents=True, exist_ok=True)
-    rule_file = f"modelyard-{model}.rules.yml"
-    files = {
-        rule_file: yaml.safe_dump(
-            alerting_rules(model, rules, rate_window=rate_window), sort_keys=False, width=1000
-        ),
-        "prometheus.yml": yaml.safe_dump(
-            scrape_config(rule_file, targets, alertmanager=alertmanager), sort_keys=False
-        ),
-        f"grafana-{model}.json": json.dumps(
-            grafana_dashboard(model, rules, rate_window=rate_window), indent=2
-        ),
-    }
-    if webhook:
-        files["alertmanager.yml"] = yaml.safe_dump(alertmanager_config(webhook), sort_keys=False)
-    written = []
-    for name, text in files.items():
-        (out / name).write_text(text)
-        written.append(out / name)
-    return written
+class HeldLease(Protocol):
+    """The lease a rule set runs under: who holds it, and a renewal to call right before a one-time action."""
+
+    @property
+    def holder(self) -> str: ...
+
+    def renew(self) -> bool:
+        """Renew the lease; False when this process no longer holds it (then do not act)."""
+        ...
 
 
-def _g(value: float | None) -> str:
-    """A bound as the rule expression writes it (``50000``, not ``50000.0``); ``None`` when open."""
-    return "None" if value is None else f"{float(value):g}"
+@dataclass(frozen=True)
+class _NoLease:
+    holder: str = "this process"
+
+    def renew(self) -> bool:
+        return True
+
+
+NO_LEASE: HeldLease = _NoLease()
+"""For a rule set run directly (tests, a report): nothing to renew, always held."""
+
+
+class RuleSet(Protocol):
+    """A named set of rules the scheduler runs while it holds the lease, and what it does on findings."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def every(self) -> float:
+        """Seconds between runs."""
+        ...
+
+    def describe(self) -> str:
+        """One line for the start-up log: the rules and their thresholds."""
+        ...
+
+    def run(self, now: datetime, lease: HeldLease) -> RuleSetRun:
+        """Evaluate the window ending at ``now`` and act on the findings. ``lease.renew()`` says whether this
+        process still holds the lease: call it right before an action that must happen once."""
+        ...
+
+    def standby(self) -> None:
+        """Another process holds the lease: drop what only the lease holder should export."""
+        ...

@@ -1,16 +1,16 @@
-"""The monitor loop a server runs: drift and alert rules for every served version, gauges, notifications.
+"""The one scheduler of checks over the prediction log: a lease, and the rule sets it runs while it holds it.
 
-One replica evaluates at a time: the loop holds a lease in ``modelyard_leases`` (renewed each run, taken over when
-it expires or is released at shutdown), so replicas and workers do not record or notify the same alert
-twice. A process that finds the lease held elsewhere skips the run and stops exporting drift gauges of its
-own (single-process mode; in prometheus_client's multiprocess mode a sibling worker may hold the lease and
-its values win as the most recent ones).
+Every server process (every uvicorn worker of every replica) runs one ``Scheduler``; the lease row in the
+shared database (``registry.lease.SqlLease``, name ``LEASE``) lets exactly one of them act, and passes to
+another when its holder releases it (a graceful stop) or dies (the lease runs out). Each registered rule set
+(``monitor.rules.RuleSet``: the monitor's alert rules, the canary watcher's rollback rules) runs every
+``every`` seconds; the scheduler ticks at the shortest of them and renews the lease before each rule set, so
+a long evaluation of one never lets the lease lapse for the next.
 
-Wiring, in the server (which may import the prediction log; the monitor may not): see ``serve/monitoring.py``::
+Wiring, in the server (``serve/monitoring.py``)::
 
-    scheduler = MonitorScheduler(registry, predlog.window_source(registry.engine),
-        notifier=WebhookNotifier(url), psi_gauge=metrics.DRIFT_PSI, ks_gauge=metrics.DRIFT_KS)
-    task = asyncio.create_task(scheduler.run_forever(stop_event))
+    scheduler = Scheduler(SqlLease(registry.engine, LEASE, ttl=30), [alerts, canary])
+    task = asyncio.create_task(scheduler.run_forever(stop_event, after=refresh))
     ...
     scheduler.release()
 """
@@ -20,182 +20,140 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Protocol
 
-from modelyard.bundle import Manifest
-from modelyard.monitor import metrics
-from modelyard.monitor.alerts import Finding, evaluate_rules, load_overrides, rules_for
-from modelyard.monitor.drift import DriftReport, evaluate_drift
-from modelyard.monitor.notify import Notifier
-from modelyard.monitor.state import AlertBook, Transition
-from modelyard.monitor.window import RecordSource, Window, split_windows
-from modelyard.registry import Registry
-from modelyard.registry.lease import SqlLease
+from modelyard.durations import format_duration
+from modelyard.errors import ConfigError
+from modelyard.monitor.rules import RuleSet, RuleSetRun
+
+__all__ = ["LEASE", "LeaseLike", "Scheduler", "SchedulerRun"]
 
 log = logging.getLogger("modelyard.monitor")
-LEASE = "modelyard-monitor"
+LEASE = "modelyard-scheduler"
+
+
+class LeaseLike(Protocol):
+    """What the scheduler needs of a lease (``registry.lease.SqlLease``)."""
+
+    holder: str
+    ttl: float
+
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass
-class VersionStatus:
-    """One version over one window: its traffic, its drift (None without traffic), every rule's verdict."""
+class SchedulerRun:
+    """One tick: whether this process held the lease, and each rule set's run (by name) if it ran."""
 
-    window: Window
-    drift: DriftReport | None
-    findings: list[Finding]
-
-
-@dataclass
-class MonitorRun:
     at: datetime
-    reports: dict[tuple[str, int], DriftReport | None] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
-    delivered: int = 0
-    failed: int = 0
-    errors: dict[str, str] = field(default_factory=dict)
+    leader: bool
+    results: dict[str, RuleSetRun] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Rule set → the error its run raised (the others still ran)."""
     skipped: str | None = None
 
 
-class MonitorScheduler:
-    """Call ``run_once()`` (tests, cron) or ``await run_forever(stop)`` (the server) every ``interval`` s.
+class Scheduler:
+    """Call ``run_once()`` (tests, cron: every rule set) or ``await run_forever(stop)`` (the server).
 
-    ``psi_gauge`` / ``ks_gauge`` are prometheus_client gauges labelled (model, version, feature), e.g.
-    ``modelyard_drift_psi``; ``served`` returns model → versions to watch (default: every alias's version).
+    ``lease=None`` runs without one (a single process, a report): every run then acts.
     """
 
-    def __init__(
-        self,
-        registry: Registry,
-        records: RecordSource,
-        *,
-        window: timedelta = timedelta(hours=1),
-        interval: float = 60.0,
-        notifier: Notifier | None = None,
-        psi_gauge: Any = None,
-        ks_gauge: Any = None,
-        served: Callable[[], dict[str, set[int]]] | None = None,
-        lease: bool = True,
-        holder: str | None = None,
-    ) -> None:
-        self.registry = registry
-        self.records = records
-        self.window = window
-        self.interval = interval
-        self.notifier = notifier
-        self.psi_gauge = psi_gauge
-        self.ks_gauge = ks_gauge
-        self.served = served or self._served_by_alias
+    def __init__(self, lease: LeaseLike | None, rule_sets: Sequence[RuleSet]) -> None:
+        names = [rs.name for rs in rule_sets]
+        if not rule_sets or len(set(names)) != len(names):
+            raise ConfigError(f"a scheduler needs rule sets with distinct names, got {names}")
+        for rs in rule_sets:
+            if rs.every <= 0:
+                raise ConfigError(f"rule set {rs.name!r}: every must be above 0 seconds, got {rs.every}")
         self.lease = lease
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.book = AlertBook(registry.engine)
-        self.latest: dict[tuple[str, int], DriftReport | None] = {}
-        self.last_run: MonitorRun | None = None
-        self._leading: bool | None = None
-        self._manifests: dict[tuple[str, int], Manifest] = {}
-        self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
+        self.rule_sets = list(rule_sets)
+        self.holder = lease.holder if lease is not None else "this process"
+        self.leading: bool | None = None
+        self.last_run: SchedulerRun | None = None
+        self._last: dict[str, float] = {}  # rule set → monotonic time of its last run
 
-    def _served_by_alias(self) -> dict[str, set[int]]:
-        return {
-            m: {a.version for a in aliases.values()} for m, aliases in self.registry.all_aliases().items()
-        }
+    @property
+    def interval(self) -> float:
+        """Seconds between ticks: the shortest ``every`` of the rule sets."""
+        return min(rs.every for rs in self.rule_sets)
 
-    def _manifest(self, model: str, version: int) -> Manifest:
-        key = (model, version)
-        if key not in self._manifests:  # versions are immutable: one read per process
-            self._manifests[key] = self.registry.get_version(model, version).manifest
-        return self._manifests[key]
+    def describe(self) -> str:
+        """One line for the start-up log: the tick, the lease and every rule set."""
+        lease = f"lease {self.lease_ttl_text()}" if self.lease is not None else "no lease"
+        return (f"scheduler every {format_duration(self.interval)} ({lease}): "
+                + "; ".join(rs.describe() for rs in self.rule_sets))
 
-    def evaluate(self, model: str, versions: set[int], now: datetime) -> list[VersionStatus]:
-        """Traffic, drift and rule findings for the given versions of one model, window ending at ``now``."""
-        since = now - self.window
-        windows = split_windows(self.records(model, since, now), model, since, now)
-        overrides = load_overrides(self.registry.engine, model)
-        out = []
-        for version in sorted(versions):
-            manifest = self._manifest(model, version)
-            window = windows.get(version) or Window(model, version, since, now)
-            drift = evaluate_drift(manifest, window) if window.rows else None
-            out.append(
-                VersionStatus(window, drift, evaluate_rules(rules_for(manifest, overrides), window, drift))
-            )
-        return out
+    def lease_ttl_text(self) -> str:
+        return f"ttl {format_duration(self.lease.ttl)}" if self.lease is not None else "none"
 
-    def run_once(self, now: datetime | None = None) -> MonitorRun:
+    def _holds(self) -> bool:
+        return self.lease is None or self.lease.acquire()
+
+    def renew(self) -> bool:
+        """``HeldLease.renew`` for the rule sets: take or renew the lease, True while this process holds it."""
+        return self._holds()
+
+    def _note_leadership(self, leading: bool) -> None:
+        if leading != self.leading:
+            names = ", ".join(rs.name for rs in self.rule_sets)
+            log.info("scheduler (%s): %s", names, "this process evaluates and acts (lease taken)" if leading
+                     else "another process acts (lease held elsewhere); this one skips its runs")
+            self.leading = leading
+
+    def run_once(self, now: datetime | None = None, *, due_only: bool = False) -> SchedulerRun:
+        """Take (or renew) the lease and run every rule set (only those due, with ``due_only``)."""
         now = now or datetime.now(UTC)
-        run = MonitorRun(at=now)
-        leading = not self.lease or SqlLease(
-            self.registry.engine, LEASE, holder=self.holder, ttl=max(3 * self.interval, 30)
-        ).acquire(now)
-        if leading != self._leading:
-            log.info("monitor: %s", "this process evaluates (it holds the lease)" if leading else
-                     "another process holds the monitor lease; this one skips its runs")
-            self._leading = leading
+        leading = self._holds()
+        self._note_leadership(leading)
+        run = SchedulerRun(at=now, leader=leading)
         if not leading:
-            run.skipped = "another replica holds the monitor lease"
-            if not metrics.multiprocess_enabled():
-                self._set_gauges({})  # the holder exports them: stale values here would keep alerts firing
+            run.skipped = "another process holds the scheduler lease"
+            for rs in self.rule_sets:
+                rs.standby()
             self.last_run = run
             return run
-        served = self.served()
-        for model, versions in sorted(served.items()):
-            try:
-                statuses = self.evaluate(model, versions, now)
-            except Exception as exc:  # one broken model must not stop the others being watched
-                log.exception("monitor: evaluating %s failed", model)
-                run.errors[model] = f"{type(exc).__name__}: {exc}"
+        for rs in self.rule_sets:
+            started = time.monotonic()
+            if due_only and started - self._last.get(rs.name, -1e18) < rs.every - 1e-3:
                 continue
-            for st in statuses:
-                run.reports[(model, st.window.version)] = st.drift
-                run.findings += st.findings
-        self.latest = dict(run.reports)
-        self._set_gauges(run.reports)
-        retry = self.book.undelivered() if self.notifier else []
-        run.transitions = self.book.apply(run.findings, now, served=served)
-        if self.notifier is not None:
-            for tr in [*retry, *run.transitions]:
-                ok = self.notifier.notify(tr)
-                self.book.mark(int(tr.alert["id"]), tr.status, ok)
-                run.delivered += ok
-                run.failed += not ok
+            if rs is not self.rule_sets[0] and not self._holds():  # renewed before each rule set
+                self._note_leadership(False)
+                run.skipped = f"the lease was lost before {rs.name!r} ran"
+                break
+            self._last[rs.name] = started
+            try:
+                run.results[rs.name] = rs.run(now, self)
+            except Exception as exc:  # the database may be away for a while: keep scheduling
+                log.warning("scheduler: %s run failed: %s", rs.name, str(exc).splitlines()[0] if str(exc) else
+                            type(exc).__name__)
+                run.failed[rs.name] = f"{type(exc).__name__}: {exc}"
         self.last_run = run
         return run
 
     def release(self) -> None:
-        """Give the lease up (server shutdown), so another replica takes over at its next run."""
-        if self.lease:
-            SqlLease(self.registry.engine, LEASE, holder=self.holder).release()
+        """Give the lease up (shutdown), so another process takes over at its next tick."""
+        if self.lease is not None and self.leading:
+            self.lease.release()
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """Evaluate every ``interval`` seconds until ``stop`` is set; blocking work runs in a thread."""
+    async def run_forever(self, stop: asyncio.Event,
+                          after: Callable[[SchedulerRun], Awaitable[None]] | None = None) -> None:
+        """Tick every ``interval`` seconds until ``stop`` is set; blocking work runs in a thread.
+
+        ``after(run)`` is awaited on the event loop after each tick (the server refreshes its aliases when
+        the canary rule set rolled one back)."""
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:
-                log.exception("monitor run failed")
+                run = await asyncio.to_thread(self.run_once, due_only=True)
+                if after is not None:
+                    await after(run)
+            except Exception as exc:
+                log.warning("scheduler run failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
-
-    def _set_gauges(self, reports: dict[tuple[str, int], DriftReport | None]) -> None:
-        """Export this run's drift; drop the series this process exported before and not now."""
-        seen: set[tuple[Any, tuple[str, str, str]]] = set()
-        for (model, version), report in reports.items():
-            for fd in report.all() if report else ():
-                labels = (model, str(version), fd.feature)
-                for gauge, value in ((self.psi_gauge, fd.psi), (self.ks_gauge, fd.ks)):
-                    if gauge is not None and value is not None:
-                        gauge.labels(*labels).set(value)
-                        seen.add((gauge, labels))
-        for gauge, labels in self._gauge_labels - seen:  # versions no longer served, or no longer ours
-            metrics.drop_series(gauge, *labels)
-        self._gauge_labels = seen
-
-
-def default_gauges() -> tuple[Any, Any]:
-    """``modelyard_drift_psi`` and ``modelyard_drift_ks``, the gauges ``/metrics`` exports."""
-    return metrics.DRIFT_PSI, metrics.DRIFT_KS

@@ -1,36 +1,26 @@
-"""A window of logged traffic for one model version, as the monitor reads it.
+"""A window of logged traffic for one model version, as the monitor's alert rules read it.
 
-The monitor does not import the prediction log (they are sibling layers): callers hand it records, anything
-with the attributes of ``modelyard.predlog.PredictionRecord``. ``RecordSource`` is how the scheduler and the
-CLI ask for them, e.g. ``lambda m, since, until: list_records(engine, m, since=since, until=until)``.
+``RecordSource`` is how the scheduler and the CLI ask the log for records, e.g.
+``predlog.window_source(engine)``; ``split_windows`` groups them into one ``Window`` per version.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
-from modelyard.errors import BadRequestError
+from modelyard.predlog import PredictionRecord, Route, percentile
 
+if TYPE_CHECKING:
+    from modelyard.monitor.drift import DriftReport
 
-class RecordLike(Protocol):
-    model: str
-    version: int
-    route: str
-    inputs: Any
-    outputs: Any
-    n_rows: int
-    latency_ms: float | None
-    error: str | None
-    ts: datetime
+__all__ = ["MAX_ROWS", "RecordSource", "Window", "split_windows"]
 
-
-RecordSource = Callable[[str, datetime, datetime], Sequence[RecordLike]]
+RecordSource = Callable[[str, datetime, datetime], Sequence[PredictionRecord]]
 MAX_ROWS = 50_000  # rows of inputs kept per window: enough for stable PSI, cheap to hold
 
 
@@ -47,32 +37,22 @@ class Window:
     latencies_ms: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
+    drift: DriftReport | None = None
+    """Set by the alert rule set when the window had traffic: the drift rules read it."""
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
     def latency_quantile(self, q: float) -> float | None:
-        return float(np.quantile(self.latencies_ms, q)) if self.latencies_ms else None
+        return percentile(self.latencies_ms, q)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame.from_records(self.rows) if self.rows else pd.DataFrame()
 
 
-def prediction_value(output: Any) -> Any:
-    """One logged output → the predicted value (scalars as they are; ``{"prediction": ...}`` unwrapped)."""
-    if isinstance(output, dict):
-        for key in ("prediction", "label", "value"):
-            if key in output:
-                return output[key]
-        return None
-    if isinstance(output, list | tuple):
-        return output[0] if len(output) == 1 else None
-    return output
-
-
 def split_windows(
-    records: Iterable[RecordLike],
+    records: Iterable[PredictionRecord],
     model: str,
     since: datetime,
     until: datetime,
@@ -82,7 +62,7 @@ def split_windows(
     """Group records by version; newest rows first when a window is longer than ``MAX_ROWS``."""
     windows: dict[int, Window] = {}
     for r in sorted(records, key=lambda r: r.ts, reverse=True):
-        if r.model != model or r.route == "mirror" or (r.route == "shadow" and not include_shadow):
+        if r.model != model or r.route == Route.MIRROR or (r.route == Route.SHADOW and not include_shadow):
             continue
         w = windows.setdefault(int(r.version), Window(model, int(r.version), since, until))
         w.requests += 1
@@ -93,23 +73,6 @@ def split_windows(
         if r.error or len(w.rows) >= MAX_ROWS:
             continue
         inputs = r.inputs if isinstance(r.inputs, list) else [r.inputs] if isinstance(r.inputs, dict) else []
-        outputs = r.outputs if isinstance(r.outputs, list) else [] if r.outputs is None else [r.outputs]
         w.rows.extend(row for row in inputs if isinstance(row, dict))
-        w.predictions.extend(prediction_value(o) for o in outputs)
+        w.predictions.extend(r.values)
     return windows
-
-
-def parse_duration(text: str | float | int | timedelta) -> timedelta:
-    """``90s``, ``15m``, ``1h``, ``2d`` or a number of seconds → a timedelta."""
-    if isinstance(text, timedelta):
-        return text
-    if isinstance(text, int | float):
-        return timedelta(seconds=float(text))
-    value = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    try:
-        if value and value[-1] in units:
-            return timedelta(seconds=float(value[:-1]) * units[value[-1]])
-        return timedelta(seconds=float(value))
-    except ValueError:
-        raise BadRequestError(f"'{text}' is not a duration: write e.g. 90s, 15m, 1h or 2d") from None

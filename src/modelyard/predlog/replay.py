@@ -77,7 +77,7 @@ def replay(
     """Recompute ``record`` with its stored version; ``matches`` is False when any output differs."""
     model = Model.load(registry.load_bundle(registry.get_version(record.model, int(record.version))))
     meta = record.meta or {}
-    stored = None if record.outputs is None else list(record.outputs)
+    stored = None if record.outputs is None else record.values  # decoded: one value per row
     replayed: list[Any] | None = None
     replayed_error: str | None = None
     proba_match: bool | None = None

@@ -4,7 +4,7 @@ The server's part, in three calls and no HTTP:
 
     policy = RoutingPolicy(name, registry.aliases(name))        # on every alias reload
     route = policy.choose(routing_key(request_id, header=...))  # per request: who answers, who shadows
-    Watcher(registry).run_once()                                # on a timer; one replica acts (lease)
+    CanaryRuleSet(registry, rules)  # the watcher's rule set, run by monitor.scheduler.Scheduler (a lease)
 """
 
 from modelyard.rollout.policy import (
@@ -29,7 +29,15 @@ from modelyard.rollout.promote import (
     set_weight,
     stop_canary,
 )
-from modelyard.rollout.watcher import CanaryHealth, Watcher, WatchRules, WatchRun
+from modelyard.rollout.watcher import (
+    CanaryHealth,
+    CanaryRuleSet,
+    WatchRules,
+    WatchRun,
+    canary_rules,
+    set_watch_rules,
+    watch_rules,
+)
 
 __all__ = [
     "CANARY",
@@ -38,6 +46,7 @@ __all__ = [
     "ROUTING_HEADER",
     "SHADOW",
     "CanaryHealth",
+    "CanaryRuleSet",
     "GateOutcome",
     "PromoteResult",
     "RollbackResult",
@@ -45,13 +54,15 @@ __all__ = [
     "RoutingPolicy",
     "WatchRules",
     "WatchRun",
-    "Watcher",
     "bucket",
+    "canary_rules",
     "choose",
     "production_history",
     "promote",
     "rollback",
     "routing_key",
+    "set_watch_rules",
     "set_weight",
     "stop_canary",
+    "watch_rules",
 ]

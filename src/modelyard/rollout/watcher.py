@@ -1,33 +1,41 @@
-"""Automatic rollback: watch each live canary over a sliding window of the prediction log.
+"""Automatic rollback: the canary watcher's rule set, run by the one scheduler (``monitor/scheduler.py``).
 
-For every model whose canary has a weight above 0, ``Watcher.run_once`` reads the canary's records since
-``window`` seconds ago (or since the canary alias last changed, whichever is later) and computes its error
+For every model whose canary has a weight above 0, ``CanaryRuleSet`` reads the canary's records since
+``window`` seconds ago (or since the canary alias last changed, whichever is later) and measures its error
 rate, its p99 latency (absolute and as a ratio to the primary's), and its disagreement with the primary on
 requests both answered (canary requests the server mirrored to the primary, logged on route ``mirror``, or
-shadow records of the canary's version). When a figure
-crosses its rule, the canary's weight is set to 0 and a ``rollback`` event records the figures.
+shadow records of the canary's version): a ``CanaryHealth``. The rules (``canary_rules``) read it; when one
+fires, the canary's weight is set to 0 and a ``rollback`` event records the figures.
 
-Several replicas may run a watcher on one database: a lease row lets exactly one act per run.
+Thresholds: ``WatchRules`` defaults, then the server's ``MODELYARD_WATCH_RULES``, then the model's own
+settings (``my_models.settings["rollout"]["watch_rules"]``, set with ``set_watch_rules``), as the alert
+rules take the model's ``monitor.rules`` overrides.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from modelyard.predlog import PredictionRecord, list_records
+from modelyard.durations import format_duration
+from modelyard.errors import ConfigError
+from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, Rule, RuleSetRun, firing
+from modelyard.predlog import Route, latencies, pair_by_request, percentile, read_window
 from modelyard.registry import AliasRecord, Registry
-from modelyard.registry.lease import SqlLease, default_holder
-from modelyard.rollout.policy import CANARY, MIRROR, PRODUCTION, SHADOW
+from modelyard.rollout.policy import CANARY, PRODUCTION
+
+__all__ = ["CanaryHealth", "CanaryRuleSet", "WatchRules", "WatchRun", "canary_rules", "disagreement",
+           "set_watch_rules", "watch_rules"]
 
 log = logging.getLogger(__name__)
-LEASE_NAME = "modelyard.rollout.watcher"
 MAX_RECORDS = 50_000
+SETTINGS_KEY = "watch_rules"  # in the model's "rollout" settings section
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,32 @@ class WatchRules:
     min_pairs: int = 20
 
 
+def watch_rules(overrides: Mapping[str, Any], base: WatchRules | None = None, *,
+                what: str = "MODELYARD_WATCH_RULES") -> WatchRules:
+    """``base`` (default ``WatchRules()``) with ``overrides`` applied; an unknown name is a configuration error."""
+    known = {f.name for f in dataclasses.fields(WatchRules)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"{what}: unknown rule {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    values = {k: (int(v) if k in ("min_requests", "min_pairs") and v is not None else v)
+              for k, v in overrides.items()}
+    return dataclasses.replace(base or WatchRules(), **values)
+
+
+def set_watch_rules(registry: Registry, model: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Store per-model watcher thresholds (validated) in the model's settings; ``None`` drops one."""
+    watch_rules({k: v for k, v in overrides.items() if v is not None}, what=f"watch rules of {model}")
+    current = dict(registry.model_settings(model).get("rollout", {}).get(SETTINGS_KEY) or {})
+    current.update(overrides)
+    merged = {k: v for k, v in current.items() if v is not None}
+    return dict(registry.update_model_settings(model, "rollout", {SETTINGS_KEY: merged or None})
+                .get(SETTINGS_KEY) or {})
+
+
 @dataclass
 class CanaryHealth:
+    """The canary's figures over its window: what the canary rules read."""
+
     model: str
     canary_version: int
     primary_version: int | None
@@ -68,23 +100,10 @@ class CanaryHealth:
 
 
 @dataclass
-class WatchRun:
-    leader: bool
+class WatchRun(RuleSetRun):
+    leader: bool = True
     checked: list[CanaryHealth] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-def _values(outputs: Any) -> list[Any]:
-    if isinstance(outputs, dict):
-        outputs = outputs.get("predictions", [outputs])
-    if not isinstance(outputs, list):
-        return [outputs]
-    keys = ("prediction", "label", "value")
-    return [next((o[k] for k in keys if k in o), None) if isinstance(o, dict) else o for o in outputs]
 
 
 def disagreement(pairs: list[tuple[Any, Any]], task: str, rel_tol: float) -> float:
@@ -98,136 +117,187 @@ def disagreement(pairs: list[tuple[Any, Any]], task: str, rel_tol: float) -> flo
     return float(np.mean(differs))
 
 
-class Watcher:
-    """Evaluates canaries and rolls back unhealthy ones; a server calls ``run_once`` on a timer."""
+# ---- the rules: each reads a CanaryHealth and gives one Finding ----------------------------------------
+def _finding(h: CanaryHealth, rule: str, fires: bool | None, value: float | None, limit: float | None,
+             message: str) -> list[Finding]:
+    return [Finding(h.model, h.canary_version, rule, fires, value, limit, message, severity="critical")]
 
-    def __init__(self, registry: Registry, rules: WatchRules | None = None, *, holder: str | None = None,
-                 lease_ttl: float = 30.0, models: list[str] | None = None) -> None:
+
+@dataclass(frozen=True)
+class ErrorRateRule:
+    limit: float
+    name: str = "canary_error_rate"
+
+    def evaluate(self, h: CanaryHealth) -> list[Finding]:
+        rate = h.error_rate
+        fires = None if rate is None else rate > self.limit
+        return _finding(h, self.name, fires, rate, self.limit, f"error rate {rate or 0:.1%} > {self.limit:.1%}")
+
+
+@dataclass(frozen=True)
+class P99Rule:
+    limit_ms: float
+    name: str = "canary_p99"
+
+    def evaluate(self, h: CanaryHealth) -> list[Finding]:
+        p99 = h.p99_ms
+        fires = None if p99 is None else p99 > self.limit_ms
+        return _finding(h, self.name, fires, p99, self.limit_ms,
+                        f"p99 latency {p99 or 0:.1f} ms > {self.limit_ms:g} ms")
+
+
+@dataclass(frozen=True)
+class P99RatioRule:
+    ratio: float
+    name: str = "canary_p99_ratio"
+
+    def evaluate(self, h: CanaryHealth) -> list[Finding]:
+        p99, base = h.p99_ms, h.primary_p99_ms
+        fires = None if p99 is None or not base else p99 > self.ratio * base
+        return _finding(h, self.name, fires, p99, self.ratio * base if base else None,
+                        f"p99 latency {p99 or 0:.1f} ms > {self.ratio:g}x the primary's {base or 0:.1f} ms")
+
+
+@dataclass(frozen=True)
+class DisagreementRule:
+    limit: float
+    name: str = "canary_disagreement"
+
+    def evaluate(self, h: CanaryHealth) -> list[Finding]:
+        d = h.disagreement
+        fires = None if d is None else d > self.limit
+        return _finding(h, self.name, fires, d, self.limit,
+                        f"disagreement with the primary {d or 0:.1%} > {self.limit:.1%}")
+
+
+def canary_rules(rules: WatchRules) -> list[Rule[CanaryHealth]]:
+    """The rules ``rules`` switches on, in the order their breaches are reported."""
+    out: list[Rule[CanaryHealth]] = []
+    if rules.max_error_rate is not None:
+        out.append(ErrorRateRule(rules.max_error_rate))
+    if rules.max_p99_ms is not None:
+        out.append(P99Rule(rules.max_p99_ms))
+    if rules.max_p99_ratio is not None:
+        out.append(P99RatioRule(rules.max_p99_ratio))
+    if rules.max_disagreement is not None:
+        out.append(DisagreementRule(rules.max_disagreement))
+    return out
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+class CanaryRuleSet:
+    """The canary rules over every live canary; a firing one rolls the canary back (``name`` "canary")."""
+
+    name = "canary"
+
+    def __init__(self, registry: Registry, rules: WatchRules | None = None, *, every: float = 5.0,
+                 models: list[str] | None = None) -> None:
         self.registry = registry
         self.rules = rules or WatchRules()
-        self.holder = holder or default_holder()
-        self.lease = SqlLease(registry.engine, LEASE_NAME, holder=self.holder, ttl=lease_ttl)
+        self.every = every
         self.models = models
         self._tasks: dict[tuple[str, int], str] = {}
+
+    def describe(self) -> str:
+        r = self.rules
+        on = [f"error rate > {r.max_error_rate:.1%}" if r.max_error_rate is not None else "",
+              f"p99 > {r.max_p99_ms:g} ms" if r.max_p99_ms is not None else "",
+              f"p99 > {r.max_p99_ratio:g}x the primary's" if r.max_p99_ratio is not None else "",
+              f"disagreement > {r.max_disagreement:.1%}" if r.max_disagreement is not None else ""]
+        return (f"canary rollback every {format_duration(self.every)} over {format_duration(r.window)} "
+                f"({', '.join(x for x in on if x) or 'no rule on'}; at least {r.min_requests} requests; "
+                "per-model overrides from the model's settings)")
+
+    def rules_for(self, model: str, settings: Mapping[str, Any] | None = None) -> WatchRules:
+        """The thresholds for ``model``: this rule set's, then the model's own settings."""
+        own = ((settings or {}).get("rollout") or {}).get(SETTINGS_KEY) or {}
+        return watch_rules(own, self.rules, what=f"watch rules of {model}") if own else self.rules
 
     def _task(self, name: str, version: int) -> str:
         if (name, version) not in self._tasks:
             self._tasks[(name, version)] = self.registry.get_version(name, version).manifest.task
         return self._tasks[(name, version)]
 
-    def evaluate(self, name: str, aliases: dict[str, AliasRecord],
-                 now: datetime | None = None) -> CanaryHealth | None:
-        """The canary's figures over the window, with the rules it breaks; None without a live canary."""
+    def measure(self, name: str, aliases: Mapping[str, AliasRecord], rules: WatchRules,
+                now: datetime | None = None) -> CanaryHealth | None:
+        """The canary's figures over the window; None without a live canary."""
         canary = aliases.get(CANARY)
         if canary is None or not canary.weight:
             return None
-        rules = self.rules
         now = now or datetime.now(UTC)
         since = max(now - timedelta(seconds=rules.window), _aware(canary.updated_at))
         primary = aliases.get(PRODUCTION)
         health = CanaryHealth(name, canary.version, primary.version if primary else None,
                               float(canary.weight), since.isoformat())
         engine = self.registry.engine
-        records = list_records(engine, name, since=since, route=CANARY, version=canary.version,
-                               limit=MAX_RECORDS)
+        own = read_window(engine, name, since=since, routes=(Route.CANARY, Route.SHADOW), version=canary.version,
+                          limit=MAX_RECORDS)  # the canary's answers, and its shadow records if it is shadowed
+        base = read_window(engine, name, since=since, routes=(Route.PRIMARY, Route.MIRROR), limit=MAX_RECORDS)
+        records = own.on(Route.CANARY)
         health.requests = len(records)
         if health.requests < rules.min_requests:
             return health
         health.errors = sum(r.error is not None for r in records)
         health.error_rate = health.errors / health.requests
-        if rules.max_error_rate is not None and health.error_rate > rules.max_error_rate:
-            health.breaches.append(f"error rate {health.error_rate:.1%} > {rules.max_error_rate:.1%}")
-        primaries = list_records(engine, name, since=since, route="primary", limit=MAX_RECORDS)
-        health.p99_ms = _p99(records)
-        health.primary_p99_ms = _p99(primaries)
-        if health.p99_ms is not None:
-            if rules.max_p99_ms is not None and health.p99_ms > rules.max_p99_ms:
-                health.breaches.append(f"p99 latency {health.p99_ms:.1f} ms > {rules.max_p99_ms:g} ms")
-            if (rules.max_p99_ratio is not None and health.primary_p99_ms
-                    and health.p99_ms > rules.max_p99_ratio * health.primary_p99_ms):
-                health.breaches.append(f"p99 latency {health.p99_ms:.1f} ms > {rules.max_p99_ratio:g}x the "
-                                       f"primary's {health.primary_p99_ms:.1f} ms")
-        shadows = list_records(engine, name, since=since, route=SHADOW, version=canary.version,
-                               limit=MAX_RECORDS)
-        mirrors = list_records(engine, name, since=since, route=MIRROR, limit=MAX_RECORDS)
-        pairs = _pairs([*primaries, *mirrors], [*records, *shadows])
-        health.compared_rows = len(pairs)
-        if len(pairs) >= rules.min_pairs:
-            task = self._task(name, canary.version)
-            health.disagreement = disagreement(pairs, task, rules.disagreement_rel_tol)
-            if rules.max_disagreement is not None and health.disagreement > rules.max_disagreement:
-                health.breaches.append(f"disagreement with the primary {health.disagreement:.1%} > "
-                                       f"{rules.max_disagreement:.1%}")
+        primaries = base.on(Route.PRIMARY)
+        health.p99_ms = percentile(latencies(records), 0.99)
+        health.primary_p99_ms = percentile(latencies(primaries), 0.99)
+        paired = pair_by_request(base.records, own.records)
+        health.compared_rows = len(paired)
+        if len(paired) >= rules.min_pairs:
+            health.disagreement = disagreement(paired.rows, self._task(name, canary.version),
+                                               rules.disagreement_rel_tol)
         return health
 
-    def run_once(self, now: datetime | None = None) -> WatchRun:
-        """One pass over every live canary, if this process holds the lease. Never raises on a bad model."""
-        if not self.lease.acquire():
-            return WatchRun(leader=False)
-        run = WatchRun(leader=True)
+    def evaluate(self, name: str, aliases: Mapping[str, AliasRecord], now: datetime | None = None,
+                 settings: Mapping[str, Any] | None = None) -> tuple[CanaryHealth | None, list[Finding]]:
+        """Measure the canary and run its rules; ``health.breaches`` holds the firing rules' messages."""
+        rules = self.rules_for(name, settings)
+        health = self.measure(name, aliases, rules, now)
+        if health is None:
+            return None, []
+        findings = [f for rule in canary_rules(rules) for f in rule.evaluate(health)]
+        health.breaches = [f.message for f in firing(findings)]
+        return health, findings
+
+    def run(self, now: datetime | None = None, lease: HeldLease = NO_LEASE) -> WatchRun:
+        """One pass over every live canary. Never raises on a bad model."""
+        run = WatchRun(at=now or datetime.now(UTC))
+        settings = self.registry.all_model_settings()
         for name, aliases in sorted(self.registry.all_aliases().items()):
             if self.models is not None and name not in self.models:
                 continue
             try:
-                health = self.evaluate(name, aliases, now)
-            except Exception:  # one model's bad record must not stop the others being watched
+                health, findings = self.evaluate(name, aliases, now, settings.get(name))
+            except Exception as exc:  # one model's bad record must not stop the others being watched
                 log.exception("canary watcher: cannot evaluate %s", name)
+                run.errors[name] = f"{type(exc).__name__}: {exc}"
                 continue
             if health is None:
                 continue
             run.checked.append(health)
-            if health.breaches and self._roll_back(health):
+            run.findings += findings
+            if health.breaches and self._roll_back(health, self.rules_for(name, settings.get(name)), lease):
+                log.warning("canary watcher rolled back %s v%d: %s", health.model, health.canary_version,
+                            "; ".join(health.breaches))
                 run.rolled_back.append(name)
         return run
 
-    def _roll_back(self, health: CanaryHealth) -> bool:
+    def standby(self) -> None:
+        """Nothing to drop: the canary rules export nothing."""
+
+    def _roll_back(self, health: CanaryHealth, rules: WatchRules, lease: HeldLease) -> bool:
         current = self.registry.aliases(health.model).get(CANARY)  # re-read: act on what is live now
         if current is None or not current.weight or current.version != health.canary_version:
             return False
-        if not self.lease.acquire():  # renew; lost it (a long pause): let the new holder decide
+        if not lease.renew():  # lost it (a long pause): let the new holder decide
             return False
-        details = {**health.to_dict(), "rules": asdict(self.rules), "watcher": self.holder}
+        details = {**health.to_dict(), "rules": asdict(rules), "watcher": lease.holder}
         self.registry.set_alias(health.model, CANARY, health.canary_version, weight=0.0, kind="rollback",
-                                actor=f"watcher:{self.holder}",
+                                actor=f"watcher:{lease.holder}",
                                 reason="automatic canary rollback: " + "; ".join(health.breaches),
                                 details=details)
         return True
-
-    def run(self, interval: float = 5.0, *, stop: threading.Event | None = None,
-            max_runs: int | None = None) -> None:
-        """Call ``run_once`` every ``interval`` seconds until ``stop`` is set or ``max_runs`` passes ran."""
-        stop = stop or threading.Event()
-        runs = 0
-        try:
-            while not stop.is_set():
-                try:
-                    self.run_once()
-                except Exception:  # the database may be away for a while: keep watching
-                    log.exception("canary watcher: run failed")
-                runs += 1
-                if max_runs is not None and runs >= max_runs:
-                    break
-                stop.wait(interval)
-        finally:
-            try:
-                self.lease.release()
-            except Exception:
-                log.warning("canary watcher: could not release the lease; it expires in %ss", self.lease.ttl)
-
-
-def _p99(records: list[PredictionRecord]) -> float | None:
-    lat = [r.latency_ms for r in records if r.latency_ms is not None and r.error is None]
-    return float(np.quantile(lat, 0.99)) if lat else None
-
-
-def _pairs(primaries: list[PredictionRecord], others: list[PredictionRecord]) -> list[tuple[Any, Any]]:
-    by_id = {r.request_id: r for r in primaries if r.error is None}
-    pairs: list[tuple[Any, Any]] = []
-    for rec in others:
-        base = by_id.get(rec.request_id)
-        if base is None or rec.error is not None:
-            continue
-        a, b = _values(base.outputs), _values(rec.outputs)
-        if len(a) == len(b):
-            pairs.extend(zip(a, b, strict=True))
-    return pairs

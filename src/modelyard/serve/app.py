@@ -1,10 +1,11 @@
 """The ASGI app: REST v1, the Open Inference Protocol v2, health, metrics and OpenAPI, around one repository.
 
 Start-up (uvicorn lifespan) opens the registry, starts the prediction-log writer, loads every model's
-``production`` version and starts the alias poller and the monitor schedule (``serve/monitoring.py``); only
-then does uvicorn accept requests. Shutdown (SIGTERM: uvicorn first finishes the requests in flight) stops
-the monitor and the poller and flushes the prediction log to the database, or to the spill file when the
-database is away. ``/dashboard`` lives in ``serve/dashboard.py``.
+``production`` version and starts the alias poller and the one scheduler task (``serve/monitoring.py``: the
+alert rules and the canary rollback rules under one lease); only then does uvicorn accept requests. Shutdown
+(SIGTERM: uvicorn first finishes the requests in flight) stops the scheduler and the poller and flushes the
+prediction log to the database, or to the spill file when the database is away. ``/dashboard`` lives in
+``serve/dashboard.py``.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from modelyard.serve import admin, dashboard, v1, v2
 from modelyard.serve.batching import Batching
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
-from modelyard.serve.monitoring import ServerMonitor
+from modelyard.serve.monitoring import ServerScheduler
 from modelyard.serve.repository import ModelRepository
 from modelyard.serve.routing import Router
 from modelyard.serve.schemas import add_request_schemas
 from modelyard.serve.shadow import ShadowRunner
 from modelyard.serve.state import ServerState, server_state
-from modelyard.serve.watch import WatchTask, watch_rules
 
 log = logging.getLogger("modelyard.serve")
 
@@ -68,15 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    shadow=shadow)
         state = ServerState(settings, registry, repository, router, service, writer)
         app.state.modelyard = state
-        monitor = app.state.modelyard_monitor = ServerMonitor(settings, registry)  # monitoring
-        watch: WatchTask | None = None  # rollout: the canary watcher
+        scheduler: ServerScheduler | None = None
         try:
+            # alert rules and canary rollback rules: one task, one lease (raises on a misspelt watch rule)
+            scheduler = app.state.modelyard_scheduler = ServerScheduler(settings, registry, repository)
             await repository.start()
-            monitor.start()  # monitoring
+            scheduler.start()
             await shadow.start()  # rollout
-            if settings.watch_interval > 0:  # rollout
-                watch = await WatchTask(registry, repository, interval=settings.watch_interval,
-                                        rules=watch_rules(settings.watch_rules)).start()
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
@@ -84,9 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.stopping = True
-            await monitor.stop()  # monitoring
-            if watch is not None:  # rollout
-                await watch.stop()
+            if scheduler is not None:
+                await scheduler.stop()
             await shadow.stop()  # rollout: finish the queued shadow work before the log is flushed
             await repository.stop()
             if batching is not None:

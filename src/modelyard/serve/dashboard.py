@@ -14,7 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from modelyard.monitor.dashboard import dashboard_data, dashboard_html, static_dir
 from modelyard.serve.http import json_response
-from modelyard.serve.monitoring import server_monitor
+from modelyard.serve.monitoring import server_scheduler
 from modelyard.serve.state import server_state
 
 PAGE = "/dashboard"
@@ -32,7 +32,7 @@ async def page() -> HTMLResponse:
 @router.get(DATA, summary="What the dashboard draws, as JSON")
 async def data(request: Request) -> Response:
     registry = server_state(request).registry
-    monitor = server_monitor(request)
+    monitor = server_scheduler(request)
 
     def build() -> dict[str, object]:
         return dashboard_data(registry, window=monitor.window, drift=monitor.drift())

@@ -1,10 +1,12 @@
-"""The monitor inside the server: drift and alert rules on a schedule, gauges, webhook notifications.
+"""The scheduler inside the server: one task running the alert rules and the canary rollback rules.
 
-Every worker process runs a ``MonitorScheduler`` on ``MODELYARD_MONITOR_INTERVAL`` seconds over the last
-``MODELYARD_MONITOR_WINDOW`` of the prediction log; the lease in ``modelyard_leases`` lets exactly one process of
-all replicas evaluate, set ``modelyard_drift_psi`` / ``modelyard_drift_ks``, record alerts and send them to
-``MODELYARD_ALERT_WEBHOOK``. The others skip their runs. ``MODELYARD_MONITOR_INTERVAL=0`` (or a server
-without the prediction log, which has nothing to read) turns the schedule off.
+Every worker process runs one ``monitor.scheduler.Scheduler`` with two rule sets: the monitor's alert rules
+(drift, range, errors, latency) every ``MODELYARD_MONITOR_INTERVAL`` seconds over the last
+``MODELYARD_MONITOR_WINDOW`` of the prediction log, recorded and sent to ``MODELYARD_ALERT_WEBHOOK``; and the
+canary watcher's rollback rules every ``MODELYARD_WATCH_INTERVAL`` seconds (thresholds from
+``MODELYARD_WATCH_RULES``, then each model's settings). One lease among all replicas lets exactly one process
+act; the others skip their runs. An interval of 0 turns its rule set off; without the prediction log there is
+nothing to read and the scheduler does not run. After a rollback this process re-reads its aliases at once.
 
 The dashboard asks ``drift()``: the last run's reports when this process made it, else a report computed
 here from the log at most once per interval (the lease holder may be another worker or replica).
@@ -16,17 +18,22 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import Request
 
 from modelyard.config import Settings
+from modelyard.durations import parse_duration
+from modelyard.monitor.alerting import AlertRuleSet
 from modelyard.monitor.drift import DriftReport
-from modelyard.monitor.notify import WebhookNotifier
-from modelyard.monitor.scheduler import MonitorScheduler, default_gauges
-from modelyard.monitor.window import parse_duration
-from modelyard.predlog import window_source
+from modelyard.monitor.rules import RuleSet
+from modelyard.monitor.scheduler import LEASE, Scheduler, SchedulerRun
 from modelyard.registry import Registry
+from modelyard.registry.lease import SqlLease
+from modelyard.rollout.watcher import CanaryRuleSet, watch_rules
+from modelyard.serve.repository import ModelRepository
+
+__all__ = ["ServerScheduler", "server_scheduler"]
 
 log = logging.getLogger("modelyard.serve")
 STOP_WAIT = 10.0  # seconds shutdown waits for a run in progress; then the lease is left to expire
@@ -34,64 +41,74 @@ STOP_WAIT = 10.0  # seconds shutdown waits for a run in progress; then the lease
 DriftMap = dict[tuple[str, int], DriftReport | None]
 
 
-class ServerMonitor:
-    """One server process's monitor scheduler, and the drift reports the dashboard draws."""
+class ServerScheduler:
+    """One server process's scheduler task, and the drift reports the dashboard draws."""
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
-        self.window = parse_duration(settings.monitor_window)
-        self.window_text = settings.monitor_window
+    def __init__(self, settings: Settings, registry: Registry, repository: ModelRepository) -> None:
+        self.window: timedelta = parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW")
         self.interval = settings.monitor_interval
-        self.enabled = self.interval > 0 and settings.prediction_log
-        psi, ks = default_gauges()
-        notifier = WebhookNotifier(settings.alert_webhook) if settings.alert_webhook else None
-        self.scheduler = MonitorScheduler(
-            registry, window_source(registry.engine), window=self.window, interval=max(self.interval, 1.0),
-            notifier=notifier, psi_gauge=psi, ks_gauge=ks,
-        )
+        self.repository = repository
+        self.alerts = AlertRuleSet.from_settings(settings, registry)
+        rule_sets: list[RuleSet] = [self.alerts] if self.interval > 0 else []
+        if settings.watch_interval > 0:
+            rule_sets.append(CanaryRuleSet(registry, watch_rules(settings.watch_rules),
+                                           every=settings.watch_interval))
+        self.enabled = bool(rule_sets) and settings.prediction_log
+        self._off = ("no prediction log" if not settings.prediction_log else
+                     "MODELYARD_MONITOR_INTERVAL and MODELYARD_WATCH_INTERVAL are 0")
+        tick = min((rs.every for rs in rule_sets), default=1.0)
+        self.scheduler = Scheduler(SqlLease(registry.engine, LEASE, ttl=max(30.0, 3 * tick)),
+                                   rule_sets) if rule_sets else None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cache: tuple[float, DriftMap] | None = None
         self._cache_lock = threading.Lock()
 
     def start(self) -> None:
-        if not self.enabled:
-            log.info("monitor schedule off (%s)", "no prediction log" if self.interval > 0 else "interval 0")
+        if not self.enabled or self.scheduler is None:
+            log.info("scheduler off (%s)", self._off)
             return
-        self._task = asyncio.create_task(self.scheduler.run_forever(self._stop), name="modelyard-monitor")
-        log.info("monitor: drift and alert rules every %gs over %s%s", self.interval, self.window_text,
-                 "" if self.scheduler.notifier is None else ", alerts to the webhook")
+        self._task = asyncio.create_task(self.scheduler.run_forever(self._stop, after=self._after),
+                                         name="modelyard-scheduler")
+        log.info("%s", self.scheduler.describe())
+
+    async def _after(self, run: SchedulerRun) -> None:
+        watched = run.results.get(CanaryRuleSet.name)
+        if watched is not None and getattr(watched, "rolled_back", None):
+            await self.repository.refresh()
 
     async def stop(self) -> None:
         """Let a run in progress finish (bounded), then give the lease up for the next replica."""
         self._stop.set()
-        if self._task is None:
+        if self._task is None or self.scheduler is None:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=STOP_WAIT)
         except TimeoutError:
             self._task.cancel()
-            log.warning("monitor run still busy after %gs at shutdown; its lease will expire", STOP_WAIT)
+            log.warning("scheduler run still busy after %gs at shutdown; its lease will expire", STOP_WAIT)
             return
         try:
             await asyncio.to_thread(self.scheduler.release)
         except Exception as exc:  # the database may be away at shutdown: the lease then simply expires
-            log.warning("monitor lease not released: %s", exc)
+            log.warning("scheduler lease not released: %s", exc)
 
     def drift(self) -> DriftMap:
         """Drift per served (model, version) for the dashboard; blocking (call it in a thread)."""
-        run = self.scheduler.last_run
+        run = self.alerts.last_run
         fresh = 2 * max(self.interval, 1.0) + 5
-        if run is not None and not run.skipped and (datetime.now(UTC) - run.at).total_seconds() < fresh:
-            return dict(self.scheduler.latest)
+        if run is not None and (datetime.now(UTC) - run.at).total_seconds() < fresh and \
+                self.scheduler is not None and self.scheduler.leading:
+            return dict(self.alerts.latest)
         with self._cache_lock:  # one computation at a time; viewers in between share it
             ttl = self.interval if self.interval > 0 else 60.0
             if self._cache is not None and time.monotonic() - self._cache[0] < ttl:
                 return self._cache[1]
             now = datetime.now(UTC)
             reports: DriftMap = {}
-            for model, versions in sorted(self.scheduler.served().items()):
+            for model, versions in sorted(self.alerts.served().items()):
                 try:
-                    for st in self.scheduler.evaluate(model, versions, now):
+                    for st in self.alerts.evaluate(model, versions, now):
                         reports[(model, st.window.version)] = st.drift
                 except Exception:
                     log.exception("dashboard: drift of %s could not be computed", model)
@@ -99,5 +116,5 @@ class ServerMonitor:
             return reports
 
 
-def server_monitor(request: Request) -> ServerMonitor:
-    return request.app.state.modelyard_monitor  # type: ignore[no-any-return]
+def server_scheduler(request: Request) -> ServerScheduler:
+    return request.app.state.modelyard_scheduler  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from modelyard.monitor.alerts import Finding
+from modelyard.monitor.rules import Finding
 from modelyard.registry.alerts import AlertStore, AlertUpdate, SqlAlertStore
 from modelyard.registry.db import Engine
 

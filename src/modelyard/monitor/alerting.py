@@ -1,0 +1,177 @@
+"""The alert rule set: drift and alert rules for every served version, gauges, recorded alerts, notifications.
+
+Run by the one scheduler (``monitor/scheduler.py``) while it holds the lease, so replicas and workers do not
+record or notify the same alert twice. When another process holds the lease, ``standby()`` stops this one
+exporting drift gauges of its own (single-process mode; in prometheus_client's multiprocess mode a sibling
+worker may hold the lease and its values win as the most recent ones).
+
+The CLI report and the dashboard call ``evaluate`` directly: the same rules, without recording anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelyard.config import Settings
+from modelyard.durations import format_duration, parse_duration
+from modelyard.monitor import metrics
+from modelyard.monitor.alert_state import AlertBook, Transition
+from modelyard.monitor.alerts import DEFAULT_RULES, evaluate_rules, load_overrides, rules_for
+from modelyard.monitor.drift import DriftReport, evaluate_drift
+from modelyard.monitor.notify import Notifier, WebhookNotifier
+from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, RuleSetRun
+from modelyard.monitor.window import RecordSource, Window, split_windows
+from modelyard.predlog import window_source
+from modelyard.registry import Registry
+
+__all__ = ["AlertRuleSet", "AlertRun", "VersionStatus", "default_gauges"]
+
+log = logging.getLogger("modelyard.monitor")
+
+
+@dataclass
+class VersionStatus:
+    """One version over one window: its traffic, its drift (None without traffic), every rule's verdict."""
+
+    window: Window
+    drift: DriftReport | None
+    findings: list[Finding]
+
+
+@dataclass
+class AlertRun(RuleSetRun):
+    reports: dict[tuple[str, int], DriftReport | None] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    delivered: int = 0
+    failed: int = 0
+
+
+class AlertRuleSet:
+    """Alert rules over the last ``window`` of the log, every ``every`` seconds.
+
+    ``psi_gauge`` / ``ks_gauge`` are prometheus_client gauges labelled (model, version, feature), e.g.
+    ``modelyard_drift_psi``; ``served`` returns model → versions to watch (default: every alias's version).
+    """
+
+    name = "alerts"
+
+    def __init__(
+        self,
+        registry: Registry,
+        records: RecordSource,
+        *,
+        window: timedelta = timedelta(hours=1),
+        every: float = 60.0,
+        notifier: Notifier | None = None,
+        psi_gauge: Any = None,
+        ks_gauge: Any = None,
+        served: Callable[[], dict[str, set[int]]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.records = records
+        self.window = window
+        self.every = every
+        self.notifier = notifier
+        self.psi_gauge = psi_gauge
+        self.ks_gauge = ks_gauge
+        self.served = served or self._served_by_alias
+        self.book = AlertBook(registry.engine)
+        self.latest: dict[tuple[str, int], DriftReport | None] = {}
+        self.last_run: AlertRun | None = None
+        self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
+        self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: Registry) -> AlertRuleSet:
+        """The server's alert rule set: ``MODELYARD_MONITOR_INTERVAL`` / ``_WINDOW``, the webhook, the gauges."""
+        psi, ks = default_gauges()
+        return cls(registry, window_source(registry.engine),
+                   window=parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW"),
+                   every=max(settings.monitor_interval, 1.0), psi_gauge=psi, ks_gauge=ks,
+                   notifier=WebhookNotifier(settings.alert_webhook) if settings.alert_webhook else None)
+
+    def describe(self) -> str:
+        return (f"alerts every {format_duration(self.every)} over {format_duration(self.window)} "
+                f"({', '.join(DEFAULT_RULES)}; "
+                f"{'notified to the webhook' if self.notifier else 'recorded, no webhook'})")
+
+    def _served_by_alias(self) -> dict[str, set[int]]:
+        return {
+            m: {a.version for a in aliases.values()} for m, aliases in self.registry.all_aliases().items()
+        }
+
+    def manifest(self, model: str, version: int) -> dict[str, Any]:
+        key = (model, version)
+        if key not in self._manifests:  # versions are immutable: one read per process
+            self._manifests[key] = self.registry.get_version(model, version).manifest
+        return self._manifests[key]
+
+    def evaluate(self, model: str, versions: set[int], now: datetime) -> list[VersionStatus]:
+        """Traffic, drift and rule findings for the given versions of one model, window ending at ``now``."""
+        since = now - self.window
+        windows = split_windows(self.records(model, since, now), model, since, now)
+        overrides = load_overrides(self.registry.engine, model)
+        out = []
+        for version in sorted(versions):
+            manifest = self.manifest(model, version)
+            window = windows.get(version) or Window(model, version, since, now)
+            drift = evaluate_drift(manifest, window) if window.rows else None
+            out.append(
+                VersionStatus(window, drift, evaluate_rules(rules_for(manifest, overrides), window, drift))
+            )
+        return out
+
+    def run(self, now: datetime | None = None, lease: HeldLease = NO_LEASE) -> AlertRun:
+        """Evaluate every served version, record what changed and notify it (retrying undelivered ones)."""
+        now = now or datetime.now(UTC)
+        run = AlertRun(at=now)
+        served = self.served()
+        for model, versions in sorted(served.items()):
+            try:
+                statuses = self.evaluate(model, versions, now)
+            except Exception as exc:  # one broken model must not stop the others being watched
+                log.exception("monitor: evaluating %s failed", model)
+                run.errors[model] = f"{type(exc).__name__}: {exc}"
+                continue
+            for st in statuses:
+                run.reports[(model, st.window.version)] = st.drift
+                run.findings += st.findings
+        self.latest = dict(run.reports)
+        self._set_gauges(run.reports)
+        retry = self.book.undelivered() if self.notifier else []
+        run.transitions = self.book.apply(run.findings, now, served=served)
+        if self.notifier is not None:
+            for tr in [*retry, *run.transitions]:
+                ok = self.notifier.notify(tr)
+                self.book.mark(int(tr.alert["id"]), tr.status, ok)
+                run.delivered += ok
+                run.failed += not ok
+        self.last_run = run
+        return run
+
+    def standby(self) -> None:
+        if not metrics.multiprocess_enabled():
+            self._set_gauges({})  # the holder exports them: stale values here would keep alerts firing
+
+    def _set_gauges(self, reports: dict[tuple[str, int], DriftReport | None]) -> None:
+        """Export this run's drift; drop the series this process exported before and not now."""
+        seen: set[tuple[Any, tuple[str, str, str]]] = set()
+        for (model, version), report in reports.items():
+            for fd in report.all() if report else ():
+                labels = (model, str(version), fd.feature)
+                for gauge, value in ((self.psi_gauge, fd.psi), (self.ks_gauge, fd.ks)):
+                    if gauge is not None and value is not None:
+                        gauge.labels(*labels).set(value)
+                        seen.add((gauge, labels))
+        for gauge, labels in self._gauge_labels - seen:  # versions no longer served, or no longer ours
+            metrics.drop_series(gauge, *labels)
+        self._gauge_labels = seen
+
+
+def default_gauges() -> tuple[Any, Any]:
+    """``modelyard_drift_psi`` and ``modelyard_drift_ks``, the gauges ``/metrics`` exports."""
+    return metrics.DRIFT_PSI, metrics.DRIFT_KS
