@@ -2,7 +2,8 @@
 
 1. Routing: ``RoutingPolicy.choose`` per request, against one single-row ``Model.predict`` (the work it
    routes). Goal: well under 1%.
-2. Watching: one run of the canary rule set (``CanaryRuleSet.run``) over a window of N canary + N primary records, against reading the
+2. Watching: one run of the canary rule set (``CanaryRuleSet.run``) over a window of N canary + N primary records,
+   against reading the
    same records with ``predlog.list_records`` alone (the I/O it cannot avoid).
 
     python benchmarks/rollout.py [--records 10000]

@@ -51,7 +51,7 @@ def test_a_format_1_bundle_loads_and_predicts_what_it_predicted_when_published(
     assert manifest.lineage.environment is not None and "scikit-learn" in manifest.lineage.environment.packages
     assert isinstance(manifest.reference and manifest.reference.inputs["area_sqm"], NumericProfile)
     assert isinstance(manifest.reference and manifest.reference.inputs["neighborhood"], CategoricalProfile)
-    model = Model(bundle, fast_path=fast_path)
+    model = Model.load(bundle, fast_path=fast_path)
     assert model.fast_path == ("onnx" if fast_path else "sklearn")
     reference = bundle.reference()
     np.testing.assert_allclose(model.predict(bundle.reference_inputs()), reference[PREDICTION_COLUMN],

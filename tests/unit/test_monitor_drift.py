@@ -11,7 +11,6 @@ import pytest
 from scipy.stats import ks_2samp
 
 from modelyard.bundle import ReferenceProfile, profile_frame, profile_series
-from modelyard.errors import BadRequestError
 from modelyard.monitor.drift import OTHER, PREDICTION, evaluate_drift, ks_statistic, psi
 from modelyard.monitor.window import split_windows
 from modelyard.predlog import PredictionRecord, prediction_value

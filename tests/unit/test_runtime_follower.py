@@ -47,7 +47,8 @@ class _Registry:
             self.fetches.append(version)
         if version in self.corrupt:
             raise IntegrityError(f"{name} v{version}: the artifact is corrupt", file="model.joblib")
-        return Bundle(self.bundle.path, {**self.bundle.manifest, "version": version}, self.bundle.pipeline_)
+        manifest = self.bundle.manifest.model_copy(update={"version": version})
+        return Bundle(self.bundle.path, manifest, self.bundle.pipeline_)
 
 
 def test_the_follower_swaps_refuses_and_reports_readiness(bundle: Bundle) -> None:

@@ -8,7 +8,6 @@ is first reserved as ``pending`` and becomes ``ready`` only when its archive is 
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 import tempfile

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import ModelyardError, PredictionError, SchemaError
+from modelyard.errors import ModelyardError, PredictionError, SchemaError, SchemaProblem
 from modelyard.runtime.columns import Columns
 from modelyard.schema import Rows
 
@@ -36,10 +36,13 @@ class RowError:
     field: str | None
     reason: str
     code: str = SchemaError.code  # or PredictionError.code: the model failed on this valid row
+    problems: tuple[SchemaProblem, ...] = ()  # every schema problem of this row, when the schema named them
 
     def naming(self, row: int | str) -> str:
         """The reason naming the row as ``row`` (its place in a whole input, say), phrased as the schema
         phrases it: ``column 'a' row 1005: 'x' is not a number``."""
+        if self.problems and isinstance(row, int):
+            return "; ".join(p.at_row(row).message for p in self.problems)
         column = f"column '{self.field}': "
         if self.field is not None and self.reason.startswith(column):
             return f"column '{self.field}' row {row}: {self.reason.removeprefix(column)}"
@@ -106,7 +109,7 @@ def predict_partial(model: Model, rows: Rows, *, probabilities: bool = False) ->
             problems = row_problems(exc)
             if not problems or any(p.row >= len(positions) for p in problems):
                 raise  # no single row's fault: the call itself is wrong
-        errors.extend(RowError(int(positions[p.row]), p.field, p.reason) for p in problems)
+        errors.extend(RowError(int(positions[p.row]), p.field, p.reason, problems=p.problems) for p in problems)
         rest = np.delete(positions, [p.row for p in problems])
         if len(problems) > 1:  # the schema named every bad row it saw: validate the rest once more
             walk(rest)
@@ -162,6 +165,7 @@ class _Problem:
     row: int
     field: str | None
     reason: str
+    problems: tuple[SchemaProblem, ...] = ()
 
 
 def row_problems(exc: SchemaError) -> list[_Problem]:
@@ -174,8 +178,13 @@ def row_problems(exc: SchemaError) -> list[_Problem]:
     """
     structured = getattr(exc, "problems", None)
     if structured:
-        problems = [_Problem(int(p.row), p.field, str(p.reason)) for p in structured if p.row is not None]
-        return problems if len(problems) == len(structured) else []
+        if any(p.row is None for p in structured):
+            return []
+        by_row: dict[int, list[SchemaProblem]] = {}
+        for p in structured:
+            by_row.setdefault(int(p.row), []).append(p)
+        return [_Problem(row, ps[0].field, "; ".join(p.describe("the row") for p in ps), tuple(ps))
+                for row, ps in by_row.items()]
     if exc.row is None:
         return []
     return [_Problem(exc.row, exc.field, _without_row(exc.message, exc.row))]

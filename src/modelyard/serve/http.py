@@ -23,7 +23,6 @@ from modelyard.errors import (
     ModelyardError,
     PayloadTooLargeError,
     SchemaError,
-    ServiceUnavailableError,
 )
 
 log = logging.getLogger("modelyard.serve")
