@@ -31,3 +31,10 @@ def test_layers_follow_design() -> None:
 def test_ruff_is_clean() -> None:
     result = subprocess.run([_tool("ruff"), "check", "src", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_test_command_and_ci_pass_shellcheck() -> None:
+    scripts = [ROOT / "scripts" / "test", ROOT / ".ci" / "run"]
+    result = subprocess.run([_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "exec scripts/test" in scripts[1].read_text()  # CI runs exactly the README's test command
