@@ -24,10 +24,10 @@ from tests.batchstream_helpers import (
     read_sql,
     scalar,
     spoil,
-    wait_until,
     write_table,
 )
 from tests.conftest import SRC, cli_env, run_cli
+from tests.support import wait_until
 
 ROWS = 20_000
 BAD = {17: ("area_sqm", "n/a"), 15_001: ("house_type", None)}

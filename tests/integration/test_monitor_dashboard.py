@@ -17,7 +17,7 @@ from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
 from tests.conftest import ROOT, generate_houses, train_and_publish
 from tests.integration.monitor_helpers import json_rows, log_traffic, webhook_receiver
-from tests.integration.serving import Server, wait_until
+from tests.support import Server, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
