@@ -10,7 +10,7 @@ one-hot encoder maps it to all zeros (the monitor counts it); with ``"reject"`` 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from modelyard.errors import SchemaError
 
-Rows = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+Rows: TypeAlias = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]]
 MAX_CATEGORIES_RECORDED = 1000
 _FLOAT_MAX = int(np.finfo(np.float64).max)
 
@@ -135,7 +135,7 @@ def _numeric(series: pd.Series, col: ColumnSchema) -> np.ndarray:
     if pd.api.types.is_bool_dtype(series):
         series = series.astype("float64")
     if pd.api.types.is_numeric_dtype(series):
-        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        values: np.ndarray = series.to_numpy(dtype="float64", na_value=np.nan)
     else:
         raw = series.to_numpy(dtype=object)
         bad_type = np.fromiter(
@@ -194,7 +194,7 @@ def _categorical(series: pd.Series, col: ColumnSchema, policy: str) -> np.ndarra
             field=col.name,
             row=i,
         )
-    values = raw.astype(str).astype(object)
+    values: np.ndarray = raw.astype(str).astype(object)
     values[nulls] = np.nan
     if policy == "reject" and col.categories is not None:
         unseen = ~nulls & ~np.isin(values, np.asarray(col.categories, dtype=object))

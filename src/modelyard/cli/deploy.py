@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -169,7 +170,7 @@ def ci_cmd(
     console.print(f"wrote {wf} and {script} for model {name}")
 
 
-def _verify_exact(bundle: Path, manifest_sha256: str | None) -> dict:
+def _verify_exact(bundle: Path, manifest_sha256: str | None) -> dict[str, Any]:
     """verify_bundle, and also refuse files the manifest does not list (they would ride along on publish)."""
     manifest = verify_bundle(bundle, manifest_sha256)
     extra = sorted(p.name for p in bundle.iterdir() if p.name != MANIFEST and p.name not in manifest["files"])
