@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +124,6 @@ def scalar(url: str, sql: str, default: object = None) -> object:
         return default
     finally:
         engine.dispose()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
-               what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def db_url(settings: Settings) -> str:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 NATS_URL = "nats://127.0.0.1:4222"
@@ -98,13 +96,3 @@ class RedisKit:
 
     async def read(self, subject: str) -> list[dict[str, Any]]:
         return [json.loads(fields[b"data"]) for _, fields in await self.r.xrange(subject)]
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -24,10 +24,10 @@ from tests.batchstream_helpers import (
     read_sql,
     scalar,
     spoil,
-    wait_until,
     write_table,
 )
 from tests.conftest import SRC, cli_env, run_cli
+from tests.support import wait_until
 
 ROWS = 20_000
 BAD = {17: ("area_sqm", "n/a"), 15_001: ("house_type", None)}
@@ -83,6 +83,10 @@ def _kill_mid_way_then_resume(settings: Settings, frame, *extra: str) -> None:  
         watcher.close()
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=30)
+        for pipe in (proc.stdout, proc.stderr):  # nobody reads them: close them, not the GC
+            if pipe is not None:
+                pipe.close()
     partial = scalar(url, "SELECT count(*) FROM scores")
     assert 0 < partial < ROWS - len(BAD), "the run must be killed mid-way"
     assert scalar(url, "SELECT status FROM modelyard_batch_runs WHERE run_id = 'nightly-1'") == "running"

@@ -13,7 +13,8 @@ from modelyard.config import Settings
 from modelyard.registry import Registry
 from modelyard.registry.tables import predictions
 from tests.conftest import run_cli
-from tests.integration.serving import Server, house_rows
+from tests.integration.serving import house_rows
+from tests.support import Server
 
 
 def test_serve_then_list_show_and_replay_predictions(house_spec: Path, sqlite_settings: Settings,

@@ -17,9 +17,10 @@ import modelyard
 from modelyard.config import Settings
 from modelyard.predlog import list_records
 from modelyard.registry.db import get_engine
-from tests.batchstream_helpers import house_bundle_once, houses_input, publish, wait_until
+from tests.batchstream_helpers import house_bundle_once, houses_input, publish
 from tests.conftest import cli_env
 from tests.stream_kits import NatsKit
+from tests.support import wait_until
 
 VALID, MALFORMED = 9_950, 50
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from modelyard import load
 from modelyard.config import Settings
 from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
+from tests.support import wait_until
 
 
 class Receiver:
@@ -32,13 +32,14 @@ class Receiver:
         self.url = ""
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def holds() -> bool:
             with self.lock:
-                if predicate(list(self.bodies)):
-                    return
-            time.sleep(0.02)
-        raise AssertionError(f"the receiver did not get what was expected; it got {self.bodies}")
+                return predicate(list(self.bodies))
+
+        try:
+            wait_until(holds, timeout, "the receiver to get what was expected", interval=0.02)
+        except AssertionError:
+            raise AssertionError(f"the receiver did not get what was expected; it got {self.bodies}") from None
 
 
 @contextmanager

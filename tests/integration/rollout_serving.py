@@ -21,8 +21,9 @@ from modelyard.predlog import PredictionRecord, list_records
 from modelyard.registry import Registry
 from modelyard.rollout import bucket, promote
 from tests.conftest import generate_houses
-from tests.integration.serving import Server, fresh_pg_database
+from tests.integration.serving import fresh_pg_database
 from tests.rollout_estimators import FailsOnSentinel, Offset
+from tests.support import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 # The server unpickles the test estimators (tests/rollout_estimators.py): it needs the checkout on its path.

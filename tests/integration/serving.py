@@ -1,105 +1,23 @@
-"""Helpers for tests that run a real ``modelyard serve`` (uvicorn in a subprocess on 127.0.0.1)."""
+"""Helpers for tests against a real ``modelyard serve`` (the server itself is ``tests.support.Server``):
+a fresh PostgreSQL database per module, a load loop, the example specs and rows."""
 
 from __future__ import annotations
 
 import contextlib
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from modelyard.config import Settings
-from tests.conftest import EXAMPLES, PG_ADMIN_URL, cli_env, generate_houses
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-class Server:
-    """``python -m modelyard serve`` on a free port; ``stop()`` sends SIGTERM and waits."""
-
-    def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1,
-                 extra_args: tuple[str, ...] = (),
-                 **env: str) -> None:
-        self.settings = settings
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port), "--workers", str(workers),
-             *extra_args],
-            env=cli_env(settings, **env), stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 90.0) -> Server:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout, "the server to be ready", interval=0.2)
-        return self
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples whose labels include ``labels`` (0 when absent)."""
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            head, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return int(self.proc.returncode)
-
-    def __enter__(self) -> Server:
-        return self.wait_ready()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+from tests.conftest import EXAMPLES, PG_ADMIN_URL, generate_houses
+from tests.support import wait_until
 
 
 @contextlib.contextmanager
@@ -190,15 +108,6 @@ class LoadLoop:
 
     def ok_ids(self) -> set[str]:
         return {a.request_id for a in self.answers if a.status == 200}
-
-
-def house_spec_in(folder: Path, rows: int = 3000, seed: int = 11) -> Path:
-    """The house-price example spec on ``rows`` generated rows (30 boosting rounds: quick to train)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    generate_houses(rows, seed=seed).to_csv(folder / "houses.csv", index=False)
-    spec = (EXAMPLES / "house_prices" / "spec.toml").read_text().replace("max_iter = 100", "max_iter = 30")
-    (folder / "spec.toml").write_text(spec)
-    return folder / "spec.toml"
 
 
 def cancer_spec_in(folder: Path) -> Path:

@@ -14,7 +14,8 @@ import pandas as pd
 from modelyard.config import Settings
 from modelyard.deploy import K8sOptions, manifests
 from tests.conftest import cli_env, run_cli, train_and_publish
-from tests.deploy_tools import free_port, house_project, wait_until
+from tests.deploy_tools import house_project
+from tests.support import free_port, wait_until
 from tests.unit.test_deploy_docker import instructions
 from tests.unit.test_deploy_k8s import container
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from starlette.routing import Route
 
 from modelyard.checks import LoadConfig, load, stress
 from tests.conftest import run_cli
+from tests.support import free_port, wait_until
 
 
 @dataclass
@@ -62,17 +61,13 @@ def make_app(seen: Seen) -> Starlette:
 @pytest.fixture
 def server() -> Iterator[tuple[str, Seen]]:
     seen = Seen()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(make_app(seen), host="127.0.0.1", port=port, log_level="warning",
                                         lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
+    wait_until(lambda: srv.started or not thread.is_alive(), 20, "uvicorn to start", interval=0.02)
+    assert srv.started, "uvicorn did not start"
     yield f"http://127.0.0.1:{port}", seen
     srv.should_exit = True
     thread.join(timeout=20)
@@ -99,9 +94,7 @@ def test_get_without_rows_and_transport_errors_are_counted(server: tuple[str, Se
     url, seen = server
     result = load(LoadConfig(url=f"{url}/healthz", concurrency=2, duration=5.0, max_requests=30))
     assert result.requests == seen.requests == 30 and result.status_codes == {"200": 30}
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = free_port()  # a port nobody listens on
     refused = load(LoadConfig(url=f"http://127.0.0.1:{dead}/x", concurrency=2, duration=5.0, max_requests=6))
     assert refused.requests == 6 and refused.ok == 0 and refused.errors == {"ConnectError": 6}
     assert refused.error_rate == 1.0

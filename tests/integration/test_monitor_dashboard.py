@@ -18,7 +18,7 @@ from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
 from tests.conftest import ROOT, generate_houses, train_and_publish
 from tests.integration.monitor_helpers import json_rows, log_traffic, webhook_receiver
-from tests.integration.serving import Server, wait_until
+from tests.support import Server, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")

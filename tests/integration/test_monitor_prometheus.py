@@ -7,9 +7,7 @@ generated drift alert go pending in Prometheus. The second scrapes a real ``mode
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,30 +23,15 @@ from modelyard.deploy.prometheus import write_prometheus
 from modelyard.monitor.alerts import rules_for
 from tests.conftest import generate_houses, run_cli, train_and_publish
 from tests.integration.monitor_helpers import json_rows
-from tests.integration.serving import Server
 from tests.manifests import manifest_of
+from tests.support import Server, free_port, wait_until
 
 REGRESSOR = {"task": "regression", "output_schema": {"task": "regression", "min": 50000, "max": 900000}}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+def wait_for_prometheus(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Prometheus answers errors and half-built bodies while it starts: those count as "not yet"."""
+    return wait_until(check, timeout, what, interval=0.25, retry_on=(httpx.HTTPError, KeyError, ValueError))
 
 
 @contextmanager
@@ -74,7 +57,7 @@ def prometheus(folder: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(
+        wait_for_prometheus(
             lambda: proc.poll() is None and httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
             60,
             "prometheus to be ready",
@@ -120,7 +103,7 @@ def test_prometheus_loads_the_rules_and_the_drift_alert_goes_pending(tmp_path: P
                 alerts = httpx.get(f"{url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
                 return [a for a in alerts if a["labels"]["alertname"] == "ModelyardInputDrift"]
 
-            (alert,) = wait_until(drift_alerts, 60, "the drift alert in Prometheus")
+            (alert,) = wait_for_prometheus(drift_alerts, 60, "the drift alert in Prometheus")
             assert alert["state"] in {"pending", "firing"}
             assert alert["labels"]["feature"] == "area_sqm" and alert["labels"]["version"] == "3"
     finally:
@@ -154,34 +137,34 @@ def test_prometheus_scrapes_a_running_modelyard_serve(
         )
         assert result.returncode == 0, result.stderr
         with prometheus(out) as url:
-            series = wait_until(
+            series = wait_for_prometheus(
                 lambda: query(url, 'modelyard_requests_total{model="house-prices"}'),
                 60,
                 "our model's request counter in Prometheus",
             )
             assert sum(float(s["value"][1]) for s in series) == 3  # both workers' requests, counted once
             assert series[0]["metric"]["version"] == "1" and series[0]["metric"]["route"] == "primary"
-            predicted = wait_until(
+            predicted = wait_for_prometheus(
                 lambda: query(url, 'modelyard_prediction_value_count{model="house-prices",route="primary"}'),
                 30,
                 "the prediction histogram",
             )
             assert float(predicted[0]["value"][1]) == 60
-            missing = wait_until(
+            missing = wait_for_prometheus(
                 lambda: query(url, 'modelyard_input_missing_total{model="house-prices",feature="year_renovated"}'),
                 30,
                 "the missing-input counter",
             )
             assert float(missing[0]["value"][1]) == sum(row["year_renovated"] is None for row in rows) * 3
             assert (
-                wait_until(
+                wait_for_prometheus(
                     lambda: query(url, 'modelyard_alias_version{model="house-prices",alias="production"}'),
                     30,
                     "the alias gauge",
                 )[0]["value"][1]
                 == "1"
             )
-            drift = wait_until(
+            drift = wait_for_prometheus(
                 lambda: query(url, 'modelyard_drift_psi{model="house-prices",version="1"}'),
                 60,
                 "the drift gauges the server's monitor sets",

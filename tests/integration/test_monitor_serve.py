@@ -24,9 +24,10 @@ from modelyard.monitor.alerts import save_overrides
 from modelyard.monitor.scheduler import LEASE
 from modelyard.registry import Registry
 from modelyard.registry import tables as t
-from tests.conftest import generate_houses, train_and_publish
+from tests.conftest import generate_houses
 from tests.integration.monitor_helpers import Receiver, json_rows, webhook_receiver
-from tests.integration.serving import Server, fresh_pg_database, house_spec_in
+from tests.integration.serving import fresh_pg_database
+from tests.support import Server, served_model
 
 pytestmark = pytest.mark.postgres
 WINDOW_SECONDS = 8
@@ -45,11 +46,9 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
     folder = tmp_path_factory.mktemp("monitor_serve")
     with fresh_pg_database() as url, webhook_receiver() as hook:
         settings = Settings(home=folder / ".modelyard", database_url=url)
-        train_and_publish(house_spec_in(folder / "house"), settings)
-        server = Server(settings, folder / "server.log", workers=2, MODELYARD_MONITOR_INTERVAL="1",
-                        MODELYARD_MONITOR_WINDOW=f"{WINDOW_SECONDS}s", MODELYARD_ALERT_WEBHOOK=hook.url,
-                        MODELYARD_LOG_FLUSH_INTERVAL="0.1")
-        with server:
+        with served_model(folder, settings, workers=2, MODELYARD_MONITOR_INTERVAL="1",
+                          MODELYARD_MONITOR_WINDOW=f"{WINDOW_SECONDS}s", MODELYARD_ALERT_WEBHOOK=hook.url,
+                          MODELYARD_LOG_FLUSH_INTERVAL="0.1") as server:
             yield Monitored(server, settings, hook)
         (lease,) = lease_rows(settings)
         assert not lease["active"], "a stopped server gives the monitor lease up for the next replica"

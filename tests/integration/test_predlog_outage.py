@@ -18,15 +18,9 @@ from sqlalchemy import create_engine, text
 from modelyard.config import Settings
 from modelyard.predlog import spill
 from tests.conftest import train_and_publish
-from tests.integration.serving import (
-    LoadLoop,
-    Server,
-    free_port,
-    fresh_pg_database,
-    house_rows,
-    house_spec_in,
-    wait_until,
-)
+from tests.integration.serving import LoadLoop, fresh_pg_database, house_rows
+from tests.support import Server, free_port, wait_until
+from tests.support.serving import house_spec_in
 
 pytestmark = pytest.mark.postgres
 

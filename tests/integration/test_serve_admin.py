@@ -13,7 +13,8 @@ import pytest
 from modelyard.config import Settings
 from modelyard.registry import Registry
 from tests.integration.rollout_serving import BACKENDS, MODEL, Houses, backend, fit_houses, post_all
-from tests.integration.serving import Server, house_rows
+from tests.integration.serving import house_rows
+from tests.support import Server
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -22,14 +22,9 @@ from modelyard.registry import Registry
 from modelyard.registry.tables import predictions
 from modelyard.runtime import Model
 from tests.conftest import train_and_publish
-from tests.integration.serving import (
-    Server,
-    cancer_spec_in,
-    fresh_pg_database,
-    house_rows,
-    house_spec_in,
-    wait_until,
-)
+from tests.integration.serving import cancer_spec_in, fresh_pg_database, house_rows
+from tests.support import Server, wait_until
+from tests.support.serving import house_spec_in
 
 pytestmark = pytest.mark.postgres
 MAX_BATCH_ROWS = 4

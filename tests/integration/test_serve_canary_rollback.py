@@ -25,8 +25,9 @@ from tests.integration.rollout_serving import (
     logged,
     post_all,
 )
-from tests.integration.serving import Server, house_rows, wait_until
+from tests.integration.serving import house_rows
 from tests.rollout_estimators import FailsOnSentinel
+from tests.support import Server, wait_until
 
 WEIGHT = 0.5
 WINDOW = 60.0

@@ -17,7 +17,8 @@ from tests.integration.rollout_serving import (
     post_all,
 )
 from tests.integration.rollout_serving import expected_version as _expected
-from tests.integration.serving import Server, house_rows, wait_until
+from tests.integration.serving import house_rows
+from tests.support import Server, wait_until
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

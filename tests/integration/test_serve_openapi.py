@@ -19,8 +19,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
 from modelyard.config import Settings
-from tests.conftest import train_and_publish
-from tests.integration.serving import Server, fresh_pg_database, house_spec_in
+from tests.integration.serving import fresh_pg_database
+from tests.support import Server, served_model
 
 pytestmark = pytest.mark.postgres
 RELAXED = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -31,8 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("serve_openapi")
     with fresh_pg_database() as url:
         settings_ = Settings(home=folder / ".modelyard", database_url=url)
-        train_and_publish(house_spec_in(folder / "house"), settings_)
-        with Server(settings_, folder / "server.log", MODELYARD_MAX_BODY_BYTES="100000") as running:
+        with served_model(folder, settings_, MODELYARD_MAX_BODY_BYTES="100000") as running:
             yield running
 
 

@@ -15,14 +15,9 @@ from modelyard.config import Settings
 from modelyard.pipeline import load_spec, train
 from modelyard.registry import Registry
 from tests.conftest import run_cli
-from tests.integration.serving import (
-    LoadLoop,
-    Server,
-    fresh_pg_database,
-    house_rows,
-    house_spec_in,
-    wait_until,
-)
+from tests.integration.serving import LoadLoop, fresh_pg_database, house_rows
+from tests.support import Server, wait_until
+from tests.support.serving import house_spec_in
 
 pytestmark = pytest.mark.postgres
 

@@ -16,14 +16,9 @@ from modelyard.config import Settings
 from modelyard.predlog import get_records
 from modelyard.registry import Registry
 from tests.conftest import train_and_publish
-from tests.integration.serving import (
-    Server,
-    cancer_spec_in,
-    fresh_pg_database,
-    house_rows,
-    house_spec_in,
-    wait_until,
-)
+from tests.integration.serving import cancer_spec_in, fresh_pg_database, house_rows
+from tests.support import Server, wait_until
+from tests.support.serving import house_spec_in
 
 pytestmark = pytest.mark.postgres
 MAX_BODY = 200_000

@@ -26,8 +26,9 @@ from tests.integration.rollout_serving import (
     post_all,
 )
 from tests.integration.rollout_serving import expected_version as _expected
-from tests.integration.serving import Server, house_rows, wait_until
+from tests.integration.serving import house_rows
 from tests.rollout_estimators import Slow
+from tests.support import Server, wait_until
 
 SLOW = "houses-slow-shadow"  # (own server) v1 production, v2 shadow sleeping 0.3 s per call; queue of 2
 

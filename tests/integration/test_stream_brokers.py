@@ -19,7 +19,8 @@ from modelyard.registry import Registry
 from modelyard.registry.db import get_engine
 from modelyard.stream import ModelHolder, StreamConsumer, open_broker
 from tests.batchstream_helpers import house_bundle_once, houses_input, publish
-from tests.stream_kits import NatsKit, RedisKit, wait_for
+from tests.stream_kits import NatsKit, RedisKit
+from tests.support import wait_until_async
 
 KITS = [pytest.param(NatsKit, marks=pytest.mark.nats, id="nats"),
         pytest.param(RedisKit, marks=pytest.mark.redis, id="redis")]
@@ -62,7 +63,7 @@ async def _consume_until(consumer: StreamConsumer, done: Any, timeout: float = 6
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     try:
-        await wait_for(lambda: _or_raise(task, done), timeout, "the consumer to answer")
+        await wait_until_async(lambda: _or_raise(task, done), timeout, "the consumer to answer")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -138,7 +139,7 @@ def test_a_new_production_version_is_picked_up_without_a_restart(kit: Any, model
         task = asyncio.create_task(consumer.run(stop))
         try:
             await kit.send([("before", row)])
-            await wait_for(lambda: kit.count(kit.out), 30, "the first answer")
+            await wait_until_async(lambda: kit.count(kit.out), 30, "the first answer")
             await asyncio.to_thread(publish, house_bundle, model_settings)  # v2 → production
             sent = 0
 
@@ -149,7 +150,7 @@ def test_a_new_production_version_is_picked_up_without_a_restart(kit: Any, model
                 await asyncio.sleep(0.2)
                 return any(a["version"] == 2 for a in await kit.read(kit.out))
 
-            await wait_for(answered_by_v2, 30, "an answer from version 2", interval=0.1)
+            await wait_until_async(answered_by_v2, 30, "an answer from version 2", interval=0.1)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)

@@ -83,7 +83,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
         frame = frame.astype(object).where(frame.notna(), None)
-        return frame.to_dict("records")
+        records: list[dict[str, Any]] = frame.to_dict("records")
+        return records
     text = path.read_text()
     rows: Any
     if suffix in (".jsonl", ".ndjson"):

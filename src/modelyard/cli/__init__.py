@@ -6,6 +6,8 @@ import typer
 
 from modelyard.cli import deploy, export, models, monitor, predictions, rollout, score, serve, stream, train
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="modelyard",
     help="Train, publish, serve and watch scikit-learn models.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -21,7 +22,7 @@ import_app = typer.Typer(help="Bring models made elsewhere into the registry.", 
 def list_models(json_out: bool = typer.Option(False, "--json")) -> None:
     """Every model with its newest version and its aliases."""
     registry = Registry(settings())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in registry.models():
         versions = registry.versions(name)
         aliases = registry.aliases(name)

@@ -41,7 +41,7 @@ from modelyard.schema import InputSchema
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ColumnData: TypeAlias = pd.DataFrame | Mapping[str, Any]  # validated rows: a frame, or one array per column
-disable_created_metrics()  # no "_created" series: they double the output and no rule of ours reads them
+disable_created_metrics()  # type: ignore[no-untyped-call] # no "_created" series: they double the output and no rule of ours reads them
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
@@ -133,7 +133,7 @@ def render() -> tuple[bytes, str]:
     """The exposition text for ``/metrics``: this process's registry, or all workers' in multiprocess mode."""
     if multiprocess_enabled():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
@@ -141,7 +141,7 @@ def render() -> tuple[bytes, str]:
 def mark_process_dead(pid: int | None = None) -> None:
     """Drop a stopped worker's live gauges (multiprocess mode only)."""
     if multiprocess_enabled():
-        multiprocess.mark_process_dead(pid or os.getpid())
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
 
 
 def drop_series(gauge: Gauge, *labels: str) -> None:
@@ -190,7 +190,8 @@ def _class_indices(classes: Sequence[Any], values: np.ndarray) -> np.ndarray:
     if len(values) <= SMALL_REQUEST_ROWS:  # a dict beats building a pandas index for a few rows
         index = {c: i for i, c in enumerate(classes)}
         return np.array([index.get(v, -1) for v in values.tolist()], dtype="float64")
-    return pd.Index(list(classes), dtype=object).get_indexer(values.astype(object)).astype("float64")
+    indices: np.ndarray = pd.Index(list(classes), dtype=object).get_indexer(values.astype(object)).astype("float64")
+    return indices
 
 
 def observe_many(hist: Histogram, values: np.ndarray) -> None:

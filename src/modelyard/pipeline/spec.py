@@ -93,7 +93,7 @@ def resolve_estimator(path: str) -> type:
         raise SpecError(f"estimator '{path}' is not an import path like sklearn.linear_model.Ridge")
     try:
         module = importlib.import_module(module_name)
-        estimator = getattr(module, attr)
+        estimator: type = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise SpecError(f"unknown estimator '{path}': {exc}") from exc
     if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):

@@ -56,6 +56,7 @@ class PredictionLogWriter:
         self._on_pending = on_pending
         self._on_spilled = on_spilled
         self._engine = engine
+        self._owns_engine = engine is None  # made by _get_engine: closed by stop()
         self._migrated = False
         self._queue: deque[PredictionRecord] = deque()
         self._wake = threading.Event()
@@ -130,6 +131,10 @@ class PredictionLogWriter:
             self._thread = None
         else:  # never started: still make the queue durable
             self._final_flush()
+        if self._owns_engine and self._engine is not None:
+            self._engine.dispose()  # close the log's own pooled connections now, not when the GC gets to them
+            self._engine = None
+            self._migrated = False
 
     def __enter__(self) -> PredictionLogWriter:
         return self.start()

@@ -8,7 +8,7 @@ SQLAlchemy's exception types; errors about the data itself (a constraint, a valu
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,35 @@ def is_content_error(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
 
 
-@lru_cache(maxsize=16)
+MAX_ENGINES = 16
+_engines: OrderedDict[str, Engine] = OrderedDict()
+_engines_lock = threading.Lock()
+
+
 def get_engine(url: str) -> Engine:
-    """One engine per URL and process, migrated to the newest schema on first use."""
+    """One engine per database and process (keyed by the normalized URL, so ``postgresql://`` and
+    ``postgresql+psycopg://`` share one), migrated to the newest schema on first use. The least recently used
+    engine beyond ``MAX_ENGINES`` is disposed, so its pooled connections are closed, not left to the GC."""
     url = normalize_database_url(url)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            _engines.move_to_end(url)
+            return engine
+    engine = _new_engine(url)
+    with _engines_lock:
+        existing = _engines.get(url)
+        if existing is not None:  # another thread made one meanwhile: keep that one
+            engine.dispose()
+            return existing
+        _engines[url] = engine
+        while len(_engines) > MAX_ENGINES:
+            _, evicted = _engines.popitem(last=False)
+            evicted.dispose()
+    return engine
+
+
+def _new_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
