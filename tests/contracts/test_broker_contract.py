@@ -13,7 +13,8 @@ import pytest
 
 from modelyard.stream import Broker, OutMessage, open_broker
 from tests.batchstream_helpers import publish_linear
-from tests.stream_kits import NatsKit, RedisKit, wait_for
+from tests.stream_kits import NatsKit, RedisKit
+from tests.support import wait_until_async
 
 KITS = [pytest.param(NatsKit, marks=pytest.mark.nats, id="nats"),
         pytest.param(RedisKit, marks=pytest.mark.redis, id="redis")]
@@ -91,7 +92,7 @@ def test_a_message_fetched_but_never_acked_is_redelivered_to_the_group(kit: Any)
             async def redelivered() -> Any:
                 return await alive.fetch(10, 0.5)
 
-            [again] = await wait_for(redelivered, 30, "the redelivery")
+            [again] = await wait_until_async(redelivered, 30, "the redelivery")
             await alive.ack([again])
             assert await alive.fetch(10, 1.5) == []  # acked: gone for good
             return taken.id, again.id, again.delivery
@@ -117,7 +118,7 @@ def test_a_nak_ed_message_comes_back_and_an_acked_one_does_not(kit: Any) -> None
             async def back() -> Any:
                 return await broker.fetch(10, 0.5)
 
-            again = await wait_for(back, 30, "the nak'ed message")
+            again = await wait_until_async(back, 30, "the nak'ed message")
             await broker.ack(again)
             return [m.id for m in again], max(m.delivery for m in again)
         finally:
@@ -146,7 +147,7 @@ def test_a_malformed_message_is_dead_lettered_with_its_reason_and_acked(kit: Any
                 return (await kit.count(kit.dlq) >= 1 and await kit.count(kit.out) >= 1
                         and consumer.stats.answered + consumer.stats.dead_lettered >= 2)
 
-            await wait_for(settled, 30, "the dead letter and the answer")
+            await wait_until_async(settled, 30, "the dead letter and the answer")
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)

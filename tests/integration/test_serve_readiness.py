@@ -15,7 +15,7 @@ from sklearn.linear_model import LinearRegression
 import modelyard
 from modelyard.config import Settings
 from modelyard.registry import Registry
-from tests.integration.serving import Server, wait_until
+from tests.support import Server, wait_until
 
 
 def _publish(settings: Settings, name: str, alias: str | None) -> int:
