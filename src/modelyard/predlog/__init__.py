@@ -4,9 +4,11 @@ from modelyard.predlog.query import find_request, parse_since, recent, window_so
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.replay import ReplayResult, replay
 from modelyard.predlog.store import get_records, insert_records, list_records
-from modelyard.predlog.writer import PredictionLogWriter
+from modelyard.predlog.writer import Durability, LogHooks, PredictionLogWriter
 
 __all__ = [
+    "Durability",
+    "LogHooks",
     "PredictionLogWriter",
     "PredictionRecord",
     "ReplayResult",

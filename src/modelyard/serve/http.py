@@ -19,7 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from modelyard.errors import BadRequestError, ModelyardError, PayloadTooLargeError, ServiceUnavailableError
+from modelyard.errors import (
+    BadRequestError,
+    LogUnavailableError,
+    ModelyardError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
 
 log = logging.getLogger("modelyard.serve")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -82,7 +88,10 @@ def error_body(exc: ModelyardError) -> dict[str, Any]:
 
 def error_response(exc: ModelyardError, request: Request | None = None) -> Response:
     rid = getattr(request.state, "request_id", None) if request is not None else None
-    return json_response(error_body(exc), exc.status_code, rid)
+    response = json_response(error_body(exc), exc.status_code, rid)
+    if isinstance(exc, LogUnavailableError):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:
