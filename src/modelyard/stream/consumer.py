@@ -1,8 +1,8 @@
 """The consumer loop: fetch a batch, predict it at once, publish answers and dead letters, then ack.
 
 Order of effects per batch: answers and dead letters are published and confirmed by the broker, the
-prediction log is written, and only then are the inputs acknowledged (the last two overlap with the next
-batch: the log insert costs as much as the prediction, measured). A crash anywhere before the ack means
+prediction log is written ahead (its segment, durable at ``MODELYARD_LOG_DURABILITY``), and only then
+are the inputs acknowledged (the last two overlap with the next batch). A crash anywhere before the ack means
 a redelivery, and the answer's dedup id makes the second publish a no-op: at-least-once processing,
 exactly-once answers. A message that is not JSON or fails the schema is dead-lettered with the reason;
 nothing a message contains stops the loop. ``stop`` (SIGTERM) lets the batch in hand finish, then closes.
@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine
 
 from modelyard.errors import ModelyardError, PredictionError, SchemaError
-from modelyard.predlog import PredictionRecord, insert_records
+from modelyard.predlog import PredictionLogWriter, PredictionRecord
 from modelyard.registry import Registry, parse_ref
 from modelyard.runtime import Model
 from modelyard.runtime.partial import PartialValidation, validate_partial
@@ -124,13 +123,13 @@ class StreamConsumer:
     """One consumer process's loop over ``broker``; see the module docstring for the guarantees."""
 
     def __init__(self, broker: Broker, holder: ModelHolder, *, out_subject: str,
-                 dlq_subject: str | None = None, log_engine: Engine | None = None, batch_size: int = 100,
+                 dlq_subject: str | None = None, log: PredictionLogWriter | None = None, batch_size: int = 100,
                  fetch_timeout: float = 1.0) -> None:
         self.broker = broker
         self.holder = holder
         self.out_subject = out_subject
         self.dlq_subject = dlq_subject or f"{broker.in_subject}.dlq"
-        self.log_engine = log_engine
+        self.log = log  # records are written ahead (durable) before their messages are acked
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
         self.stats = StreamStats()
@@ -225,7 +224,7 @@ class StreamConsumer:
         done = answered + [d[0] for d in lettered]
         latency_ms = (time.perf_counter() - started) * 1000.0
         records: list[PredictionRecord] = []
-        if self.log_engine is not None and done:
+        if self.log is not None and done:
             records = [PredictionRecord(
                 request_id=parsed[i].id, model=model.name, version=int(model.version or 0), route="stream",
                 inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms,
@@ -245,7 +244,7 @@ class StreamConsumer:
         """Write the batch's prediction records, then ack its messages (never the other way round)."""
         if records:
             try:
-                await asyncio.to_thread(insert_records, self.log_engine, records)
+                await self.log.commit(records)  # type: ignore[union-attr]
             except Exception as exc:  # answered but not logged: redeliver, the answer is deduplicated
                 log.warning("prediction log unavailable (%s); %d messages will be redelivered",
                             exc, len(done))
