@@ -11,6 +11,7 @@ answers 503 with Retry-After and never answers unlogged.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -210,12 +211,12 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
-        with open(mount / "filler", "wb") as fh:  # fill it: the shipper frees segments, not this
-            with contextlib.suppress(OSError):
-                while True:
-                    fh.write(b"x" * 4096)
-                    fh.flush()
         (mount / "wal").mkdir()
+        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)  # fill it: shipping frees segments, not this
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 1024)
+        os.close(fd)
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
