@@ -9,8 +9,8 @@ import signal
 import typer
 
 from modelyard.cli._common import err_console, friendly, settings
-from modelyard.registry import Registry, parse_ref
 from modelyard.predlog import PredictionLogWriter
+from modelyard.registry import Registry, parse_ref
 from modelyard.stream import ModelHolder, StreamConsumer, open_broker
 from modelyard.stream.base import safe_name
 
