@@ -30,7 +30,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from sqlalchemy import Engine
 from modelyard.config import Settings
 from modelyard.errors import LogUnavailableError
 from modelyard.predlog import segments
+from modelyard.predlog.commit import Group, Syncer, settle
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.shipper import Shipper, log_engine
 
@@ -64,15 +65,6 @@ class LogHooks:
     on_ship_error: Callable[[], None] | None = None
     on_served_unlogged: Callable[[int], None] | None = None
     on_spilled: Callable[[int], None] | None = None  # records that waited for an unreachable database
-
-
-@dataclass
-class _Group:
-    """Records of the requests that commit in one event-loop iteration."""
-
-    data: list[bytes] = field(default_factory=list)
-    records: list[PredictionRecord] = field(default_factory=list)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class PredictionLogWriter:
@@ -110,8 +102,10 @@ class PredictionLogWriter:
         self._unshipped = 0  # records of ours written to segments and not yet shipped
         self._orphans = 0  # records in segments left by others, counted at start
         self._queue: deque[PredictionRecord] = deque()  # async durability, shadow records, failures
-        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Group] = weakref.WeakKeyDictionary()
-        self._syncer: _Syncer | None = _Syncer(self) if self.durability is Durability.MACHINE else None
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Group] = weakref.WeakKeyDictionary()
+        self._syncer: Syncer | None = None
+        if self.durability is Durability.MACHINE:
+            self._syncer = Syncer(lambda data, records: self._write_or_fail(data, records, sync=True))
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -141,7 +135,7 @@ class PredictionLogWriter:
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)
         if group is None:
-            group = self._groups[loop] = _Group()
+            group = self._groups[loop] = Group()
             loop.call_soon(self._commit_group, loop)
         waiter: asyncio.Future[None] = loop.create_future()
         group.data.append(segments.encode(records))
@@ -160,7 +154,7 @@ class PredictionLogWriter:
         except Exception as exc:  # never leave a request waiting
             log.exception("prediction log: writing a group failed unexpectedly")
             error = exc
-        _settle(group.waiters, error)
+        settle(group.waiters, error)
 
     def commit_sync(self, records: Sequence[PredictionRecord]) -> None:
         """``commit`` for threads (batch scoring): blocks until the records are durable."""
@@ -365,63 +359,6 @@ class PredictionLogWriter:
                 self.hooks.on_backlog(self._scanner.scan())
         except Exception:
             log.exception("prediction log: metrics hook failed")
-
-
-def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
-    for waiter in waiters:
-        if waiter.done():
-            continue
-        if error is None:
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(error)
-
-
-class _Syncer:
-    """``machine`` durability: one thread writes and fdatasyncs each group while the next gathers."""
-
-    def __init__(self, writer: PredictionLogWriter) -> None:
-        self.writer = writer
-        self._groups: deque[tuple[asyncio.AbstractEventLoop, _Group]] = deque()
-        self._ready = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="modelyard-predlog-sync", daemon=True)
-        self._thread.start()
-
-    def put(self, loop: asyncio.AbstractEventLoop, group: _Group) -> None:
-        if self._thread is None:  # not started (tests, one-off use): write here
-            _settle(group.waiters, self.writer._write_or_fail(b"".join(group.data), group.records, sync=True))
-            return
-        with self._ready:
-            self._groups.append((loop, group))
-            self._ready.notify()
-
-    def stop(self) -> None:
-        with self._ready:
-            self._stopping = True
-            self._ready.notify()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._groups and not self._stopping:
-                    self._ready.wait()
-                if not self._groups and self._stopping:
-                    return
-                taken = list(self._groups)
-                self._groups.clear()
-            data = b"".join(b"".join(g.data) for _, g in taken)
-            records = [r for _, g in taken for r in g.records]
-            error = self.writer._write_or_fail(data, records, sync=True)
-            for loop, group in taken:
-                with contextlib.suppress(RuntimeError):  # a loop that closed meanwhile
-                    loop.call_soon_threadsafe(_settle, group.waiters, error)
 
 
 def record_to_json(record: PredictionRecord) -> str:
