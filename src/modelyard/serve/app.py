@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await batching.aclose()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
-                log.info("prediction log stopped: %d written ahead, %d shipped, %d waiting in %s",
+                log.info("prediction log flushed: %d written ahead, %d shipped, %d waiting in %s",
                          writer.written, writer.shipper.shipped, writer.pending, writer.folder)
             metrics.mark_process_dead()
 
