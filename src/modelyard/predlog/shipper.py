@@ -120,8 +120,13 @@ class Shipper:
         return True
 
     def _insert(self, batch: list[PredictionRecord]) -> bool:
+        try:  # connecting and migrating: any failure here is the database's, never the records'
+            engine = self._get_engine()
+        except Exception as exc:  # (two processes migrating at once raise IntegrityError: not poison)
+            self._mark_down(exc)
+            return False
         try:
-            insert_records(self._get_engine(), batch)
+            insert_records(engine, batch)
         except Exception as exc:
             if not _is_poison(exc):
                 self._mark_down(exc)
