@@ -309,6 +309,8 @@ class PredictionLogWriter:
             self.shipper.ship_folder(known)
         shipped = self.shipper.shipped - before
         with self._lock:
+            for path in [p for p in self._known if not p.exists()]:  # shipped by another process
+                del self._known[path]
             mine = sum(len(v) for v in self._known.values()) + len(self._open_records)
             ours_shipped = self._unshipped - mine
             self._orphans = max(0, self._orphans - max(0, shipped - ours_shipped))
