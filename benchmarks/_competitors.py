@@ -153,13 +153,15 @@ class Server:
 
 
 def modelyard_server(home: Path, port: int, workers: int, workdir: Path, *, log: bool = True,
-                     database_url: str | None = None) -> Server:
+                     database_url: str | None = None, durability: str | None = None) -> Server:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["MODELYARD_HOME"] = str(home)
     env["MODELYARD_PREDICTION_LOG"] = "true" if log else "false"
     if database_url:
         env["MODELYARD_DATABASE_URL"] = database_url
+    if durability:
+        env["MODELYARD_LOG_DURABILITY"] = durability
     base = f"http://127.0.0.1:{port}"
     return Server("modelyard", [sys.executable, "-m", "modelyard", "serve", "--port", str(port), "--workers",
                                 str(workers)],

@@ -3,6 +3,7 @@
     python benchmarks/serve.py --compare mlflow,bentoml   # modelyard vs mlflow models serve vs BentoML
     python benchmarks/serve.py                            # modelyard with the prediction log on vs off
     python benchmarks/serve.py --database-url postgresql://postgres@127.0.0.1:5432/bench   # log in PostgreSQL
+    python benchmarks/serve.py --durability async,process,machine   # the log's durability levels compared
 
 ``--compare``: the example house-price pipeline (100 trees) behind each server with 2 workers, 1-row
 requests at concurrency 1, 8, 32 and 1000-row requests at concurrency 1 and 4, beside raw in-process
@@ -11,6 +12,10 @@ benchmark's own virtualenv ``.bench-venv/`` (see ``_competitors.py``), never int
 
 Without ``--compare``: log-on and log-off modelyard servers alternate for ``--rounds`` rounds of 1-row
 requests at each ``--concurrency``; figures are averages.
+
+``--durability``: one server per ``MODELYARD_LOG_DURABILITY`` level side by side, alternating per round:
+throughput at c=32 and p50 at c=1 with 1-row requests, as ratios to ``async`` (goals: process >= 0.95x,
+machine >= 0.85x, p50 of process at most +0.1 ms).
 
 Servers and the load generator run as separate processes: ``wrk`` when installed, otherwise an async httpx
 client in a subprocess.
@@ -88,8 +93,14 @@ def main() -> None:
                         help="--compare: OMP/BLAS threads per MLflow or BentoML worker, as modelyard's (1), or "
                              "'default' to leave their native thread pools as they come.")
     parser.add_argument("--client", choices=["auto", "wrk", "async"], default="auto")
+    parser.add_argument("--durability", metavar="async,process,machine",
+                        help="Compare prediction-log durability levels instead of log on/off.")
     args = parser.parse_args()
-    if args.compare is not None:
+    if args.durability:
+        args.workers = args.workers or 1
+        args.rows = args.rows or 3000
+        durability_levels(args)
+    elif args.compare is not None:
         from _compare import compare
 
         args.workers = args.workers or 2
@@ -155,6 +166,55 @@ def log_on_off(args: argparse.Namespace) -> None:
           f"(goal >= 0.90, i.e. the log costs at most 10%)")
     print(f"prediction log: {logged} records in the database for {answered_with_log} requests answered "
           f"by the log-on servers (+ warm-up requests)")
+
+
+def durability_levels(args: argparse.Namespace) -> None:
+    levels = [lv.strip() for lv in args.durability.split(",")]
+    if "async" not in levels:
+        levels.insert(0, "async")  # the baseline of every ratio
+    client = pick_client(args.client)
+    tmp = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    home = tmp / ".modelyard"
+    body = write_body(tmp, "one-row", {"instances": [ROW]})
+    cells = [(32, "rps"), (1, "p50")]
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    try:
+        print(f"training the house-price model on {args.rows} rows ...", flush=True)
+        prepare(home, args.database_url, args.rows)
+        servers = {lv: modelyard_server(home, free_port(), args.workers, tmp, database_url=args.database_url,
+                                        durability=lv) for lv in levels}
+        try:
+            for server in servers.values():
+                server.wait_ready()
+                measure(client, server.url, body, 8, 2)  # warm-up
+            for round_ in range(args.rounds):
+                order = levels if round_ % 2 == 0 else levels[::-1]
+                for c, _ in cells:
+                    for lv in order:
+                        r = measure(client, servers[lv].url, body, c, args.duration)
+                        results.setdefault((lv, c), []).append(r)
+                        print(f"  round {round_ + 1} {lv:<8} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50']:6.3f} ms"
+                              f"  p99 {r['p99']:7.2f} ms  errors {r['errors']}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+        logged = logged_count(home, args.database_url)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def avg(lv: str, c: int, key: str) -> float:
+        return statistics.fmean(r[key] for r in results[(lv, c)])
+
+    print(f"\nmodelyard serve, {args.workers} worker(s), 1-row requests, load by {client}, "
+          f"{args.rounds} rounds x {args.duration:.0f}s per cell (averages)")
+    print(f"{'durability':<10} | {'c=32 req/s':>10} {'x async':>8} | {'c=1 p50 ms':>10} {'- async ms':>10}")
+    goals = {"process": 0.95, "machine": 0.85}
+    for lv in levels:
+        rps, p50 = avg(lv, 32, "rps"), avg(lv, 1, "p50")
+        goal = f"  (goal >= {goals[lv]:.2f}x)" if lv in goals else ""
+        print(f"{lv:<10} | {rps:10.1f} {rps / avg('async', 32, 'rps'):8.3f} | {p50:10.3f} "
+              f"{p50 - avg('async', 1, 'p50'):+10.3f}{goal}")
+    print(f"prediction log: {logged} records in the database after the servers stopped")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ processes share one registry and one prediction log.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,7 +28,15 @@ class Settings(BaseSettings):
     reload_interval: float = Field(default=2.0, description="Seconds between alias checks in servers.")
     log_batch_size: int = Field(default=500, description="Prediction records written per flush.")
     log_flush_interval: float = Field(default=0.5, description="Seconds between prediction-log flushes.")
-    spill_dir: Path | None = Field(default=None, description="Where records wait while the DB is down.")
+    spill_dir: Path | None = Field(default=None, description="Folder of the prediction log's write-ahead "
+                                   "segments (local to the machine; records wait there until shipped).")
+    log_durability: Literal["process", "machine", "async"] = Field(
+        default="process", description="When an answer may leave: process = its records are written to the "
+        "segment (survives any crash of the process); machine = also fdatasync'd (survives power loss); "
+        "async = records wait in memory (lossy: a crash loses up to log_flush_interval of answers).")
+    log_on_failure: Literal["refuse", "serve"] = Field(
+        default="refuse", description="When the segment cannot be written: refuse = 503 with Retry-After and "
+        "/readyz unready; serve = answer anyway, unlogged on disk (a warning and a metric each time).")
     prediction_log: bool = Field(default=True, description="Servers log every prediction (off: benchmarks).")
     actor: str | None = Field(default=None, description="Who is recorded on registry events.")
     alert_webhook: str | None = Field(default=None, description="URL that receives alert JSON; unset = none.")

@@ -19,7 +19,9 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
     ├── LineageMismatchError       reproduce found different data or predictions
     ├── RolloutError (409)         a promotion or rollback that cannot be done as asked
     │   └── GateFailedError        a candidate failed a promotion gate (the reasons are in the message)
-    └── PredictionError            the model itself failed on valid input
+    ├── PredictionError            the model itself failed on valid input
+    └── ServiceUnavailableError (503)
+        └── LogUnavailableError    the prediction log cannot be written: refused, with Retry-After
 """
 
 from __future__ import annotations
@@ -208,6 +210,15 @@ class ServiceUnavailableError(ModelyardError):
 class StoreUnavailable(ServiceUnavailableError):
     """The registry's database cannot be reached or used right now (raised by ``registry`` in place of the
     database driver's errors): retry shortly. The driver's error is its ``__cause__``."""
+class LogUnavailableError(ServiceUnavailableError):
+    """The prediction log cannot be written (segment folder full or unwritable): the request is refused
+    rather than answered unlogged. ``retry_after`` (seconds) becomes the ``Retry-After`` header."""
+
+    code = "prediction_log_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.retry_after = retry_after
 
 
 class BatchError(ModelyardError):

@@ -97,6 +97,8 @@ def test_prometheus_loads_the_rules_and_the_drift_alert_goes_pending(tmp_path: P
                 "ModelyardPredictionDrift",
                 "ModelyardErrorRate",
                 "ModelyardLatencyP95",
+                "ModelyardLogBacklogGrowing",
+                "ModelyardLogWriteFailures",
             }
 
             def drift_alerts() -> list[dict[str, Any]]:

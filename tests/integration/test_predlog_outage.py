@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from modelyard.config import Settings
-from modelyard.predlog import spill
+from modelyard.predlog import segments as spill  # the write-ahead segments (were spill files)
 from tests.conftest import train_and_publish
 from tests.integration.serving import LoadLoop, fresh_pg_database, house_rows
 from tests.support import Server, free_port, wait_until

@@ -14,7 +14,7 @@ import pytest
 
 import modelyard
 from modelyard.config import Settings
-from modelyard.predlog import list_records
+from modelyard.predlog import PredictionLogWriter, list_records
 from modelyard.registry import Registry
 from modelyard.registry.db import get_engine
 from modelyard.stream import ModelHolder, StreamConsumer, open_broker
@@ -96,7 +96,7 @@ def test_answers_every_message_once_and_dead_letters_the_malformed(kit: Any,
         await kit.send(inputs)
         consumer = StreamConsumer(open_broker(kit.url, kit.in_subject, durable="contract"),
                                   ModelHolder(registry, "house-prices"), out_subject=kit.out,
-                                  log_engine=get_engine(model_settings.resolved_database_url), batch_size=64)
+                                  log=writer, batch_size=64)
 
         async def finished() -> bool:
             return await kit.count(kit.out) >= 300 and await kit.count(kit.dlq) >= 5
@@ -104,7 +104,11 @@ def test_answers_every_message_once_and_dead_letters_the_malformed(kit: Any,
         await _consume_until(consumer, finished)
         return await kit.read(kit.out), await kit.read(kit.dlq)
 
-    answers, letters = run(kit, scenario)
+    writer = PredictionLogWriter.from_settings(model_settings).start()
+    try:
+        answers, letters = run(kit, scenario)
+    finally:
+        writer.stop()
     assert sorted(a["id"] for a in answers) == sorted(f"m{i}" for i in range(300))  # each once
     assert {(a["model"], a["version"]) for a in answers} == {("house-prices", 1)}
     expected = modelyard.load("house-prices", settings=model_settings).predict(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ class Server:
             [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port), "--workers", str(workers),
              *extra_args],
             env=cli_env(settings, **env), stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill_group() reaches every worker
         )
 
     def wait_ready(self, timeout: float = 90.0) -> Server:
@@ -60,6 +62,14 @@ class Server:
             if all(f'{k}="{v}"' in head for k, v in labels.items()):
                 total += float(value)
         return total
+
+    def kill_group(self) -> None:
+        """SIGKILL the server's whole process group (the supervisor and every worker), as an OOM kill or a
+        node failure would: no shutdown code runs."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self._log.close()
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:

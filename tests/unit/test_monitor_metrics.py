@@ -16,6 +16,12 @@ NAMES = [
     "modelyard_drift_psi", "modelyard_drift_ks", "modelyard_canary_weight", "modelyard_alias_version",
     "modelyard_model_load_failures_total", "modelyard_prediction_log_pending",
     "modelyard_prediction_log_spilled_total",
+    "modelyard_log_backlog_records",
+    "modelyard_log_backlog_segments",
+    "modelyard_log_oldest_age_seconds",
+    "modelyard_log_ship_errors_total",
+    "modelyard_log_write_failures_total",
+    "modelyard_log_served_unlogged_total",
 ]
 
 

@@ -135,7 +135,7 @@ def test_generated_rules_pass_promtool_check(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
     )
-    assert check.returncode == 0 and "SUCCESS: 5 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
     config = subprocess.run(
         [promtool(), "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
     )
@@ -181,3 +181,41 @@ def test_grafana_dashboard_draws_the_same_thresholds() -> None:
     panels = {p["title"]: p for p in grafana_dashboard("m", rules)["panels"]}
     steps = panels["Latency"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1]["value"] == 0.25
+
+
+LOG_BACKLOG_TEST = """
+rule_files: [modelyard-house-prices.rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'modelyard_log_backlog_records{instance="growing"}'
+        values: '0+200x40'
+      - series: 'modelyard_log_backlog_records{instance="flat"}'
+        values: '5000x40'
+      - series: 'modelyard_log_write_failures_total{instance="growing"}'
+        values: '0x10 3x30'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: ModelyardLogBacklogGrowing
+        exp_alerts:
+          - exp_labels: {severity: warning, rule: log_backlog, instance: growing}
+            exp_annotations:
+              summary: "growing: prediction-log backlog growing for 10m (3.3333333333333335 records/s)"
+      - eval_time: 12m
+        alertname: ModelyardLogWriteFailures
+        exp_alerts:
+          - exp_labels: {severity: critical, rule: log_write, instance: growing}
+            exp_annotations:
+              summary: "growing: the prediction log cannot be written (requests refused with 503, or answered unlogged)"
+"""
+
+
+def test_a_growing_log_backlog_alerts_and_a_flat_one_does_not(tmp_path: Path) -> None:
+    (tmp_path / "modelyard-house-prices.rules.yml").write_text(
+        yaml.safe_dump(alerting_rules("house-prices", rules_for(REGRESSOR)))
+    )
+    (tmp_path / "test.yml").write_text(LOG_BACKLOG_TEST)
+    result = subprocess.run([promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr

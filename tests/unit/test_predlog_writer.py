@@ -1,16 +1,19 @@
-"""The prediction-log writer on SQLite: batches reach the database, an unreachable database fills the spill
-file instead, and the spill is drained exactly once when the database returns or the next writer starts."""
+"""The prediction-log writer on SQLite: records are written ahead to a segment, shipped to the database in
+batches, kept in segments while the database is unreachable, and shipped exactly once when it returns or the
+next writer starts. Commits are grouped, durable before they return, and refused when the folder fails."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from modelyard.predlog import PredictionLogWriter, PredictionRecord, get_records
-from modelyard.predlog import spill as spill_mod
+from modelyard.errors import LogUnavailableError
+from modelyard.predlog import LogHooks, PredictionLogWriter, PredictionRecord, get_records
+from modelyard.predlog import segments as spill_mod
 from modelyard.registry.db import get_engine
 from modelyard.registry.tables import predictions
 
@@ -35,7 +38,7 @@ def db(tmp_path: Path) -> str:
 def test_records_reach_the_database_in_batches_and_stop_flushes_the_rest(db: str, tmp_path: Path) -> None:
     pending: list[int] = []
     writer = PredictionLogWriter(db, tmp_path / "spill", batch_size=100, flush_interval=30,
-                                 on_pending=pending.append).start()
+                                 hooks=LogHooks(on_pending=pending.append)).start()
     writer.submit_many(records(1234))
     writer.stop()
     assert counts(db) == {f"r-{i}": 1 for i in range(1234)}
@@ -58,7 +61,7 @@ def test_unreachable_database_spills_then_drains_exactly_once(tmp_path: Path) ->
     url = f"sqlite:///{folder / 'log.db'}"
     spilled: list[int] = []
     writer = PredictionLogWriter(url, tmp_path / "spill", batch_size=50, flush_interval=0.05,
-                                 retry_interval=0.1, on_spilled=spilled.append).start()
+                                 retry_interval=0.1, hooks=LogHooks(on_spilled=spilled.append)).start()
     writer.submit_many(records(120))
     assert not writer.flush(1.0)  # cannot finish while the database is away
     segments = spill_mod.segments(tmp_path / "spill")
@@ -91,9 +94,8 @@ def test_stop_while_unreachable_spills_everything_and_the_next_writer_drains_it(
 def test_a_segment_held_by_a_live_writer_is_left_alone(tmp_path: Path) -> None:
     folder = tmp_path / "db"
     url = f"sqlite:///{folder / 'log.db'}"
-    holder = PredictionLogWriter(url, tmp_path / "spill", flush_interval=0.05, retry_interval=60).start()
-    holder.submit_many(records(5, prefix="held"))
-    holder.flush(0.5)
+    holder = PredictionLogWriter(url, tmp_path / "spill", flush_interval=30, retry_interval=60).start()
+    holder.commit_sync(records(5, prefix="held"))  # the open segment: held until rotated or stopped
     (segment,) = spill_mod.segments(tmp_path / "spill")
     with spill_mod.claim(segment) as mine:
         assert not mine  # flock held by the live writer
@@ -107,11 +109,13 @@ def test_a_torn_last_line_is_skipped_and_the_rest_is_drained(db: str, tmp_path: 
     folder = tmp_path / "spill"
     folder.mkdir()
     good = b"".join(spill_mod.dumps_record(r) + b"\n" for r in records(3, prefix="torn"))
-    (folder / f"spill-{os.getpid()}-0-abc.jsonl").write_bytes(good + b'{"request_id": "half')
+    (folder / f"wal-{os.getpid()}-0-abc.jsonl").write_bytes(good + b'{"request_id": "half')
+    (folder / "spill-1-0-old.jsonl").write_bytes(  # a spill file of an earlier version is shipped too
+        spill_mod.dumps_record(records(1, prefix="old")[0]) + b"\n")
     writer = PredictionLogWriter(db, folder, flush_interval=0.05).start()
     assert writer.flush(20)
     writer.stop()
-    assert set(counts(db)) == {"torn-0", "torn-1", "torn-2"}
+    assert set(counts(db)) == {"torn-0", "torn-1", "torn-2", "old-0"}
 
 
 def test_a_record_the_database_refuses_is_set_aside_and_the_rest_written(db: str, tmp_path: Path) -> None:
@@ -136,3 +140,90 @@ def test_nan_and_numpy_values_are_stored_as_json(db: str, tmp_path: Path) -> Non
         assert writer.flush(10)
     (stored,) = get_records(get_engine(db), "nan")
     assert stored.inputs == [{"x": None}] and stored.outputs == [1.5, None] and stored.meta == {"n": 3}
+
+
+def test_commit_is_on_disk_before_it_returns_and_concurrent_commits_share_one_write(
+    db: str, tmp_path: Path,
+) -> None:
+    writer = PredictionLogWriter(db, tmp_path / "wal", flush_interval=30).start()  # no tick: nothing shipped
+
+    async def many() -> None:
+        await asyncio.gather(*(writer.commit([r]) for r in records(50, prefix="g")))
+
+    asyncio.run(many())
+    (segment,) = spill_mod.segments(tmp_path / "wal")
+    assert {r.request_id for r in spill_mod.read_records(segment)} == {f"g-{i}" for i in range(50)}
+    assert writer.group_writes == 1  # one os.write for the 50 requests of one loop iteration
+    assert not Path(db.removeprefix("sqlite:///")).exists()  # nothing shipped yet: the segment has it all
+    writer.stop()
+    assert counts(db) == {f"g-{i}": 1 for i in range(50)} and not spill_mod.segments(tmp_path / "wal")
+
+
+def test_machine_durability_fdatasyncs_each_group_once(db: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    writer = PredictionLogWriter(db, tmp_path / "wal", durability="machine", flush_interval=30).start()
+
+    async def many() -> None:
+        await asyncio.gather(*(writer.commit([r]) for r in records(40, prefix="m")))
+
+    asyncio.run(many())
+    assert 1 <= len(synced) < 40  # grouped: far fewer fdatasyncs than commits
+    (segment,) = spill_mod.segments(tmp_path / "wal")
+    assert spill_mod.count_records(segment) == 40
+    writer.stop()
+    assert len(counts(db)) == 40
+
+
+def test_a_segment_shipped_twice_or_holding_a_repeated_request_id_adds_no_duplicate(
+    db: str, tmp_path: Path,
+) -> None:
+    folder = tmp_path / "wal"
+    folder.mkdir()
+    batch = records(5, prefix="dup") + records(2, prefix="dup")  # dup-0 and dup-1 twice in one segment
+    data = b"".join(spill_mod.dumps_record(r) + b"\n" for r in batch)
+    (folder / "wal-1-1-aaa.jsonl").write_bytes(data)
+    with PredictionLogWriter(db, folder, flush_interval=0.05) as writer:
+        assert writer.flush(20)
+    (folder / "wal-1-1-aaa.jsonl").write_bytes(data)  # as if a shipper died after inserting, before deleting
+    with PredictionLogWriter(db, folder, flush_interval=0.05) as writer:
+        assert writer.flush(20)
+    assert counts(db) == {f"dup-{i}": 1 for i in range(5)}
+    with get_engine(db).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(predictions)).scalar() == 5
+
+
+def test_an_unwritable_folder_refuses_commits_until_it_is_writable_again(db: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a regular file where the segment folder's parent should be")  # fails for root too
+    failures: list[int] = []
+    writer = PredictionLogWriter(db, blocker / "wal", flush_interval=0.05, retry_after=7,
+                                 hooks=LogHooks(on_write_failure=lambda: failures.append(1))).start()
+    with pytest.raises(LogUnavailableError) as info:
+        asyncio.run(writer.commit(records(1, prefix="refused")))
+    assert info.value.retry_after == 7 and info.value.status_code == 503
+    with pytest.raises(LogUnavailableError):
+        writer.commit_sync(records(1, prefix="refused-sync"))
+    assert not writer.healthy and writer.failing and len(failures) == 2
+    blocker.unlink()  # the folder can be made again: the tick's probe notices
+    from tests.integration.serving import wait_until
+
+    wait_until(lambda: writer.healthy, 10, "the writer to find the folder writable again")
+    asyncio.run(writer.commit(records(1, prefix="after")))
+    writer.stop()
+    assert set(counts(db)) == {"after-0"}  # nothing refused was kept
+
+
+def test_serve_on_failure_answers_and_ships_straight_to_the_database(db: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    unlogged: list[int] = []
+    writer = PredictionLogWriter(db, blocker / "wal", on_failure="serve", flush_interval=0.05,
+                                 hooks=LogHooks(on_served_unlogged=unlogged.append)).start()
+    asyncio.run(writer.commit(records(3, prefix="served")))
+    assert writer.healthy and writer.failing and sum(unlogged) == 3
+    assert writer.flush(20)
+    writer.stop()
+    assert set(counts(db)) == {"served-0", "served-1", "served-2"}

@@ -24,7 +24,7 @@ from modelyard.batch.sink import ChunkWriter, Sink
 from modelyard.batch.source import Source
 from modelyard.config import Settings, normalize_database_url
 from modelyard.errors import BatchError, RunBusyError
-from modelyard.predlog import PredictionRecord, insert_records
+from modelyard.predlog import PredictionLogWriter, PredictionRecord, insert_records
 from modelyard.registry import Registry, parse_ref
 from modelyard.registry.db import Engine, get_engine
 from modelyard.registry.userdb import redact
@@ -130,8 +130,18 @@ class _Job:
     recorded: float = 0.0
     row_count: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"scored": 0, "rejected": 0, "attempt": 0})
+    log: PredictionLogWriter | None = None  # --log-rows: written ahead before each chunk's output commit
 
     def execute(self) -> BatchResult:
+        if self.log_rows:
+            self.log = PredictionLogWriter.from_settings(self.settings).start()
+        try:
+            return self._execute()
+        finally:
+            if self.log is not None:
+                self.log.stop()  # ships; what the database cannot take now waits in the segments
+
+    def _execute(self) -> BatchResult:
         run = self.run
         model = load_pinned(self.settings, run.model, run.version)
         if self.key is not None:
@@ -181,18 +191,18 @@ class _Job:
 
     def write(self, offset: int, chunk: ScoredChunk) -> None:
         run = self.run
-        self.writer.write(run.run_id, run.model, run.version, chunk, self.skip + offset)
-        self.counts["scored"] += len(chunk.keys)
-        self.counts["rejected"] += len(chunk.rejected)
-        self.counts["attempt"] += chunk.n_rows
-        if self.log_rows and len(chunk.keys):
+        if self.log is not None and len(chunk.keys):
             inputs = chunk.inputs or [None] * len(chunk.keys)
-            insert_records(self.registry.engine, [
+            self.log.commit_sync([
                 PredictionRecord(request_id=f"{run.run_id}:{k}", model=run.model, version=run.version,
                                  route="batch", inputs=[row] if row is not None else None, outputs=[p],
                                  meta={"run_id": run.run_id, "table": self.target})
                 for k, p, row in zip(chunk.keys.tolist(), chunk.predictions.tolist(), inputs, strict=True)
             ])
+        self.writer.write(run.run_id, run.model, run.version, chunk, self.skip + offset)
+        self.counts["scored"] += len(chunk.keys)
+        self.counts["rejected"] += len(chunk.rejected)
+        self.counts["attempt"] += chunk.n_rows
         if time.perf_counter() - self.recorded >= 1.0:  # the output tables are the truth; this is for humans
             self.recorded = time.perf_counter()
             record_progress(self.registry.engine, run, scored=self.counts["scored"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import deploy, export, models, monitor, predictions, rollout, score, serve, stream, train
+from modelyard.cli import deploy, export, log, models, monitor, predictions, rollout, score, serve, stream, train
 
 __all__ = ["app", "main"]
 
@@ -29,6 +29,7 @@ app.command("stream")(stream.stream_cmd)
 app.command("serve")(serve.serve_cmd)
 app.add_typer(predictions.predictions_app, name="predictions")
 app.command("replay")(predictions.replay_cmd)
+app.add_typer(log.log_app, name="log")
 
 
 def main() -> None:

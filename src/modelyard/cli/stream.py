@@ -9,8 +9,8 @@ import signal
 import typer
 
 from modelyard.cli._common import err_console, friendly, settings
+from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry, parse_ref
-from modelyard.registry.db import get_engine
 from modelyard.stream import ModelHolder, StreamConsumer, open_broker
 from modelyard.stream.base import safe_name
 
@@ -34,11 +34,12 @@ def stream_cmd(
     name, _ = parse_ref(ref)
     registry = Registry(cfg)
     holder = ModelHolder(registry, ref, interval=cfg.reload_interval)
+    writer = None if no_log else PredictionLogWriter.from_settings(cfg).start()
     consumer = StreamConsumer(
         open_broker(broker, in_subject, durable=durable or safe_name(f"modelyard-{name}-{in_subject}"),
                     ack_wait=ack_wait),
         holder, out_subject=out_subject, dlq_subject=dlq, batch_size=batch_size,
-        log_engine=None if no_log else get_engine(cfg.resolved_database_url),
+        log=writer,
     )
 
     async def main() -> None:
@@ -53,4 +54,8 @@ def stream_cmd(
         err_console.print(f"drained: {stats.answered} answered, {stats.dead_lettered} dead-lettered, "
                           f"{stats.retried} left for redelivery", highlight=False)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if writer is not None:
+            writer.stop()

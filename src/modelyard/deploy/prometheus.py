@@ -116,7 +116,25 @@ def alerting_rules(
             f" above {float(r['p95_ms']):g} ms",
             rule="latency",
         )
-    return {"groups": [{"name": f"modelyard-{model}", "rules": out}]}
+    return {"groups": [{"name": f"modelyard-{model}", "rules": out}, prediction_log_rules()]}
+
+
+def prediction_log_rules(*, min_records: int = 1000, hold: str = "10m") -> dict[str, Any]:
+    """The prediction log's own group: a write-ahead backlog that keeps growing (the database cannot keep up
+    or is away) and segment writes that fail (requests refused with 503, or answered unlogged)."""
+    summary = "{{ $labels.instance }}: prediction-log backlog growing for " + hold + " ({{ $value }} records/s)"
+    return {"name": "modelyard-prediction-log", "rules": [
+        {"alert": "ModelyardLogBacklogGrowing",
+         "expr": f"(deriv(modelyard_log_backlog_records[{hold}]) > 0) and (modelyard_log_backlog_records > "
+                 f"{min_records})",
+         "for": hold, "labels": {"severity": "warning", "rule": "log_backlog"},
+         "annotations": {"summary": summary}},
+        {"alert": "ModelyardLogWriteFailures",
+         "expr": "increase(modelyard_log_write_failures_total[5m]) > 0",
+         "for": "0m", "labels": {"severity": "critical", "rule": "log_write"},
+         "annotations": {"summary": "{{ $labels.instance }}: the prediction log cannot be written "
+                                    "(requests refused with 503, or answered unlogged)"}},
+    ]}
 
 
 def scrape_config(

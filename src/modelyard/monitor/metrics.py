@@ -109,7 +109,32 @@ BATCH_QUEUE_WAIT = Histogram(
                                    0.1, 0.25, 1.0),
 )
 PREDICTION_LOG_SPILLED = Counter(
-    "modelyard_prediction_log_spilled", "Prediction records written to the spill file while the DB was down.",
+    "modelyard_prediction_log_spilled",
+    "Prediction records written ahead while the database was unreachable (they wait in segments).",
+)
+LOG_BACKLOG_RECORDS = Gauge(
+    "modelyard_log_backlog_records", "Prediction records in write-ahead segments, not yet in the database.",
+    multiprocess_mode="livemax",  # every worker scans the same folder
+)
+LOG_BACKLOG_SEGMENTS = Gauge(
+    "modelyard_log_backlog_segments", "Write-ahead segments waiting to be shipped (or being written).",
+    multiprocess_mode="livemax",
+)
+LOG_OLDEST_AGE = Gauge(
+    "modelyard_log_oldest_age_seconds", "Age of the oldest prediction record waiting in a segment (0: none).",
+    multiprocess_mode="livemax",
+)
+LOG_SHIP_ERRORS = Counter(
+    "modelyard_log_ship_errors", "Failed attempts to ship write-ahead segments into the database.",
+)
+LOG_WRITE_FAILURES = Counter(
+    "modelyard_log_write_failures",
+    "Writes to the prediction log's segment that failed (disk full, unwritable folder): requests refused "
+    "with 503, or answered unlogged under MODELYARD_LOG_ON_FAILURE=serve.",
+)
+LOG_SERVED_UNLOGGED = Counter(
+    "modelyard_log_served_unlogged",
+    "Prediction records answered without a durable log (MODELYARD_LOG_ON_FAILURE=serve while failing).",
 )
 CANARY_ERRORS = Counter(
     "modelyard_canary_errors", "Canary predictions that failed; the primary answered those requests instead.",
@@ -123,6 +148,12 @@ SHADOW_ERRORS = Counter(
     "modelyard_shadow_errors", "Shadow or mirror predictions that failed (never seen by the caller).",
     ["model", "version", "route"],
 )
+
+
+def observe_log_backlog(segments: int, records: int, oldest_age_seconds: float | None) -> None:
+    LOG_BACKLOG_SEGMENTS.set(segments)
+    LOG_BACKLOG_RECORDS.set(records)
+    LOG_OLDEST_AGE.set(oldest_age_seconds or 0.0)
 
 
 def multiprocess_enabled() -> bool:

@@ -13,9 +13,11 @@ from modelyard.predlog.window import (
     read_window,
     values_of,
 )
-from modelyard.predlog.writer import PredictionLogWriter
+from modelyard.predlog.writer import Durability, LogHooks, PredictionLogWriter
 
 __all__ = [
+    "Durability",
+    "LogHooks",
     "LogWindow",
     "Paired",
     "PredictionLogWriter",

@@ -1,107 +1,248 @@
-"""The prediction-log writer: records leave the request path at once and reach the database in batches.
+"""The prediction-log writer: every record is written ahead to a local segment before its answer leaves.
 
-``submit()`` only appends to an in-memory queue. A background thread takes batches of up to ``batch_size``
-records every ``flush_interval`` seconds (sooner when a batch is full) and inserts them with
-``insert_records`` (idempotent on request id and route). While the database cannot be reached, each batch is
-appended to a spill segment (fsync'd JSON lines, see ``spill.py``) and the database is retried every
-``retry_interval`` seconds; once it answers, every spill segment in the folder is drained into it, including
-those a crashed process left behind. ``stop()`` flushes the queue to the database or, if it is down, to the
-spill file: an answered prediction is never lost by a graceful stop or an outage.
+Durability (``MODELYARD_LOG_DURABILITY``, see ``Durability``):
 
-A record the database refuses for its content (not for being unreachable) would block the log forever;
-such records are isolated one by one and set aside in ``rejected-*.jsonl`` with a log line.
+- ``process`` (default): ``commit()`` returns once the records are in the segment (``write(2)``: the page
+  cache). The answer can leave; a SIGKILL, an OOM kill or any crash of the process loses nothing.
+- ``machine``: as ``process`` plus ``fdatasync`` before ``commit()`` returns: survives power loss.
+- ``async``: records wait in memory and reach the segment at the next tick. Lossy: a crash loses up to
+  ``flush_interval`` seconds of answered predictions (the behaviour of earlier versions).
+
+Group commit: the records of every request that commits during one event-loop iteration go to the segment
+in one ``os.write`` (``process``); in ``machine`` one thread writes and fdatasyncs each group while the next
+one gathers, so one fdatasync covers every request that arrived meanwhile. A background thread (the
+shipper tick, every ``flush_interval`` seconds) rotates the segment, ships every segment nobody holds (ours,
+and any a dead process left) into the database and deletes it (``shipper.py``), and refreshes the backlog.
+
+When the segment cannot be written (disk full, unwritable folder) ``commit()`` raises
+``LogUnavailableError`` (a 503 with ``Retry-After``) and ``healthy`` turns False until a write works again
+(the tick probes). With ``on_failure="serve"`` the records are kept in memory instead (shipped straight to
+the database) and a warning is logged on every failure: the answer leaves, but it is no longer durable.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import os
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from modelyard.config import Settings
-from modelyard.predlog import spill
+from modelyard.errors import LogUnavailableError
+from modelyard.predlog import segments
+from modelyard.predlog.commit import Group, Syncer, settle
 from modelyard.predlog.records import PredictionRecord
-from modelyard.predlog.store import insert_records
-from modelyard.registry.db import Engine, is_content_error, log_engine, migrate
+from modelyard.predlog.shipper import Shipper
+from modelyard.registry.db import Engine, log_engine
+
+__all__ = ["Durability", "LogHooks", "PredictionLogWriter", "log_engine", "record_to_json"]
 
 log = logging.getLogger("modelyard.predlog")
-ORPHAN_SCAN_INTERVAL = 30.0  # seconds between looks for spill segments that no live writer holds
+MEMORY_COPY_LIMIT = 200_000  # records of our own segments kept in memory to ship without reading them back
+
+
+class Durability(StrEnum):
+    PROCESS = "process"
+    MACHINE = "machine"
+    ASYNC = "async"
+
+
+@dataclass
+class LogHooks:
+    """Callbacks for metrics (the writer knows nothing of Prometheus)."""
+
+    on_pending: Callable[[int], None] | None = None
+    on_backlog: Callable[[segments.Backlog], None] | None = None
+    on_write_failure: Callable[[], None] | None = None
+    on_ship_error: Callable[[], None] | None = None
+    on_served_unlogged: Callable[[int], None] | None = None
+    on_spilled: Callable[[int], None] | None = None  # records that waited for an unreachable database
 
 
 class PredictionLogWriter:
-    """Batched, durable writes of prediction records. Thread-safe ``submit``; one writer thread."""
+    """Write-ahead prediction log of one process. ``commit`` (async) and ``commit_sync`` are durable at the
+    configured level; ``submit`` is fire-and-forget (shadow records, after the answer)."""
 
     def __init__(
         self,
         url: str,
         spill_dir: Path,
         *,
+        durability: Durability | str = Durability.PROCESS,
+        on_failure: str = "refuse",
         batch_size: int = 500,
         flush_interval: float = 0.5,
         retry_interval: float = 1.0,
-        on_pending: Callable[[int], None] | None = None,
-        on_spilled: Callable[[int], None] | None = None,
+        retry_after: int = 5,
+        hooks: LogHooks | None = None,
         engine: Engine | None = None,
     ) -> None:
         self.url = url
-        self.spill_dir = Path(spill_dir)
-        self.batch_size = max(1, batch_size)
+        self.folder = self.spill_dir = Path(spill_dir)
+        self.durability = Durability(durability)
+        self.refuse = on_failure != "serve"
         self.flush_interval = flush_interval
-        self.retry_interval = retry_interval
-        self._on_pending = on_pending
-        self._on_spilled = on_spilled
-        self._engine = engine
-        self._owns_engine = engine is None  # made by _get_engine: closed by stop()
-        self._migrated = False
-        self._queue: deque[PredictionRecord] = deque()
+        self.retry_after = retry_after
+        self.hooks = hooks or LogHooks()
+        self.shipper = Shipper(url, self.folder, batch_size=batch_size, retry_interval=retry_interval,
+                               engine=engine, on_error=self.hooks.on_ship_error,
+                               on_spilled=self.hooks.on_spilled)
+        self._lock = threading.Lock()  # the segment and the bookkeeping below
+        self._segment = segments.Segment(self.folder)
+        self._open_records: list[PredictionRecord] = []  # what the open segment holds
+        self._known: dict[Path, list[PredictionRecord]] = {}  # our rotated, unshipped segments
+        self._unshipped = 0  # records of ours written to segments and not yet shipped
+        self._orphans = 0  # records in segments left by others, counted at start
+        self._queue: deque[PredictionRecord] = deque()  # async durability, shadow records, failures
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Group] = weakref.WeakKeyDictionary()
+        self._syncer: Syncer | None = None
+        if self.durability is Durability.MACHINE:
+            self._syncer = Syncer(lambda data, records: self._write_or_fail(data, records, sync=True))
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._segment = spill.SpillSegment(self.spill_dir)
-        self._spilled_pending = 0
-        self._inflight = 0  # records taken from the queue and not yet in the database or the spill file
-        self._db_down_since: float | None = None
-        self._next_try = 0.0
-        self._next_scan = time.monotonic() + ORPHAN_SCAN_INTERVAL
-        self.written = 0  # records the database accepted (or already held), since start
-        self.spilled = 0  # records written to spill segments, since start
+        self._scanner = segments.BacklogScanner(self.folder)
+        self.failing: str | None = None  # why the segment cannot be written, while it cannot
+        self.write_failures = 0
+        self.written = 0  # records written to segments since start
+        self.served_unlogged = 0  # records answered while the segment could not be written (serve mode)
+        self.group_writes = 0  # event-loop groups written (each one os.write for every request in it)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **hooks: Any) -> PredictionLogWriter:
+    def from_settings(cls, settings: Settings, hooks: LogHooks | None = None) -> PredictionLogWriter:
         return cls(settings.resolved_database_url, settings.resolved_spill_dir,
-                   batch_size=settings.log_batch_size, flush_interval=settings.log_flush_interval, **hooks)
+                   durability=settings.log_durability, on_failure=settings.log_on_failure,
+                   batch_size=settings.log_batch_size, flush_interval=settings.log_flush_interval,
+                   hooks=hooks)
 
     # ---- the request side ----------------------------------------------------------------------------
+    async def commit(self, records: Sequence[PredictionRecord]) -> None:
+        """Return once ``records`` are durable at the writer's level; ``LogUnavailableError`` when the
+        segment cannot be written (and failures are refused)."""
+        if not records:
+            return
+        if self.durability is Durability.ASYNC:
+            self.submit_many(records)
+            return
+        loop = asyncio.get_running_loop()
+        group = self._groups.get(loop)
+        if group is None:
+            group = self._groups[loop] = Group()
+            loop.call_soon(self._commit_group, loop)
+        waiter: asyncio.Future[None] = loop.create_future()
+        group.data.append(segments.encode(records))
+        group.records.extend(records)
+        group.waiters.append(waiter)
+        await waiter
+
+    def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = self._groups.pop(loop)
+        self.group_writes += 1
+        if self._syncer is not None:
+            self._syncer.put(loop, group)
+            return
+        try:
+            error = self._write_or_fail(b"".join(group.data), group.records, sync=False)
+        except Exception as exc:  # never leave a request waiting
+            log.exception("prediction log: writing a group failed unexpectedly")
+            error = exc
+        settle(group.waiters, error)
+
+    def commit_sync(self, records: Sequence[PredictionRecord]) -> None:
+        """``commit`` for threads (batch scoring): blocks until the records are durable."""
+        if not records:
+            return
+        if self.durability is Durability.ASYNC:
+            self.submit_many(records)
+            return
+        error = self._write_or_fail(segments.encode(records), list(records),
+                                    sync=self.durability is Durability.MACHINE)
+        if error is not None:
+            raise error
+
     def submit(self, record: PredictionRecord) -> None:
-        """Queue one record; never blocks on the database."""
+        """Fire-and-forget: queued in memory, written ahead at the next tick (lossy in a crash)."""
         self._queue.append(record)
-        if len(self._queue) >= self.batch_size:
-            self._wake.set()
 
     def submit_many(self, records: Iterable[PredictionRecord]) -> None:
-        for r in records:
-            self.submit(r)
+        self._queue.extend(records)
+
+    def _write_or_fail(self, data: bytes, records: list[PredictionRecord], *, sync: bool) -> Exception | None:
+        """Write to the segment; on failure count it and return the error to raise (None: served anyway)."""
+        try:
+            self._write(data, records, sync=sync)
+        except OSError as exc:
+            return self._failed(exc, records)
+        return None
+
+    def _write(self, data: bytes, records: list[PredictionRecord], *, sync: bool) -> None:
+        with self._lock:
+            self._segment.append(data, len(records), sync=sync)
+            self._open_records.extend(records)
+            self._unshipped += len(records)
+            self.written += len(records)
+        if self.failing is not None:
+            log.warning("prediction log: the segment folder %s is writable again", self.folder)
+            self.failing = None
+
+    def _failed(self, exc: OSError, records: list[PredictionRecord]) -> Exception | None:
+        with self._lock:  # close the segment the write failed in: its whole records can be shipped
+            self._rotate_locked()
+        self.write_failures += 1
+        reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+        if self.hooks.on_write_failure is not None:
+            self.hooks.on_write_failure()
+        if self.refuse:
+            if self.failing is None:
+                log.error("prediction log: cannot write to %s (%s); refusing predictions (503) until it "
+                          "can (MODELYARD_LOG_ON_FAILURE=serve answers them unlogged)", self.folder, reason)
+            self.failing = reason
+            return LogUnavailableError(f"the prediction log cannot be written ({reason}); retry shortly",
+                                       retry_after=self.retry_after)
+        self.failing = reason
+        self.served_unlogged += len(records)
+        if self.hooks.on_served_unlogged is not None:
+            self.hooks.on_served_unlogged(len(records))
+        log.warning("prediction log: cannot write to %s (%s); %d records answered without a durable log "
+                    "(MODELYARD_LOG_ON_FAILURE=serve), kept in memory for the database", self.folder, reason,
+                    len(records))
+        self._queue.extend(records)
+        return None
+
+    @property
+    def spilled(self) -> int:
+        """Records that had to wait in segments because the database was unreachable."""
+        return self.shipper.spilled
+
+    @property
+    def healthy(self) -> bool:
+        """False while the log cannot be written and requests are refused (``/readyz`` turns unready)."""
+        return self.failing is None or not self.refuse
 
     @property
     def pending(self) -> int:
-        """Records not yet in the database: queued in memory or waiting in spill segments."""
-        return len(self._queue) + self._inflight + self._spilled_pending
+        """Records not yet in the database: in memory, in our segments, in segments others left."""
+        return len(self._queue) + self._unshipped + self._orphans
 
     # ---- life cycle ----------------------------------------------------------------------------------
     def start(self) -> PredictionLogWriter:
         if self._thread is None:
-            self._spilled_pending = spill.count_unheld(self.spill_dir)
+            self._orphans = segments.count_unheld(self.folder)
+            if self._syncer is not None:
+                self._syncer.start()
             self._thread = threading.Thread(target=self._run, name="modelyard-predlog", daemon=True)
             self._thread.start()
         return self
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued so far is in the database (True) or the timeout passed (False)."""
+        """Wait until everything written so far is in the database (True) or the timeout passed (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.pending == 0:
@@ -111,30 +252,27 @@ class PredictionLogWriter:
         return self.pending == 0
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Write out everything: to the database, or to the spill file when it is unreachable."""
+        """Ship what can be shipped; whatever the database cannot take now stays in segments on disk."""
         self._stopping = True
         self._wake.set()
+        if self._syncer is not None:
+            self._syncer.stop()
         if self._thread is not None:
             self._thread.join(timeout)
-            if self._thread.is_alive():  # stuck in the database: put what is still queued on disk
-                leftovers = []
-                while True:
-                    try:
-                        leftovers.append(self._queue.popleft())
-                    except IndexError:  # empty (the stuck thread may be taking from it too)
-                        break
-                emergency = spill.SpillSegment(self.spill_dir)
-                emergency.append(leftovers)
-                emergency.close()
-                log.error("prediction log: writer did not finish in %.0fs; %d queued records spilled to %s",
-                          timeout, len(leftovers), self.spill_dir)
+            if self._thread.is_alive():
+                log.error("prediction log: the shipper did not finish in %.0fs; the rest waits in %s",
+                          timeout, self.folder)
             self._thread = None
-        else:  # never started: still make the queue durable
-            self._final_flush()
-        if self._owns_engine and self._engine is not None:
-            self._engine.dispose()  # close the log's own pooled connections now, not when the GC gets to them
-            self._engine = None
-            self._migrated = False
+        else:
+            self._tick(final=True)
+        with self._lock:  # a stuck shipper: what is still in memory goes to disk at least
+            leftovers = list(self._queue)
+            self._queue.clear()
+            if leftovers:
+                with contextlib.suppress(OSError):
+                    self._segment.append(segments.encode(leftovers), len(leftovers), sync=True)
+            self._rotate_locked()
+        self.shipper.dispose()
 
     def __enter__(self) -> PredictionLogWriter:
         return self.start()
@@ -142,142 +280,88 @@ class PredictionLogWriter:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ---- the writer thread ---------------------------------------------------------------------------
+    # ---- the background tick -------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             stopping = self._stopping
             try:
-                self._write_queue()
-                now = time.monotonic()
-                if self._db_down_since is None and now >= self._next_scan:
-                    self._next_scan = now + ORPHAN_SCAN_INTERVAL  # segments other processes left behind
-                    if not self._spilled_pending:
-                        self._spilled_pending = spill.count_unheld(self.spill_dir)
-                if self._spilled_pending and now >= self._next_try:
-                    self._drain_segments()
-            except Exception:  # the writer must survive anything; the records are in the queue or on disk
-                log.exception("prediction log: unexpected error in the writer thread")
+                self._tick(final=stopping)
+            except Exception:  # the tick must survive anything; the records are on disk or in memory
+                log.exception("prediction log: unexpected error in the shipper thread")
                 time.sleep(self.flush_interval)
-            self._report()
             if stopping:
-                self._final_flush()
-                self._report()
                 return
 
-    def _final_flush(self) -> None:
-        try:
-            self._write_queue()
-            if self._spilled_pending and self._db_down_since is None:
-                self._drain_segments()
-        finally:
-            leftovers = []
-            while self._queue:
-                leftovers.append(self._queue.popleft())
-            if leftovers:
-                self._spill(leftovers)
-            self._segment.close()
-
-    def _take(self) -> list[PredictionRecord]:
-        batch: list[PredictionRecord] = []
-        while self._queue and len(batch) < self.batch_size:
-            batch.append(self._queue.popleft())
-        return batch
+    def _tick(self, *, final: bool = False) -> None:
+        self._write_queue()
+        if self.failing is not None and self.refuse:
+            self._probe()
+        with self._lock:
+            if self._segment.is_open and (final or time.monotonic() - self._segment.opened_at
+                                          >= self.flush_interval):
+                self._rotate_locked()
+            known = self._known
+        before = self.shipper.shipped
+        if not self.shipper.waiting:
+            self.shipper.ship_folder(known)
+        shipped = self.shipper.shipped - before
+        with self._lock:
+            for path in [p for p in self._known if not p.exists()]:  # shipped by another process
+                del self._known[path]
+            mine = sum(len(v) for v in self._known.values()) + len(self._open_records)
+            ours_shipped = self._unshipped - mine
+            self._orphans = max(0, self._orphans - max(0, shipped - ours_shipped))
+            if self.shipper.down_since is None:  # every unheld segment went: the rest belong to live writers
+                self._orphans = 0
+            if mine > MEMORY_COPY_LIMIT:  # a long outage: read them back from disk when it ends
+                self._orphans += mine - len(self._open_records)
+                self._known.clear()
+                mine = len(self._open_records)
+            self._unshipped = mine
+        self._report()
 
     def _write_queue(self) -> None:
+        """Records in memory (async durability, shadow, served while failing) to the segment, or straight
+        to the database while the segment cannot be written."""
         while self._queue:
-            self._inflight = min(len(self._queue), self.batch_size)  # counted before leaving the queue
-            batch = self._take()
-            self._inflight = len(batch)
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), 5000))]
             try:
-                waiting = self._db_down_since is not None and time.monotonic() < self._next_try
-                if waiting or not self._insert(batch):
-                    self._spill(batch)
-            finally:
-                self._inflight = 0
+                self._write(segments.encode(batch), batch, sync=self.durability is Durability.MACHINE)
+            except OSError as exc:
+                with self._lock:
+                    self._rotate_locked()
+                if self.failing is None:
+                    self.failing = f"{type(exc).__name__}: {exc.strerror or exc}"
+                if self.shipper.waiting or not self.shipper.insert(batch):
+                    self._queue.extendleft(reversed(batch))
+                    return
 
-    def _insert(self, batch: list[PredictionRecord]) -> bool:
-        """Insert a batch; False when the database cannot be reached (the caller spills it)."""
+    def _probe(self) -> None:
+        """While refusing: is the folder writable again? (an empty line: readers skip it)."""
         try:
-            engine = self._get_engine()
-            insert_records(engine, batch)
-        except Exception as exc:
-            if not is_content_error(exc):
-                self._mark_down(exc)
-                return False
-            if len(batch) == 1:
-                self._reject(batch[0], exc)
-                return True
-            return all(self._insert([r]) for r in batch)
-        self._mark_up()
-        self.written += len(batch)
-        return True
+            self._write(b"\n", [], sync=False)
+        except OSError:
+            with self._lock:
+                self._rotate_locked()
 
-    def _get_engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = log_engine(self.url)
-        if not self._migrated:
-            migrate(self._engine)
-            self._migrated = True
-        return self._engine
-
-    def _mark_down(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if self._db_down_since is None:
-            self._db_down_since = now
-            log.warning("prediction log: database unreachable (%s); spilling records to %s",
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.spill_dir)
-        self._next_try = now + self.retry_interval
-
-    def _mark_up(self) -> None:
-        if self._db_down_since is not None:
-            log.warning("prediction log: database reachable again after %.1fs; draining the spill file",
-                        time.monotonic() - self._db_down_since)
-            self._db_down_since = None
-            self._next_try = 0.0
-
-    def _spill(self, batch: list[PredictionRecord]) -> None:
-        self._segment.append(batch)
-        self._spilled_pending += len(batch)
-        self.spilled += len(batch)
-        if self._on_spilled is not None:
-            self._on_spilled(len(batch))
-
-    def _drain_segments(self) -> None:
-        """Move every unheld spill segment (ours and orphans) into the database."""
-        self._segment.close()  # our own segment becomes drainable; the next spill opens a new one
-        for path in spill.segments(self.spill_dir):
-            with spill.claim(path) as mine:
-                if not mine:
-                    continue
-                records = spill.read_records(path)
-                for start in range(0, len(records), self.batch_size):
-                    if not self._insert(records[start:start + self.batch_size]):
-                        return  # down again: the segment stays, nothing is lost
-                path.unlink(missing_ok=True)
-                self._spilled_pending = max(0, self._spilled_pending - len(records))
-                log.info("prediction log: drained %d records from %s", len(records), path.name)
-        self._spilled_pending = 0  # segments other live processes hold are theirs to drain and count
-
-    def _reject(self, record: PredictionRecord, exc: BaseException) -> None:
-        path = self.spill_dir / f"rejected-{os.getpid()}.jsonl"
-        self.spill_dir.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as fh:
-            fh.write(spill.dumps_record(record) + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        log.error("prediction log: the database refused record %s (%s); kept in %s",
-                  record.request_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, path)
+    def _rotate_locked(self) -> None:
+        path = self._segment.close()
+        if path is not None:
+            self._known[path] = self._open_records
+        self._open_records = []
 
     def _report(self) -> None:
-        if self._on_pending is not None:
-            try:
-                self._on_pending(self.pending)
-            except Exception:
-                log.exception("prediction log: pending hook failed")
+        try:
+            if self.hooks.on_pending is not None:
+                self.hooks.on_pending(self.pending)
+            if self.hooks.on_backlog is not None:
+                self.hooks.on_backlog(self._scanner.scan())
+        except Exception:
+            log.exception("prediction log: metrics hook failed")
 
 
 def record_to_json(record: PredictionRecord) -> str:
     """A record as one JSON text (what ``predictions show --json`` prints)."""
-    return spill.dumps_record(record).decode()
+    return segments.dumps_record(record).decode()

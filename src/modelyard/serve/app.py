@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from modelyard._version import __version__
 from modelyard.config import Settings
 from modelyard.monitor import metrics
-from modelyard.predlog import PredictionLogWriter
+from modelyard.predlog import LogHooks, PredictionLogWriter
 from modelyard.registry import Registry
 from modelyard.serve import admin, dashboard, v1, v2
 from modelyard.serve.batching import Batching
@@ -42,11 +42,14 @@ log = logging.getLogger("modelyard.serve")
 def _writer(settings: Settings) -> PredictionLogWriter | None:
     if not settings.prediction_log:
         return None
-    return PredictionLogWriter.from_settings(
-        settings,
+    return PredictionLogWriter.from_settings(settings, LogHooks(
         on_pending=metrics.PREDICTION_LOG_PENDING.set,
         on_spilled=metrics.PREDICTION_LOG_SPILLED.inc,
-    ).start()
+        on_backlog=lambda b: metrics.observe_log_backlog(b.segments, b.records, b.oldest_age_seconds),
+        on_write_failure=metrics.LOG_WRITE_FAILURES.inc,
+        on_ship_error=metrics.LOG_SHIP_ERRORS.inc,
+        on_served_unlogged=metrics.LOG_SERVED_UNLOGGED.inc,
+    )).start()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -90,8 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await batching.aclose()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
-                log.info("prediction log flushed: %d written, %d spilled, %d pending", writer.written,
-                         writer.spilled, writer.pending)
+                log.info("prediction log flushed: %d written ahead, %d shipped, %d waiting in %s",
+                         writer.written, writer.shipper.shipped, writer.pending, writer.folder)
             metrics.mark_process_dead()
 
     app = FastAPI(
@@ -111,16 +114,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: every production model loaded and warm, not shutting down")
+    @app.get("/readyz", tags=["health"],
+             summary="Readiness: production models loaded and warm, the prediction log writable, not shutting down")
     async def readyz(request: Request) -> Response:
         state = server_state(request)
         not_ready = state.repository.not_ready()
-        ready = state.repository.ready and not state.stopping
+        log_ok = state.writer is None or state.writer.healthy
+        ready = state.repository.ready and not state.stopping and log_ok
         body: dict[str, Any] = {"status": "ready" if ready else "not ready",
                                 "models": len(state.repository.info()),
                                 "prediction_log_pending": state.writer.pending if state.writer else None}
         if not_ready:
             body["not_ready"] = not_ready
+        if state.writer is not None and state.writer.failing is not None:
+            body["prediction_log_error"] = state.writer.failing
         return json_response(body, 200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics (all workers)")

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from modelyard.errors import (
     BadRequestError,
+    LogUnavailableError,
     ModelyardError,
     PayloadTooLargeError,
     SchemaError,
@@ -93,7 +94,10 @@ def error_body(exc: ModelyardError) -> dict[str, Any]:
 
 def error_response(exc: ModelyardError, request: Request | None = None) -> Response:
     rid = getattr(request.state, "request_id", None) if request is not None else None
-    return json_response(error_body(exc), exc.status_code, rid)
+    response = json_response(error_body(exc), exc.status_code, rid)
+    if isinstance(exc, LogUnavailableError):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

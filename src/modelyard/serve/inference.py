@@ -131,6 +131,7 @@ class InferenceService:
         routed: Routed | None = None
         parsed: Parsed | None = None
         rid = ""
+        logged: list[PredictionRecord] = []
         try:
             rid = request_id(request)
             parsed = parse(await read_json(request, self.max_body_bytes))
@@ -145,13 +146,13 @@ class InferenceService:
                 canary, routed = routed, routed.fall_back()
                 canary_seconds = time.perf_counter() - started
                 result = await self._predict(routed.model, parsed)
-                self._record_canary_error(rid, canary, parsed, exc, canary_seconds, protocol)
+                logged += self._record_canary_error(rid, canary, parsed, exc, canary_seconds, protocol)
         except ModelyardError as exc:
-            self._record_failure(rid, routed, parsed, exc, started, protocol)
+            await self._commit(self._record_failure(rid, routed, parsed, exc, started, protocol))
             raise
         outcome = Outcome(rid, routed, parsed, plain(result.predictions),
                           None if result.probabilities is None else result.probabilities.tolist())
-        self._record_success(outcome, result, started, protocol)
+        await self._commit([*logged, *self._record_success(outcome, result, started, protocol)])
         if self.shadow is not None and (routed.shadow or routed.mirror):
             self.shadow.after(outcome, protocol)
         return outcome
@@ -165,7 +166,13 @@ class InferenceService:
         return await predict_rows(model, parsed.rows, parsed.probabilities, self.batching)
 
     # ---- bookkeeping: metrics and the prediction log -------------------------------------------------
-    def _record_success(self, outcome: Outcome, result: _Result, started: float, protocol: str) -> None:
+    async def _commit(self, records: list[PredictionRecord]) -> None:
+        """Written ahead before the answer leaves (``LogUnavailableError``, a 503, when it cannot be)."""
+        if self.writer is not None and records:
+            await self.writer.commit(records)
+
+    def _record_success(self, outcome: Outcome, result: _Result, started: float,
+                        protocol: str) -> list[PredictionRecord]:
         routed = outcome.routed
         model = routed.model
         seconds = time.perf_counter() - started
@@ -175,14 +182,15 @@ class InferenceService:
             if outcome.probabilities is not None:
                 meta["probabilities"] = outcome.probabilities
                 meta["classes"] = model.classes_
-            self.writer.submit(PredictionRecord(
+            return [PredictionRecord(
                 request_id=outcome.request_id, model=model.name, version=int(model.version or 0),
                 route=routed.route, inputs=list(outcome.parsed.rows), outputs=outcome.predictions,
                 n_rows=len(outcome.predictions), latency_ms=seconds * 1000.0, meta=meta,
-            ))
+            )]
+        return []
 
     def _record_canary_error(self, rid: str, canary: Routed, parsed: Parsed, exc: Exception, seconds: float,
-                             protocol: str) -> None:
+                             protocol: str) -> list[PredictionRecord]:
         """Counted and logged on route ``canary``: the watcher's error rate reads these records."""
         model = canary.model
         version = int(model.version or 0)
@@ -194,28 +202,30 @@ class InferenceService:
                         "modelyard_canary_errors_total): %s", model.name, version, error)
         if self.writer is not None:
             answered_by = canary.primary.version if canary.primary is not None else None
-            self.writer.submit(PredictionRecord(
+            return [PredictionRecord(
                 request_id=rid, model=model.name, version=version, route=canary.route, inputs=list(parsed.rows),
                 outputs=None, n_rows=len(parsed.rows), latency_ms=seconds * 1000.0, error=error,
                 meta={"protocol": protocol, "ref": _ref(canary), "answered_by": answered_by, **parsed.meta},
-            ))
+            )]
+        return []
 
     def _record_failure(self, rid: str, routed: Routed | None, parsed: Parsed | None, exc: ModelyardError,
-                        started: float, protocol: str) -> None:
+                        started: float, protocol: str) -> list[PredictionRecord]:
         seconds = time.perf_counter() - started
         if routed is None:
             metrics.observe_request("", "", "", exc.status_code, seconds, exc.code)
-            return
+            return []
         model = routed.model
         version = str(model.version)
         metrics.observe_request(model.name, version, routed.route, exc.status_code, seconds, exc.code)
         if self.writer is not None and parsed is not None and rid:
-            self.writer.submit(PredictionRecord(
+            return [PredictionRecord(
                 request_id=rid, model=model.name, version=int(model.version or 0), route=routed.route,
                 inputs=list(parsed.rows), outputs=None, n_rows=len(parsed.rows), latency_ms=seconds * 1000.0,
                 error=f"{exc.code}: {exc.message}",
                 meta={"protocol": protocol, "ref": _ref(routed), "status": exc.status_code, **parsed.meta},
-            ))
+            )]
+        return []
 
 
 def _ref(routed: Routed) -> str:

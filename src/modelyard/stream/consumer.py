@@ -1,8 +1,8 @@
 """The consumer loop: fetch a batch, predict it at once, publish answers and dead letters, then ack.
 
-Order of effects per batch: answers and dead letters are published and confirmed by the broker, the
-prediction log is written, and only then are the inputs acknowledged (the last two overlap with the next
-batch: the log insert costs as much as the prediction, measured). A crash anywhere before the ack means
+Order of effects per batch: the prediction records are written ahead (the log's segment, durable at
+``MODELYARD_LOG_DURABILITY``), answers and dead letters are published and confirmed by the broker, and
+only then are the inputs acknowledged (overlapping with the next batch). A crash anywhere before the ack means
 a redelivery, and the answer's dedup id makes the second publish a no-op: at-least-once processing,
 exactly-once answers. A message that is not JSON or fails the schema is dead-lettered with the reason;
 nothing a message contains stops the loop. ``stop`` (SIGTERM) lets the batch in hand finish, then closes.
@@ -22,9 +22,8 @@ from typing import Any
 import orjson
 
 from modelyard.errors import SchemaError
-from modelyard.predlog import PredictionRecord, insert_records
+from modelyard.predlog import PredictionLogWriter, PredictionRecord
 from modelyard.registry import Registry, parse_ref
-from modelyard.registry.db import Engine
 from modelyard.runtime import AliasFollower, Model, ModelLoader
 from modelyard.stream.base import Broker, Message, OutMessage
 
@@ -101,13 +100,13 @@ class StreamConsumer:
     """One consumer process's loop over ``broker``; see the module docstring for the guarantees."""
 
     def __init__(self, broker: Broker, holder: ModelHolder, *, out_subject: str,
-                 dlq_subject: str | None = None, log_engine: Engine | None = None, batch_size: int = 100,
+                 dlq_subject: str | None = None, log: PredictionLogWriter | None = None, batch_size: int = 100,
                  fetch_timeout: float = 1.0) -> None:
         self.broker = broker
         self.holder = holder
         self.out_subject = out_subject
         self.dlq_subject = dlq_subject or f"{broker.in_subject}.dlq"
-        self.log_engine = log_engine
+        self.log = log  # records are written ahead (durable) before their messages are acked
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
         self.stats = StreamStats()
@@ -188,47 +187,45 @@ class StreamConsumer:
             "subject": self.broker.in_subject, **meta}),
             {"Modelyard-Reason": reason[:200].replace("\n", " ")})
             for m, reason, field in dead]
+        if self.log is not None and (good or dead):  # written ahead, then answered: a crash after the
+            latency_ms = (time.perf_counter() - started) * 1000.0  # publish below loses no record
+            records = [PredictionRecord(
+                request_id=parsed[i].id, model=model.name, version=int(model.version or 0), route="stream",
+                inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms,
+                meta={"subject": self.broker.in_subject, "delivery": parsed[i].delivery})
+                for n, i in enumerate(good)]
+            records += [PredictionRecord(
+                request_id=m.id, model=model.name, version=int(model.version or 0), route="stream",
+                inputs=None, error=reason, latency_ms=latency_ms,
+                meta={"subject": self.broker.in_subject, "dead_letter": self.dlq_subject})
+                for m, reason, _ in dead]
+            try:
+                await self.log.commit(records)
+            except Exception as exc:  # not logged: not answered either; redelivered later
+                log.warning("prediction log unavailable (%s); %d messages will be redelivered", exc,
+                            len(messages))
+                await self.broker.nak(messages, delay=2.0)
+                self.stats.retried += len(messages)
+                return
         answer_errors = await self.broker.publish(self.out_subject, answers) if answers else []
         letter_errors = await self.broker.publish(self.dlq_subject, letters) if letters else []
         answered = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is None]
         lettered = [d for d, err in zip(dead, letter_errors, strict=True) if err is None]
         failed = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is not None]
         failed += [d[0] for d, err in zip(dead, letter_errors, strict=True) if err is not None]
-        if failed:
+        if failed:  # their records are logged already; the redelivery's are deduplicated
             first = next(e for e in [*answer_errors, *letter_errors] if e is not None)
             log.warning("%d publishes failed (%r); they will be redelivered", len(failed), first)
             await self.broker.nak(failed, delay=1.0)
             self.stats.retried += len(failed)
         done = answered + [d[0] for d in lettered]
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        records: list[PredictionRecord] = []
-        if self.log_engine is not None and done:
-            records = [PredictionRecord(
-                request_id=parsed[i].id, model=model.name, version=int(model.version or 0), route="stream",
-                inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms,
-                meta={"subject": self.broker.in_subject, "delivery": parsed[i].delivery})
-                for n, i in enumerate(good) if answer_errors[n] is None]
-            records += [PredictionRecord(
-                request_id=m.id, model=model.name, version=int(model.version or 0), route="stream",
-                inputs=None, error=reason, latency_ms=latency_ms,
-                meta={"subject": self.broker.in_subject, "dead_letter": self.dlq_subject})
-                for m, reason, _ in lettered]
-        # Logging and acking overlap with the next batch; at most two batches wait to be settled.
-        self._settling.append(asyncio.create_task(self._settle(done, records, len(answered))))
+        # Acking overlaps with the next batch; at most two batches wait to be settled.
+        self._settling.append(asyncio.create_task(self._settle(done, len(answered))))
         while len(self._settling) > 2:
             await self._settling.popleft()
 
-    async def _settle(self, done: list[Message], records: list[PredictionRecord], answered: int) -> None:
-        """Write the batch's prediction records, then ack its messages (never the other way round)."""
-        if records:
-            try:
-                await asyncio.to_thread(insert_records, self.log_engine, records)
-            except Exception as exc:  # answered but not logged: redeliver, the answer is deduplicated
-                log.warning("prediction log unavailable (%s); %d messages will be redelivered",
-                            exc, len(done))
-                await self.broker.nak(done, delay=2.0)
-                self.stats.retried += len(done)
-                return
+    async def _settle(self, done: list[Message], answered: int) -> None:
+        """Ack the batch's messages (their records were written ahead before the answers were published)."""
         await self.broker.ack(done)
         self.stats.answered += answered
         self.stats.dead_lettered += len(done) - answered
