@@ -9,7 +9,7 @@ import pytest
 
 from modelyard.errors import SchemaError
 from modelyard.serve import v1, v2
-from modelyard.serve.http import error_body
+from modelyard.serve.http import error_body, protocol_message, protocol_status
 
 
 def test_v1_parses_instances_and_the_probabilities_flag() -> None:
@@ -70,3 +70,11 @@ def test_error_body_always_has_code_message_field_and_row() -> None:
     body = error_body(SchemaError("bad", field="x", row=3))
     assert body == {"error": {"code": "schema_error", "message": "bad", "field": "x", "row": 3}}
     assert error_body(SchemaError("worse"))["error"]["field"] is None
+
+
+def test_protocol_error_names_field_and_row_inside_the_message() -> None:
+    assert protocol_message(SchemaError("not a number", field="area_sqm", row=3)) == \
+        "not a number (field area_sqm, row 3)"
+    assert protocol_message(SchemaError("bad", field="x")) == "bad (field x)"
+    assert protocol_message(SchemaError("worse")) == "worse"
+    assert protocol_status(SchemaError("bad")) == 400

@@ -1,8 +1,11 @@
 """HTTP plumbing shared by both protocols: request ids, bounded bodies, JSON responses, and the ONE place
 that turns an exception into an error response.
 
-Every error answer has the shape ``{"error": {"code", "message", "field", "row"}}`` and the status of the
-``ModelyardError`` class that was raised; a caller's mistake is always a 4xx, never a 500.
+Every error answer carries the status of the ``ModelyardError`` class that was raised (a caller's mistake is
+always a 4xx, never a 500) in the shape of the protocol the request used: ``/v1`` (and everything outside
+``/v2``) answers ``{"error": {"code", "message", "field", "row"}}``; ``/v2`` answers the Open Inference
+Protocol's ``{"error": "<message>"}`` with the field and row named inside the message, and a schema error
+(422 elsewhere) as the protocol's 400. The gRPC server takes the same message from ``protocol_message``.
 """
 
 from __future__ import annotations
@@ -80,8 +83,25 @@ def error_body(exc: ModelyardError) -> dict[str, Any]:
                       "field": err.pop("field", None), "row": err.pop("row", None), **err}}
 
 
+def protocol_message(exc: ModelyardError) -> str:
+    """The one-string error of the Open Inference Protocol: the message, then the field and row it names."""
+    where = [f"{key} {exc.context[key]}" for key in ("field", "row") if exc.context.get(key) is not None]
+    return f"{exc.message} ({', '.join(where)})" if where else exc.message
+
+
+def protocol_status(exc: ModelyardError) -> int:
+    """The Open Inference Protocol's status: input that does not fit the model is a 400 (not a 422)."""
+    return 400 if exc.status_code == 422 else exc.status_code
+
+
+def is_v2(request: Request | None) -> bool:
+    return request is not None and (request.url.path == "/v2" or request.url.path.startswith("/v2/"))
+
+
 def error_response(exc: ModelyardError, request: Request | None = None) -> Response:
     rid = getattr(request.state, "request_id", None) if request is not None else None
+    if is_v2(request):
+        return json_response({"error": protocol_message(exc)}, protocol_status(exc), rid)
     return json_response(error_body(exc), exc.status_code, rid)
 
 
