@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.modelyard = state
         monitor = app.state.modelyard_monitor = ServerMonitor(settings, registry)  # monitoring
         watch: WatchTask | None = None  # rollout: the canary watcher
+        grpc_server: Any = None  # oip: the Open Inference Protocol over gRPC, on the same loop
         try:
             await repository.start()
             monitor.start()  # monitoring
@@ -77,6 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.watch_interval > 0:  # rollout
                 watch = await WatchTask(registry, repository, interval=settings.watch_interval,
                                         rules=watch_rules(settings.watch_rules)).start()
+            if settings.grpc_port:  # oip
+                from modelyard.serve.grpc.server import GrpcServer
+
+                grpc_server = await GrpcServer(state, settings.grpc_host, settings.grpc_port).start()
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
@@ -84,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.stopping = True
+            if grpc_server is not None:  # oip: no new calls; the calls in flight finish first
+                await grpc_server.stop()
             await monitor.stop()  # monitoring
             if watch is not None:  # rollout
                 await watch.stop()

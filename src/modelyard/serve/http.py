@@ -10,6 +10,7 @@ Protocol's ``{"error": "<message>"}`` with the field and row named inside the me
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -38,25 +39,33 @@ def json_response(body: Any, status: int = 200, request_id: str | None = None) -
                     media_type="application/json", headers=headers)
 
 
-def request_id(request: Request) -> str:
-    """The caller's ``X-Request-ID`` (letters, digits, ``.-_:``, at most 100) or a new one."""
-    given = request.headers.get(REQUEST_ID_HEADER)
+def checked_request_id(given: str | None) -> str:
+    """``given`` when it is a usable request id (letters, digits, ``.-_:``, at most 100), a new one when
+    it is absent; ``BadRequestError`` otherwise. REST and gRPC both take their ids here."""
     if given is None:
-        rid = uuid.uuid4().hex
-    elif _REQUEST_ID.match(given):
-        rid = given
-    else:
+        return uuid.uuid4().hex
+    if _REQUEST_ID.match(given):
+        return given
+    raise BadRequestError(
+        f"{REQUEST_ID_HEADER} must be 1-100 characters of letters, digits, '.', '-', '_' or ':'",
+        field=REQUEST_ID_HEADER,
+    )
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-ID`` or a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    try:
+        rid = checked_request_id(given)
+    except BadRequestError:
         request.state.request_id = uuid.uuid4().hex
-        raise BadRequestError(
-            f"{REQUEST_ID_HEADER} must be 1-100 characters of letters, digits, '.', '-', '_' or ':'",
-            field=REQUEST_ID_HEADER,
-        )
+        raise
     request.state.request_id = rid
     return rid
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The parsed JSON body, refusing bodies over ``limit`` bytes before reading them whole."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing bodies over ``limit`` bytes before reading them whole, and empty ones."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit}",
@@ -71,10 +80,27 @@ async def read_json(request: Request, limit: int) -> Any:
     body = b"".join(chunks)
     if not body:
         raise BadRequestError("the request body is empty; send a JSON object", field="body")
+    return body
+
+
+def parse_json(body: bytes, *, non_finite: bool = False) -> Any:
+    """orjson's parse; with ``non_finite``, the ``NaN``/``Infinity`` tokens Python and tritonclient write for
+    missing or infinite numbers are read too (by the standard library's parser, only when orjson refused
+    a body that holds one: the common body stays on the fast path)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if non_finite and (b"NaN" in body or b"Infinity" in body):
+            try:
+                return json.loads(body)
+            except ValueError:
+                pass
         raise BadRequestError(f"the request body is not valid JSON: {exc}", field="body") from None
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The parsed JSON body, refusing bodies over ``limit`` bytes before reading them whole."""
+    return parse_json(await read_body(request, limit))
 
 
 def error_body(exc: ModelyardError) -> dict[str, Any]:
@@ -92,6 +118,15 @@ def protocol_message(exc: ModelyardError) -> str:
 def protocol_status(exc: ModelyardError) -> int:
     """The Open Inference Protocol's status: input that does not fit the model is a 400 (not a 422)."""
     return 400 if exc.status_code == 422 else exc.status_code
+
+
+# gRPC status names for an error's HTTP status (serve/grpc/server.py turns them into grpc.StatusCode).
+GRPC_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 409: "FAILED_PRECONDITION",
+              413: "RESOURCE_EXHAUSTED", 422: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}
+
+
+def grpc_code(exc: ModelyardError) -> str:
+    return GRPC_CODES.get(exc.status_code, "INTERNAL")
 
 
 def is_v2(request: Request | None) -> bool:
