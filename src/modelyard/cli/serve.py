@@ -49,7 +49,7 @@ def serve_cmd(
         metrics_dir = tempfile.mkdtemp(prefix="modelyard-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
     console.print(f"modelyard serving {cfg.resolved_database_url.split('@')[-1]} on http://{host}:{port} "
-                  f"{f' and grpc://{host}:{grpc_port}' if grpc_port else ''} "
+                  f"{f'and grpc://{host}:{grpc_port} ' if grpc_port else ''}"
                   f"({workers} worker{'s' if workers > 1 else ''}, prediction log "
                   f"{'on' if log_predictions and cfg.prediction_log else 'off'})", highlight=False)
     try:
