@@ -182,3 +182,22 @@ def test_health_and_metadata_through_the_client(served: tuple[Server, Settings],
     names = ([o["name"] for o in model_meta["outputs"]] if transport != "grpc"
              else [o.name for o in model_meta.outputs])
     assert names == ["predict", "predict_proba"]
+
+
+@pytest.mark.parametrize("transport", ["http-json", "grpc"])
+def test_model_repository_extension_maps_onto_aliases(served: tuple[Server, Settings], transport: str) -> None:
+    server, _ = served
+    c = client(server, transport)
+    index = c.get_model_repository_index()
+    entries = ([(m["name"], m["version"], m["state"]) for m in index] if transport != "grpc"
+               else [(m.name, m.version, m.state) for m in index.models])
+    assert ("house-prices", "1", "READY") in entries and ("breast-cancer", "1", "READY") in entries
+    c.load_model("house-prices")  # the production alias: already loaded, still a success
+    with pytest.raises(InferenceServerException) as info:
+        c.load_model("no-such-model")
+    assert "no-such-model" in info.value.message()
+    with pytest.raises(InferenceServerException) as info:
+        c.unload_model("house-prices")
+    assert "alias" in info.value.message()  # refused, saying how to stop serving a version
+    meta = httpx.get(f"{server.url}/v2").json()
+    assert "model_repository" in meta["extensions"] and "not supported" in meta["model_repository"]["unload"]

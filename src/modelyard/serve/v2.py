@@ -25,6 +25,7 @@ from modelyard.registry import parse_ref
 from modelyard.runtime import Model
 from modelyard.serve.http import JSON_OPTIONS, REQUEST_ID_HEADER, json_response, parse_json, read_body
 from modelyard.serve.inference import Outcome, Parsed
+from modelyard.serve.repository_v2 import NOTE as REPOSITORY_NOTE
 from modelyard.serve.schemas import ERRORS, InferRequest, InferResponse, json_body
 from modelyard.serve.state import server_state
 from modelyard.serve.tensors import (
@@ -44,7 +45,7 @@ from modelyard.serve.tensors import (
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ def _ref(name: str, version: str | None) -> str:
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
-    return json_response({"name": "modelyard", "version": __version__, "extensions": EXTENSIONS})
+    return json_response({"name": "modelyard", "version": __version__, "extensions": EXTENSIONS,
+                          "model_repository": REPOSITORY_NOTE})
 
 
 @router.get("/health/live", summary="Liveness")

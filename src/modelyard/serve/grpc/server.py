@@ -29,6 +29,7 @@ from starlette.datastructures import Headers
 from modelyard._version import __version__
 from modelyard.errors import ModelyardError, SchemaError, ServiceUnavailableError
 from modelyard.registry import parse_ref
+from modelyard.serve import repository_v2
 from modelyard.serve.grpc import inference_pb2 as pb
 from modelyard.serve.http import REQUEST_ID_HEADER, checked_request_id, grpc_code, protocol_message
 from modelyard.serve.inference import Parsed
@@ -148,6 +149,20 @@ class InferenceServicer:
         await context.send_initial_metadata(((REQUEST_ID_HEADER.lower(), outcome.request_id),))
         return response
 
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> Any:
+        entries = repository_v2.index(self.state.repository, request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
+                                  context: grpc.aio.ServicerContext) -> Any:
+        await repository_v2.load(self.state.repository, request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: grpc.aio.ServicerContext) -> Any:
+        repository_v2.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
     async def _model(self, name: str, version: str) -> Any:
         model_name, selector = parse_ref(_ref(name, version))
         return await self.state.repository.get(model_name, selector)
@@ -186,7 +201,9 @@ def _guarded(method: Handler) -> Handler:
 def _handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     messages = {"ServerLive": pb.ServerLiveRequest, "ServerReady": pb.ServerReadyRequest,
                 "ModelReady": pb.ModelReadyRequest, "ServerMetadata": pb.ServerMetadataRequest,
-                "ModelMetadata": pb.ModelMetadataRequest, "ModelInfer": pb.ModelInferRequest}
+                "ModelMetadata": pb.ModelMetadataRequest, "ModelInfer": pb.ModelInferRequest,
+                "RepositoryIndex": pb.RepositoryIndexRequest, "RepositoryModelLoad": pb.RepositoryModelLoadRequest,
+                "RepositoryModelUnload": pb.RepositoryModelUnloadRequest}
     return grpc.method_handlers_generic_handler(SERVICE, {
         name: grpc.unary_unary_rpc_method_handler(_guarded(getattr(servicer, name)),
                                                   request_deserializer=message.FromString,
