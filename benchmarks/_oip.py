@@ -305,7 +305,9 @@ def compare_mlserver(args: argparse.Namespace, prepare: Callable[..., Path]) -> 
                 diffs[key] = float(np.max(np.abs(np.asarray(got) - expected)))
                 target.measure(1, 1, 1.0)  # warm-up
             except Exception as exc:
-                diffs[key] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log = target.server.logfile.read_text(errors="replace").strip().splitlines()
+                last = next((line for line in reversed(log) if "Error" in line or "error" in line), "")
+                diffs[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}; its log: {last[:300]}"
         for i, (n, c) in enumerate(CELLS):
             for transport in TRANSPORTS:
                 order = [s.name for s in ready][::1 if i % 2 == 0 else -1]
