@@ -102,20 +102,25 @@ def decode_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryvi
 
 
 def _decode_strings(name: str, raw: bytes | memoryview, count: int) -> list[Any]:
-    view = memoryview(raw)
-    values: list[Any] = []
+    data = bytes(raw)
+    end = len(data)
+    unpack = _LENGTH.unpack_from
+    chunks: list[bytes] = []
     at = 0
-    while at < len(view):
-        if at + 4 > len(view):
+    while at < end:
+        if at + 4 > end:
             raise SchemaError(f"input '{name}': BYTES data ends inside an element's 4-byte length", field=name)
-        (size,) = _LENGTH.unpack_from(view, at)
+        size = unpack(data, at)[0]
         at += 4
-        if at + size > len(view):
-            raise SchemaError(f"input '{name}': BYTES element {len(values)} is {size} bytes, only "
-                              f"{len(view) - at} were sent", field=name)
-        values.append(text(name, bytes(view[at:at + size]), len(values)))
+        if at + size > end:
+            raise SchemaError(f"input '{name}': BYTES element {len(chunks)} is {size} bytes, only "
+                              f"{end - at} were sent", field=name)
+        chunks.append(data[at:at + size])
         at += size
-    return values
+    try:
+        return [chunk.decode("utf-8") if chunk else None for chunk in chunks]
+    except UnicodeDecodeError:
+        return [text(name, chunk, row) for row, chunk in enumerate(chunks)]  # raises, naming the row
 
 
 def text(name: str, value: bytes, row: int) -> str | None:
@@ -151,7 +156,7 @@ def requested_outputs(names: Iterable[Any]) -> set[str]:
     if unknown:
         first = sorted(map(str, unknown))[0]
         raise SchemaError(f"unknown output {first!r} (predict, predict_proba)", field="outputs")
-    return chosen  # type: ignore[return-value]
+    return {str(name) for name in chosen}
 
 
 def assemble(tensors: Sequence[Tensor], outputs: set[str], parameters: Mapping[str, Any], request_id: Any,

@@ -142,7 +142,8 @@ def parse(body: Any) -> Parsed:
                                   or not all(isinstance(o, dict) for o in requested)):
         raise SchemaError("'outputs' must be a list of {\"name\": ...}", field="outputs")
     names = requested_outputs(o.get("name") for o in requested or [])
-    params = header.get("parameters") if isinstance(header.get("parameters"), dict) else {}
+    given = header.get("parameters")
+    params: dict[str, Any] = given if isinstance(given, dict) else {}
     binary_outputs = _binary_outputs(requested or [], params.get("binary_data_output") is True)
     return assemble(tensors, names, params, header.get("id"), binary_outputs)
 

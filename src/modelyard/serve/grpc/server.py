@@ -199,7 +199,7 @@ def _guarded(method: Handler) -> Handler:
 
 
 def _handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
-    messages = {"ServerLive": pb.ServerLiveRequest, "ServerReady": pb.ServerReadyRequest,
+    messages: dict[str, Any] = {"ServerLive": pb.ServerLiveRequest, "ServerReady": pb.ServerReadyRequest,
                 "ModelReady": pb.ModelReadyRequest, "ServerMetadata": pb.ServerMetadataRequest,
                 "ModelMetadata": pb.ModelMetadataRequest, "ModelInfer": pb.ModelInferRequest,
                 "RepositoryIndex": pb.RepositoryIndexRequest, "RepositoryModelLoad": pb.RepositoryModelLoadRequest,
