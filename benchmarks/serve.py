@@ -1,6 +1,7 @@
 """Benchmark the REST server, two ways; every figure is a ratio measured in the same run.
 
     python benchmarks/serve.py --compare mlflow,bentoml   # modelyard vs mlflow models serve vs BentoML
+    python benchmarks/serve.py --compare mlserver         # V2 REST JSON, REST binary, gRPC vs MLServer
     python benchmarks/serve.py                            # modelyard with the prediction log on vs off
     python benchmarks/serve.py --database-url postgresql://postgres@127.0.0.1:5432/bench   # log in PostgreSQL
     python benchmarks/serve.py --durability async,process,machine   # the log's durability levels compared
@@ -9,6 +10,7 @@
 requests at concurrency 1, 8, 32 and 1000-row requests at concurrency 1 and 4, beside raw in-process
 scikit-learn and ONNX figures (see ``_compare.py``). MLflow and BentoML are installed only in the
 benchmark's own virtualenv ``.bench-venv/`` (see ``_competitors.py``), never into modelyard's.
+``--compare mlserver``: the Open Inference Protocol against MLServer + mlserver-sklearn (``_oip.py``).
 
 Without ``--compare``: log-on and log-off modelyard servers alternate for ``--rounds`` rounds of 1-row
 requests at each ``--concurrency``; figures are averages.
@@ -78,7 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", metavar="mlflow,bentoml",
-                        help="Compare with these servers (installed in .bench-venv/ on first use).")
+                        help="Compare with these servers (installed in .bench-venv/ on first use); 'mlserver' "
+                             "compares the Open Inference Protocol (REST JSON, REST binary, gRPC) with MLServer.")
     parser.add_argument("--database-url", help="Registry and log database (default: SQLite, temporary).")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds per measurement.")
     parser.add_argument("--rounds", type=int, default=2, help="Log on/off mode: rounds of measurements.")
@@ -100,6 +103,12 @@ def main() -> None:
         args.workers = args.workers or 1
         args.rows = args.rows or 3000
         durability_levels(args)
+    elif args.compare is not None and args.compare.strip().lower() == "mlserver":
+        from _oip import compare_mlserver
+
+        args.workers = args.workers or 2
+        args.rows = args.rows or 20_000
+        compare_mlserver(args, prepare)
     elif args.compare is not None:
         from _compare import compare
 

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, description="Bearer token for /v1/admin; unset = off.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Largest request body served.")
     reload_interval: float = Field(default=2.0, description="Seconds between alias checks in servers.")
+    grpc_port: int = Field(default=0, ge=0, le=65535,
+                           description="Servers also speak the Open Inference Protocol over gRPC here (0: off).")
+    grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server listens on.")
     log_batch_size: int = Field(default=500, description="Prediction records written per flush.")
     log_flush_interval: float = Field(default=0.5, description="Seconds between prediction-log flushes.")
     spill_dir: Path | None = Field(default=None, description="Folder of the prediction log's write-ahead "

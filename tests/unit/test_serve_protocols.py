@@ -9,7 +9,7 @@ import pytest
 
 from modelyard.errors import SchemaError
 from modelyard.serve import v1, v2
-from modelyard.serve.http import error_body
+from modelyard.serve.http import error_body, protocol_message, protocol_status
 
 
 def test_v1_parses_instances_and_the_probabilities_flag() -> None:
@@ -85,3 +85,9 @@ def test_error_body_takes_field_row_and_problems_from_the_schema_error_not_its_t
     assert body["message"] == "column 'a' row 2: 'x' is not a number (and 1 more problem: row 5 is missing column 'b')"
     many = error_body(SchemaError(problems=[SchemaProblem("bad", "a", i, "value") for i in range(150)]))["error"]
     assert len(many["problems"]) == 100 and many["problems_total"] == 150
+def test_protocol_error_names_field_and_row_inside_the_message() -> None:
+    assert protocol_message(SchemaError("not a number", field="area_sqm", row=3)) == \
+        "not a number (field area_sqm, row 3)"
+    assert protocol_message(SchemaError("bad", field="x")) == "bad (field x)"
+    assert protocol_message(SchemaError("worse")) == "worse"
+    assert protocol_status(SchemaError("bad")) == 400

@@ -30,6 +30,9 @@ def serve_cmd(
     log_predictions: bool = typer.Option(True, "--log/--no-log",
                                          help="Write every prediction to the prediction log."),
     access_log: bool = typer.Option(False, "--access-log", help="One log line per request (slower)."),
+    grpc_port: int = typer.Option(0, "--grpc-port", min=0, max=65535,
+                                  help="Also serve the Open Inference Protocol over gRPC on this port (every "
+                                       "worker binds it with SO_REUSEPORT); 0: no gRPC."),
 ) -> None:
     """Serve every model of the registry over REST v1 and the Open Inference Protocol v2."""
     import uvicorn
@@ -37,12 +40,16 @@ def serve_cmd(
     cfg = settings()  # read once here: fails early on a bad setting; workers read the same environment
     if not log_predictions:
         os.environ["MODELYARD_PREDICTION_LOG"] = "false"
+    if grpc_port:  # the workers read it from the environment, like every setting
+        os.environ["MODELYARD_GRPC_PORT"] = str(grpc_port)
+        os.environ["MODELYARD_GRPC_HOST"] = host
     metrics_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # Must be set before any worker imports prometheus_client: each worker writes its values there.
         metrics_dir = tempfile.mkdtemp(prefix="modelyard-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
     console.print(f"modelyard serving {cfg.resolved_database_url.split('@')[-1]} on http://{host}:{port} "
+                  f"{f'and grpc://{host}:{grpc_port} ' if grpc_port else ''}"
                   f"({workers} worker{'s' if workers > 1 else ''}, prediction log "
                   f"{'on' if log_predictions and cfg.prediction_log else 'off'})", highlight=False)
     try:

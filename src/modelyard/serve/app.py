@@ -25,7 +25,7 @@ from modelyard.config import Settings
 from modelyard.monitor import metrics
 from modelyard.predlog import LogHooks, PredictionLogWriter
 from modelyard.registry import Registry
-from modelyard.serve import admin, dashboard, v1, v2
+from modelyard.serve import admin, dashboard, repository_v2, v1, v2
 from modelyard.serve.batching import Batching
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
@@ -72,12 +72,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServerState(settings, registry, repository, router, service, writer)
         app.state.modelyard = state
         scheduler: ServerScheduler | None = None
+        grpc_server: Any = None  # the Open Inference Protocol over gRPC, on the same loop
         try:
             # alert rules and canary rollback rules: one task, one lease (raises on a misspelt watch rule)
             scheduler = app.state.modelyard_scheduler = ServerScheduler(settings, registry, repository)
             await repository.start()
             scheduler.start()
             await shadow.start()  # rollout
+            if settings.grpc_port:
+                from modelyard.serve.grpc.server import GrpcServer
+
+                grpc_server = await GrpcServer(state, settings.grpc_host, settings.grpc_port).start()
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
@@ -85,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.stopping = True
+            if grpc_server is not None:  # no new calls; the calls in flight finish first
+                await grpc_server.stop()
             if scheduler is not None:
                 await scheduler.stop()
             await shadow.stop()  # rollout: finish the queued shadow work before the log is flushed
@@ -107,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1.router)
     app.include_router(v2.router)
+    app.include_router(repository_v2.router)  # oip: the model repository extension
     dashboard.install(app)  # monitoring: /dashboard, its data and static files
     app.include_router(admin.router)
 

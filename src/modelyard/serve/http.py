@@ -1,12 +1,16 @@
 """HTTP plumbing shared by both protocols: request ids, bounded bodies, JSON responses, and the ONE place
 that turns an exception into an error response.
 
-Every error answer has the shape ``{"error": {"code", "message", "field", "row"}}`` and the status of the
-``ModelyardError`` class that was raised; a caller's mistake is always a 4xx, never a 500.
+Every error answer carries the status of the ``ModelyardError`` class that was raised (a caller's mistake is
+always a 4xx, never a 500) in the shape of the protocol the request used: ``/v1`` (and everything outside
+``/v2``) answers ``{"error": {"code", "message", "field", "row"}}``; ``/v2`` answers the Open Inference
+Protocol's ``{"error": "<message>"}`` with the field and row named inside the message, and a schema error
+(422 elsewhere) as the protocol's 400. The gRPC server takes the same message from ``protocol_message``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -41,25 +45,33 @@ def json_response(body: Any, status: int = 200, request_id: str | None = None) -
                     media_type="application/json", headers=headers)
 
 
-def request_id(request: Request) -> str:
-    """The caller's ``X-Request-ID`` (letters, digits, ``.-_:``, at most 100) or a new one."""
-    given = request.headers.get(REQUEST_ID_HEADER)
+def checked_request_id(given: str | None) -> str:
+    """``given`` when it is a usable request id (letters, digits, ``.-_:``, at most 100), a new one when
+    it is absent; ``BadRequestError`` otherwise. REST and gRPC both take their ids here."""
     if given is None:
-        rid = uuid.uuid4().hex
-    elif _REQUEST_ID.match(given):
-        rid = given
-    else:
+        return uuid.uuid4().hex
+    if _REQUEST_ID.match(given):
+        return given
+    raise BadRequestError(
+        f"{REQUEST_ID_HEADER} must be 1-100 characters of letters, digits, '.', '-', '_' or ':'",
+        field=REQUEST_ID_HEADER,
+    )
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-ID`` or a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    try:
+        rid = checked_request_id(given)
+    except BadRequestError:
         request.state.request_id = uuid.uuid4().hex
-        raise BadRequestError(
-            f"{REQUEST_ID_HEADER} must be 1-100 characters of letters, digits, '.', '-', '_' or ':'",
-            field=REQUEST_ID_HEADER,
-        )
+        raise
     request.state.request_id = rid
     return rid
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The parsed JSON body, refusing bodies over ``limit`` bytes before reading them whole."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing bodies over ``limit`` bytes before reading them whole, and empty ones."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit}",
@@ -74,10 +86,27 @@ async def read_json(request: Request, limit: int) -> Any:
     body = b"".join(chunks)
     if not body:
         raise BadRequestError("the request body is empty; send a JSON object", field="body")
+    return body
+
+
+def parse_json(body: bytes, *, non_finite: bool = False) -> Any:
+    """orjson's parse; with ``non_finite``, the ``NaN``/``Infinity`` tokens Python and tritonclient write for
+    missing or infinite numbers are read too (by the standard library's parser, only when orjson refused
+    a body that holds one: the common body stays on the fast path)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if non_finite and (b"NaN" in body or b"Infinity" in body):
+            try:
+                return json.loads(body)
+            except ValueError:
+                pass
         raise BadRequestError(f"the request body is not valid JSON: {exc}", field="body") from None
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The parsed JSON body, refusing bodies over ``limit`` bytes before reading them whole."""
+    return parse_json(await read_body(request, limit))
 
 
 def error_body(exc: ModelyardError) -> dict[str, Any]:
@@ -92,9 +121,36 @@ def error_body(exc: ModelyardError) -> dict[str, Any]:
     return {"error": body}
 
 
+def protocol_message(exc: ModelyardError) -> str:
+    """The one-string error of the Open Inference Protocol: the message, then the field and row it names."""
+    where = [f"{key} {exc.context[key]}" for key in ("field", "row") if exc.context.get(key) is not None]
+    return f"{exc.message} ({', '.join(where)})" if where else exc.message
+
+
+def protocol_status(exc: ModelyardError) -> int:
+    """The Open Inference Protocol's status: input that does not fit the model is a 400 (not a 422)."""
+    return 400 if exc.status_code == 422 else exc.status_code
+
+
+# gRPC status names for an error's HTTP status (serve/grpc/server.py turns them into grpc.StatusCode).
+GRPC_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 409: "FAILED_PRECONDITION",
+              413: "RESOURCE_EXHAUSTED", 422: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}
+
+
+def grpc_code(exc: ModelyardError) -> str:
+    return GRPC_CODES.get(exc.status_code, "INTERNAL")
+
+
+def is_v2(request: Request | None) -> bool:
+    return request is not None and (request.url.path == "/v2" or request.url.path.startswith("/v2/"))
+
+
 def error_response(exc: ModelyardError, request: Request | None = None) -> Response:
     rid = getattr(request.state, "request_id", None) if request is not None else None
-    response = json_response(error_body(exc), exc.status_code, rid)
+    if is_v2(request):
+        response = json_response({"error": protocol_message(exc)}, protocol_status(exc), rid)
+    else:
+        response = json_response(error_body(exc), exc.status_code, rid)
     if isinstance(exc, LogUnavailableError):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -125,17 +125,30 @@ class InferenceService:
         self._canary_failing: set[tuple[str, int]] = set()
 
     async def handle(
-        self, request: Request, ref: str, parse: Callable[[Any], Parsed], protocol: str
+        self, request: Request, ref: str, parse: Callable[[Any], Parsed], protocol: str,
+        read: Callable[[Request, int], Awaitable[Any]] = read_json,
     ) -> Outcome:
+        """One REST request: its id from the headers, its body read by ``read`` and parsed by ``parse``."""
+
+        async def parsed() -> Parsed:
+            return parse(await read(request, self.max_body_bytes))
+
+        return await self.infer(ref, lambda: request_id(request), request.headers, parsed, protocol)
+
+    async def infer(
+        self, ref: str, rid_of: Callable[[], str], headers: Mapping[str, str],
+        parse: Callable[[], Awaitable[Parsed]], protocol: str,
+    ) -> Outcome:
+        """Any transport's request (REST, gRPC): route, predict, count, log; the one path to ``predict_rows``."""
         started = time.perf_counter()
         routed: Routed | None = None
         parsed: Parsed | None = None
         rid = ""
         logged: list[PredictionRecord] = []
         try:
-            rid = request_id(request)
-            parsed = parse(await read_json(request, self.max_body_bytes))
-            routed = await self.router.select(ref, request_id=rid, headers=request.headers, rows=parsed.rows)
+            rid = rid_of()
+            parsed = await parse()
+            routed = await self.router.select(ref, request_id=rid, headers=headers, rows=parsed.rows)
             try:
                 result = await self._predict(routed.model, parsed)
             except Exception as exc:

@@ -1,33 +1,72 @@
-"""The Open Inference Protocol (KServe v2 / Triton HTTP): health, metadata and ``infer``.
+"""The Open Inference Protocol over REST (KServe v2 / Triton HTTP): health, metadata and ``infer``.
 
-Two input layouts are understood: one tensor per column (named like the column, shape ``[n]`` or ``[n, 1]``,
-as MLServer's pandas codec sends), or a single 2-D tensor ``[n, k]`` whose columns follow the model's
-schema order (as KServe's sklearn server takes it). Outputs are ``predict`` and, for classifiers when asked
-for in ``outputs``, ``predict_proba`` (``[n, classes]``).
+Bodies are JSON, or JSON then binary tensor data (the protocol's binary tensor data extension: the
+``Inference-Header-Content-Length`` header says where the JSON ends; an input with
+``parameters.binary_data_size`` takes its values from the bytes after it, in input order). Outputs go back
+as binary data when the request says ``parameters.binary_data_output`` or an output's
+``parameters.binary_data`` (which wins); the answer then sets ``Inference-Header-Content-Length`` and
+``Content-Type: application/octet-stream``. JSON bodies may hold ``NaN``/``Infinity`` (tritonclient writes
+a missing FP64 so). Tensors, layouts and missing values: ``serve/tensors.py``. Errors are the protocol's
+``{"error": "<message>"}`` (``serve/http.py``).
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelyard._version import __version__
-from modelyard.errors import SchemaError
+from modelyard.errors import BadRequestError, SchemaError
 from modelyard.registry import parse_ref
 from modelyard.runtime import Model
-from modelyard.serve.http import json_response
+from modelyard.serve.http import JSON_OPTIONS, REQUEST_ID_HEADER, json_response, parse_json, read_body
 from modelyard.serve.inference import Outcome, Parsed
+from modelyard.serve.repository_v2 import NOTE as REPOSITORY_NOTE
 from modelyard.serve.schemas import ERRORS, InferRequest, InferResponse, json_body
 from modelyard.serve.state import server_state
+from modelyard.serve.tensors import (
+    Tensor,
+    V2Parsed,
+    assemble,
+    check_count,
+    check_datatype,
+    check_shape,
+    decode_raw,
+    describe_model,
+    encode_raw,
+    output_tensors,
+    requested_outputs,
+    strings,
+)
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
-DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-             "FP64", "BYTES"}
-OUTPUTS = {"predict", "predict_proba"}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 NOT_READY = 400  # the protocol's health answer for false: "a 4xx status code indicates false"
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request body: the JSON header and the binary tensor data after it (empty for a JSON body)."""
+
+    header: Any
+    binary: bytes = b""
+
+
+async def read(request: Request, limit: int) -> Body:
+    raw = await read_body(request, limit)
+    declared = request.headers.get(HEADER_LENGTH)
+    if declared is None:
+        return Body(parse_json(raw, non_finite=True))
+    if not declared.isdigit() or not 0 < int(declared) <= len(raw):
+        raise BadRequestError(f"{HEADER_LENGTH} must be the size of the JSON part, 1 to {len(raw)} bytes",
+                              field=HEADER_LENGTH)
+    n = int(declared)
+    return Body(parse_json(raw[:n], non_finite=True), raw[n:])
 
 
 def _flatten(data: Any, out: list[Any]) -> list[Any]:
@@ -39,98 +78,107 @@ def _flatten(data: Any, out: list[Any]) -> list[Any]:
     return out
 
 
-def _tensor(raw: Any, i: int) -> tuple[str, list[int], list[Any]]:
+def _binary_size(name: str, params: Any) -> int | None:
+    if not isinstance(params, dict) or "binary_data_size" not in params:
+        return None
+    size = params["binary_data_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise SchemaError(f"input '{name}': parameters.binary_data_size must be a byte count", field=name)
+    return size
+
+
+def _tensor(raw: Any, i: int, binary: memoryview, at: int) -> tuple[Tensor, int]:
+    """One input tensor and the offset in the binary data after its bytes."""
     if not isinstance(raw, dict):
         raise SchemaError(f"inputs[{i}] must be an object with name, shape, datatype, data", field="inputs")
-    name, shape, datatype, data = raw.get("name"), raw.get("shape"), raw.get("datatype"), raw.get("data")
+    name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise SchemaError(f"inputs[{i}] needs a 'name'", field="inputs")
-    if (not isinstance(shape, list) or not shape or len(shape) > 2
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise SchemaError(f"input '{name}': 'shape' must be [rows] or [rows, columns], non-negative",
-                          field=name)
-    if datatype not in DATATYPES:
-        known = ", ".join(sorted(DATATYPES))
-        raise SchemaError(f"input '{name}': datatype {datatype!r} is not one of {known}", field=name)
+    shape = check_shape(name, raw.get("shape"))
+    datatype = check_datatype(name, raw.get("datatype"))
+    size = _binary_size(name, raw.get("parameters"))
+    if size is not None:
+        if at + size > len(binary):
+            raise SchemaError(f"input '{name}': binary_data_size {size} runs past the {len(binary)} bytes of "
+                              f"binary data", field=name)
+        return Tensor(name, shape, decode_raw(name, datatype, shape, binary[at:at + size])), at + size
+    data = raw.get("data")
     if not isinstance(data, list):
-        raise SchemaError(f"input '{name}': 'data' must be a list", field=name)
+        raise SchemaError(f"input '{name}': 'data' must be a list (or the input binary, with "
+                          "parameters.binary_data_size)", field=name)
     flat = _flatten(data, [])
-    if math.prod(shape) != len(flat):
-        raise SchemaError(f"input '{name}': shape {shape} holds {math.prod(shape)} values, "
-                          f"data has {len(flat)}", field=name)
-    return name, shape, flat
+    check_count(name, shape, flat)
+    return Tensor(name, shape, strings(flat) if datatype == "BYTES" else flat), at
+
+
+def _binary_outputs(requested: list[dict[str, Any]], default: bool) -> frozenset[str]:
+    chosen = {"predict", "predict_proba"} if default else set()
+    for o in requested:
+        flag = (o.get("parameters") or {}).get("binary_data") if isinstance(o.get("parameters"), dict) else None
+        if flag is True:
+            chosen.add(o["name"])
+        elif flag is False:
+            chosen.discard(o["name"])
+    return frozenset(chosen)
 
 
 def parse(body: Any) -> Parsed:
-    if not isinstance(body, dict):
+    header, binary = (body.header, body.binary) if isinstance(body, Body) else (body, b"")
+    if not isinstance(header, dict):
         raise SchemaError("the body must be a JSON object with 'inputs'", field="inputs")
-    raw_inputs = body.get("inputs")
+    raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise SchemaError("'inputs' must be a non-empty list of tensors", field="inputs")
-    tensors = [_tensor(t, i) for i, t in enumerate(raw_inputs)]
-    requested = body.get("outputs")
-    names: set[str] = set()
-    if requested is not None:
-        if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-            raise SchemaError("'outputs' must be a list of {\"name\": ...}", field="outputs")
-        names = {o.get("name") for o in requested}  # type: ignore[misc]
-        unknown = names - OUTPUTS
-        if unknown:
-            first = sorted(map(str, unknown))[0]
-            raise SchemaError(f"unknown output {first!r} (predict, predict_proba)", field="outputs")
-    params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
-    probabilities = "predict_proba" in names or params.get("probabilities") is True
-    meta: dict[str, Any] = {"outputs": sorted(names) or ["predict"]}
-    if isinstance(body.get("id"), str):
-        meta["id"] = body["id"]
-    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][1][1] != 1:
-        name, shape, flat = tensors[0]
-        return Parsed([], probabilities, meta, complete=lambda model: _matrix_rows(model, name, shape, flat))
-    n_rows = {shape[0] for _, shape, _ in tensors}
-    if len(n_rows) != 1:
-        raise SchemaError("all inputs must have the same number of rows (shape[0])", field="inputs")
-    for name, shape, _ in tensors:
-        if len(shape) == 2 and shape[1] != 1:
-            raise SchemaError(f"input '{name}': a column tensor must have shape [n] or [n, 1]", field=name)
-    columns = [(name, flat) for name, _, flat in tensors]
-    rows = [{name: flat[i] for name, flat in columns} for i in range(n_rows.pop())]
-    return Parsed(rows, probabilities, meta)
+    view = memoryview(binary)
+    tensors: list[Tensor] = []
+    at = 0
+    for i, raw in enumerate(raw_inputs):
+        tensor, at = _tensor(raw, i, view, at)
+        tensors.append(tensor)
+    if at != len(view):
+        raise SchemaError(f"the body has {len(view) - at} bytes of binary data no input's binary_data_size "
+                          "accounts for", field="inputs")
+    requested = header.get("outputs")
+    if requested is not None and (not isinstance(requested, list)
+                                  or not all(isinstance(o, dict) for o in requested)):
+        raise SchemaError("'outputs' must be a list of {\"name\": ...}", field="outputs")
+    names = requested_outputs(o.get("name") for o in requested or [])
+    given = header.get("parameters")
+    params: dict[str, Any] = given if isinstance(given, dict) else {}
+    binary_outputs = _binary_outputs(requested or [], params.get("binary_data_output") is True)
+    return assemble(tensors, names, params, header.get("id"), binary_outputs)
 
 
-def _matrix_rows(model: Model, name: str, shape: list[int], flat: list[Any]) -> list[dict[str, Any]]:
-    columns = model.schema.names
-    n, k = shape
-    if k != len(columns):
-        raise SchemaError(f"input '{name}' has {k} columns; {model.name} takes {len(columns)}: "
-                          f"{', '.join(columns)}", field=name)
-    return [dict(zip(columns, flat[i * k:(i + 1) * k], strict=True)) for i in range(n)]
-
-
-def _datatype(values: list[Any]) -> str:
-    if values and all(isinstance(v, bool) for v in values):
-        return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "INT64"
-    if all(isinstance(v, (int, float)) or v is None for v in values):
-        return "FP64"
-    return "BYTES"
-
-
-def render(outcome: Outcome) -> dict[str, Any]:
+def render(outcome: Outcome) -> tuple[dict[str, Any], list[bytes]]:
+    """The JSON part of the answer and the binary data after it (none for a JSON answer)."""
     model = outcome.routed.model
-    n = len(outcome.predictions)
-    outputs = []
-    if "predict" in outcome.parsed.meta["outputs"]:
-        outputs.append({"name": "predict", "shape": [n], "datatype": _datatype(outcome.predictions),
-                        "data": outcome.predictions})
-    if outcome.probabilities is not None:
-        k = len(model.classes_ or [])
-        outputs.append({"name": "predict_proba", "shape": [n, k], "datatype": "FP64",
-                        "data": [p for row in outcome.probabilities for p in row],
-                        "parameters": {"classes": model.classes_}})
-    return {"model_name": model.name, "model_version": str(model.version),
-            "id": outcome.parsed.meta.get("id", outcome.request_id),
-            "parameters": {"request_id": outcome.request_id}, "outputs": outputs}
+    binary_names = outcome.parsed.binary_outputs if isinstance(outcome.parsed, V2Parsed) else frozenset()
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for t in output_tensors(outcome):
+        tensor: dict[str, Any] = {"name": t.name, "shape": t.shape, "datatype": t.datatype}
+        params = dict(t.parameters)
+        if t.name in binary_names:
+            chunk = encode_raw(t.datatype, t.values)
+            chunks.append(chunk)
+            params["binary_data_size"] = len(chunk)
+        else:
+            tensor["data"] = t.values
+        if params:
+            tensor["parameters"] = params
+        outputs.append(tensor)
+    return ({"model_name": model.name, "model_version": str(model.version),
+             "id": outcome.parsed.meta.get("id", outcome.request_id),
+             "parameters": {"request_id": outcome.request_id}, "outputs": outputs}, chunks)
+
+
+def _answer(outcome: Outcome) -> Response:
+    header, chunks = render(outcome)
+    if not chunks:
+        return json_response(header, 200, outcome.request_id)
+    head = orjson.dumps(header, option=JSON_OPTIONS, default=str)
+    return Response(b"".join([head, *chunks]), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(head)), REQUEST_ID_HEADER: outcome.request_id})
 
 
 def _ref(name: str, version: str | None) -> str:
@@ -139,7 +187,8 @@ def _ref(name: str, version: str | None) -> str:
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
-    return json_response({"name": "modelyard", "version": __version__, "extensions": []})
+    return json_response({"name": "modelyard", "version": __version__, "extensions": EXTENSIONS,
+                          "model_repository": REPOSITORY_NOTE})
 
 
 @router.get("/health/live", summary="Liveness")
@@ -160,26 +209,14 @@ async def _model(request: Request, name: str, version: str | None) -> Model:
     return await server_state(request).repository.get(model_name, selector)
 
 
-def _metadata(model: Model) -> dict[str, Any]:
-    inputs = [{"name": c.name, "datatype": "FP64" if c.kind == "numeric" else "BYTES", "shape": [-1]}
-              for c in model.schema.columns]
-    classes = model.classes_
-    outputs = [{"name": "predict", "datatype": "FP64" if classes is None else _datatype(list(classes)),
-                "shape": [-1]}]
-    if model.task == "classification":
-        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(classes or [])]})
-    return {"name": model.name, "versions": [str(model.version)], "platform": "sklearn",
-            "inputs": inputs, "outputs": outputs}
-
-
 @router.get("/models/{name}", responses={404: ERRORS[404]}, summary="Model metadata")
 async def model_metadata(name: str, request: Request) -> Response:
-    return json_response(_metadata(await _model(request, name, None)))
+    return json_response(describe_model(await _model(request, name, None)))
 
 
 @router.get("/models/{name}/versions/{version}", responses={404: ERRORS[404]}, summary="Version metadata")
 async def version_metadata(name: str, version: str, request: Request) -> Response:
-    return json_response(_metadata(await _model(request, name, version)))
+    return json_response(describe_model(await _model(request, name, version)))
 
 
 async def _ready(request: Request, name: str, version: str | None) -> Response:
@@ -202,8 +239,8 @@ async def version_ready(name: str, version: str, request: Request) -> Response:
 
 
 async def _infer(request: Request, ref: str) -> Response:
-    outcome = await server_state(request).service.handle(request, ref, parse, "v2")
-    return json_response(render(outcome), 200, outcome.request_id)
+    outcome = await server_state(request).service.handle(request, ref, parse, "v2", read=read)
+    return _answer(outcome)
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, responses=ERRORS,
