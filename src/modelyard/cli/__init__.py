@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import deploy, export, models, monitor, predictions, rollout, score, serve, stream, train
+from modelyard.cli import deploy, explain, export, models, monitor, predictions, rollout, score, serve, stream, train
 
 app = typer.Typer(
     name="modelyard",
@@ -27,6 +27,7 @@ app.command("stream")(stream.stream_cmd)
 app.command("serve")(serve.serve_cmd)
 app.add_typer(predictions.predictions_app, name="predictions")
 app.command("replay")(predictions.replay_cmd)
+app.command("explain")(explain.explain_cmd)
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ outside modelyard gets the same schema, reference data, statistics and lineage a
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,14 @@ import pandas as pd
 from sklearn.base import is_classifier
 
 from modelyard._version import __version__
-from modelyard.bundle import PREDICTION_COLUMN, TARGET_COLUMN, write_bundle
+from modelyard.bundle import PREDICTION_COLUMN, TARGET_COLUMN, Bundle, finalize_manifest, write_bundle
+from modelyard.errors import ExplainerUnavailableError, ModelyardError
 from modelyard.profile import profile_frame, profile_series
+from modelyard.runtime import Model
 from modelyard.runtime.fastpath import FAST_PATH_KEY, compile_fast_path
 from modelyard.schema import InputSchema, OutputSchema
 
+log = logging.getLogger(__name__)
 MAX_REFERENCE_ROWS = 10_000
 
 
@@ -43,8 +48,10 @@ def assemble_bundle(
     unseen_categories: str = "allow",
     seed: int = 0,
     fast_path: bool = True,
+    importance: bool = True,
 ) -> dict[str, Any]:
-    """Write the bundle of a fitted pipeline; with ``fast_path``, also its ONNX copy when it has parity."""
+    """Write the bundle of a fitted pipeline; with ``fast_path``, also its ONNX copy when it has parity; with
+    ``importance``, the version's global importance per input column (``global_importance``)."""
     schema = InputSchema.infer(X_fit, categorical=categorical, unseen_categories=unseen_categories)  # type: ignore[arg-type]
     task = task_of(pipeline)
     if len(X_ref) > MAX_REFERENCE_ROWS:
@@ -90,8 +97,29 @@ def assemble_bundle(
     manifest[FAST_PATH_KEY] = compiled.info if compiled else {
         "enabled": False, "kind": "sklearn", "reason": "not compiled (fast_path=False)", "tried": False,
         "max_abs_diff": None, "tolerance": None}
-    return write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
-                        extra_files=compiled.extra_files if compiled else None)
+    manifest = write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
+                            extra_files=compiled.extra_files if compiled else None)
+    if not importance:
+        return manifest
+    return finalize_manifest(directory, {**manifest, **_importance(directory, manifest, pipeline)})
+
+
+def _importance(directory: Path, manifest: dict[str, Any], pipeline: Any) -> dict[str, Any]:
+    """``global_importance`` (mean |attribution| per input column on reference rows), None without shap."""
+    from modelyard.explain import global_importance  # shap is imported only when a bundle is written
+
+    started = time.perf_counter()
+    model = Model(Bundle(path=directory, manifest=manifest, pipeline_=pipeline), fast_path=False)
+    try:
+        values: dict[str, float] | None = global_importance(model)
+    except ExplainerUnavailableError as exc:
+        log.warning("%s: published without global importance: %s", manifest["name"], exc.message)
+        values = None
+    except ModelyardError as exc:
+        log.warning("%s: global importance could not be computed: %s", manifest["name"], exc.message)
+        values = None
+    log.info("%s: global importance in %.2fs", manifest["name"], time.perf_counter() - started)
+    return {"global_importance": values}
 
 
 def _final_step(pipeline: Any) -> Any:

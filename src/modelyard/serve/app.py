@@ -24,7 +24,7 @@ from modelyard.config import Settings
 from modelyard.monitor import metrics
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry
-from modelyard.serve import admin, dashboard, v1, v2
+from modelyard.serve import admin, dashboard, explain, v1, v2
 from modelyard.serve.batching import Batching
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1.router)
     app.include_router(v2.router)
+    app.include_router(explain.router)  # explain: /v1/models/{name}/explain, /v1/predictions/{id}/explain
     dashboard.install(app)  # monitoring: /dashboard, its data and static files
     app.include_router(admin.router)
 
