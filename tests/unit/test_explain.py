@@ -76,7 +76,7 @@ def test_the_breast_cancer_classifier_explains_every_class_predicted_first(
         # LogisticRegression behind SelectKBest: no tree, so shap's model-agnostic Kernel SHAP, in probabilities
         assert e.explainer == "kernel" and "KernelExplainer" in e.explainer_detail and e.space == "probability"
         _assert_additive(e)
-        assert [o.label for o in e.outputs][0] == e.prediction
+        assert e.outputs[0].label == e.prediction
         assert sorted(o.label for o in e.outputs) == sorted(model.classes_)
         by_label = {o.label: o.value for o in e.outputs}
         assert [by_label[c] for c in model.classes_] == pytest.approx(list(p), abs=1e-9)
