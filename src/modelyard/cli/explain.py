@@ -41,7 +41,7 @@ def explain_cmd(
     with console.status(f"explaining {record.model} v{record.version} row {row}"):
         past = explain_logged(registry, record, row=row, against=other)
     if json_out:
-        console.print_json(json.dumps(past.to_json(), default=str))
+        typer.echo(json.dumps(past.to_json(), default=str, indent=2))
     else:
         _print(past)
     if html is not None:
