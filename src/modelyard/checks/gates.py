@@ -43,11 +43,11 @@ def run_gates(
     current = Model(registry.load_bundle(current_record))
     candidate = Model(registry.load_bundle(candidate_record))
     report.gates.append(differential_test(current, candidate, tol))
-    report.gates.append(importance_test(current_record.manifest, candidate_record.manifest, tol))
     if benchmark:
         report.gates.append(benchmark_test(current, candidate, tol, bench_config))
     else:
         report.gates.append(GateResult("benchmark", skipped="not requested"))
+    report.gates.append(importance_test(current_record.manifest, candidate_record.manifest, tol))
     return report
 
 
