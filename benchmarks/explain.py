@@ -68,7 +68,7 @@ def main() -> None:
     print(f"one row:    p50 {p50:.2f} ms, p95 {p95:.2f} ms over {args.calls} calls (goal p50 <= 20 ms)")
     print(f"1,000 rows: {thousand:.3f} s (goal <= 2 s), all additive")
     print(f"publish: writing the bundle took {with_importance:.2f} s, of which the global importance "
-          f"~{importance:.2f} s ({model.manifest['reference']['rows']} reference rows, capped at 500)")
+          f"~{importance:.2f} s ({model.manifest['reference']['rows']} reference rows, capped at 200)")
 
 
 if __name__ == "__main__":

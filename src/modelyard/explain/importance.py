@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from modelyard.explain.explainer import ModelExplainer
 from modelyard.runtime import Model
 
-IMPORTANCE_ROWS = {"tree": 500}
+IMPORTANCE_ROWS = {"tree": 200}
 IMPORTANCE_ROWS_AGNOSTIC = 20
 AGNOSTIC_BACKGROUND_ROWS = 25
 
