@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import ThreadpoolController
 
 from modelyard.errors import ExplainerUnavailableError
 from modelyard.explain.columns import feature_owners, ownership_matrix, split_pipeline
@@ -26,6 +27,18 @@ from modelyard.explain.columns import feature_owners, ownership_matrix, split_pi
 SHAP_HINT = "explanations need the optional 'shap' package: pip install 'modelyard[explain]'"
 _RNG_LOCK = threading.Lock()  # Kernel SHAP samples coalitions from numpy's global generator
 EXACT_MAX_COLUMNS = 10
+
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def single_thread() -> Any:
+    """A context holding native thread pools (OpenMP, BLAS) to one thread: HistGradientBoosting's OpenMP
+    pool spinning on a one-row call made an explanation 5x slower. The controller (which scans the loaded
+    libraries, ~10 ms) is made once."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1)
 
 
 def load_shap() -> ModuleType:

@@ -17,10 +17,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from modelyard.errors import ExplainError
-from modelyard.explain.backends import AgnosticBackend, Attributions, TreeBackend, Unsupported, tolerance_of
+from modelyard.explain.backends import (
+    AgnosticBackend,
+    Attributions,
+    TreeBackend,
+    Unsupported,
+    single_thread,
+    tolerance_of,
+)
 from modelyard.explain.result import OutputExplanation, RowExplanation
 from modelyard.runtime import Model
 
@@ -95,7 +101,7 @@ class ModelExplainer:
             raise ExplainError(f"{len(frame)} rows: the {self.kind} explainer takes at most {self.max_rows} per "
                                "call", model=self.model.name)
         # One native thread: OpenMP pools (HistGradientBoosting's predict) spinning on a one-row call cost 10x.
-        with threadpool_limits(limits=1):
+        with single_thread():
             att = self.attributions(frame)
             predictions = np.asarray(self.model.predict_frame(frame))
             proba = (np.asarray(self.model.pipeline_.predict_proba(frame), dtype="float64")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
+from modelyard.explain.backends import single_thread
 from modelyard.explain.explainer import ModelExplainer
 from modelyard.runtime import Model
 
@@ -30,7 +30,7 @@ def global_importance(model: Model, rows: pd.DataFrame | None = None, *, seed: i
     if len(frame) > cap:
         keep = np.sort(np.random.default_rng(seed).choice(len(frame), cap, replace=False))
         frame = frame.iloc[keep].reset_index(drop=True)
-    with threadpool_limits(limits=1):
+    with single_thread():
         values = explainer.attributions(frame).values  # (rows, columns, outputs)
     mean_abs = np.abs(values).mean(axis=(0, 2))
     return {c: float(v) for c, v in zip(explainer.inputs, mean_abs, strict=True)}
