@@ -46,7 +46,8 @@ def load_shap() -> ModuleType:
         import shap
     except ImportError as exc:
         raise ExplainerUnavailableError(SHAP_HINT) from exc
-    return shap
+    module: ModuleType = shap
+    return module
 
 
 class Unsupported(Exception):
@@ -61,7 +62,8 @@ class Attributions:
 
 
 def tolerance_of(outputs: np.ndarray) -> np.ndarray:
-    return 1e-6 * np.maximum(1.0, np.abs(outputs))
+    tolerance: np.ndarray = 1e-6 * np.maximum(1.0, np.abs(outputs))
+    return tolerance
 
 
 class TreeBackend:

@@ -134,8 +134,10 @@ class ModelExplainer:
             return [self._one(None, *explained[0])]
         if len(explained) == 1 and len(classes) == 2:  # one output: the positive class; derive the other
             b, v, phi, err, t = explained[0]
-            flip = (lambda x: -x) if self.space != "probability" else (lambda x: 1.0 - x)
-            explained = [(flip(b), flip(v), -phi, err, t), explained[0]]
+            if self.space == "probability":  # p(other) = 1 - p
+                explained = [(1.0 - b, 1.0 - v, -phi, err, t), explained[0]]
+            else:  # log-odds of the other class = -log-odds
+                explained = [(-b, -v, -phi, err, t), explained[0]]
         items = [self._one(_plain(c), *e) for c, e in zip(classes, explained, strict=True)]
         items.sort(key=lambda o: 0 if o.label == prediction else 1)
         return items
