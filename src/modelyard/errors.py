@@ -20,8 +20,10 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
     ├── RolloutError (409)         a promotion or rollback that cannot be done as asked
     │   └── GateFailedError        a candidate failed a promotion gate (the reasons are in the message)
     ├── PredictionError            the model itself failed on valid input
-    └── ServiceUnavailableError (503)
-        └── LogUnavailableError    the prediction log cannot be written: refused, with Retry-After
+    ├── ServiceUnavailableError (503)
+    │   └── LogUnavailableError    the prediction log cannot be written: refused, with Retry-After
+    └── ExplainError               an explanation that cannot be computed or does not add up
+        └── ExplainerUnavailableError   the optional ``shap`` package is not installed (501)
 """
 
 from __future__ import annotations
@@ -240,3 +242,17 @@ class StreamError(ModelyardError):
 
     status_code = 503
     code = "stream_error"
+
+
+class ExplainError(ModelyardError):
+    """An explanation that cannot be computed, or whose attributions do not add up to the prediction."""
+
+    status_code = 500
+    code = "explain_error"
+
+
+class ExplainerUnavailableError(ExplainError):
+    """Explanations need the optional ``shap`` package (``pip install 'modelyard[explain]'``)."""
+
+    status_code = 501
+    code = "explainer_unavailable"

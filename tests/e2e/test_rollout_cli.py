@@ -33,7 +33,7 @@ def test_check_promote_rollback_from_the_command_line(sqlite_settings: Settings,
     assert passed.returncode == 0, passed.stdout + passed.stderr
     report = json.loads(passed.stdout)
     assert report["passed"] is True and report["candidate"] == 2 and report["current"] == 1
-    assert [g["gate"] for g in report["gates"]] == ["differential", "benchmark"]
+    assert [g["gate"] for g in report["gates"]] == ["differential", "benchmark", "importance"]
 
     refused = run_cli("promote", MODEL, "3", "--to", "canary", "--weight", "0.1", "--skip-benchmark",
                       settings=sqlite_settings)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from modelyard.checks.benchmark import BenchmarkConfig, benchmark_test
 from modelyard.checks.differential import differential_test
+from modelyard.checks.importance import importance_test
 from modelyard.checks.results import GateReport, GateResult, Tolerances
 from modelyard.errors import VersionNotFoundError
 from modelyard.registry import Registry
@@ -22,7 +23,7 @@ def run_gates(
     benchmark: bool = True,
     bench_config: BenchmarkConfig | None = None,
 ) -> GateReport:
-    """Differential (and benchmark) test of ``name`` v``version`` against ``name@against``.
+    """Differential, importance (and benchmark) test of ``name`` v``version`` against ``name@against``.
 
     With nothing behind ``against`` (a model's first version) there is nothing to differ from: the gates
     are reported as skipped and pass.
@@ -46,6 +47,7 @@ def run_gates(
         report.gates.append(benchmark_test(current, candidate, tol, bench_config))
     else:
         report.gates.append(GateResult("benchmark", skipped="not requested"))
+    report.gates.append(importance_test(current_record.manifest, candidate_record.manifest, tol))
     return report
 
 

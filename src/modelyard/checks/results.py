@@ -31,6 +31,10 @@ class Tolerances:
     """A candidate that needs a column the live version did not: callers do not send it yet."""
     max_slowdown: float | None = 1.5
     """Benchmark: candidate latency (and inverse throughput) may be at most this many times the current's."""
+    min_importance_ratio: float | None = 0.1
+    """Importance: a top feature of the live version must keep at least this fraction of its share."""
+    importance_top_k: int = 5
+    """Importance: how many of the live version's most important features are watched."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from modelyard.cli import deploy, export, log, models, monitor, predictions, rollout, score, serve, stream, train
+from modelyard.cli import (
+    deploy,
+    explain,
+    export,
+    log,
+    models,
+    monitor,
+    predictions,
+    rollout,
+    score,
+    serve,
+    stream,
+    train,
+)
 
 __all__ = ["app", "main"]
 
@@ -30,6 +43,7 @@ app.command("serve")(serve.serve_cmd)
 app.add_typer(predictions.predictions_app, name="predictions")
 app.command("replay")(predictions.replay_cmd)
 app.add_typer(log.log_app, name="log")
+app.command("explain")(explain.explain_cmd)
 
 
 def main() -> None:

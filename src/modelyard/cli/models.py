@@ -86,6 +86,7 @@ def show_model(
     for k, v in m.metrics.items():
         metrics.add_row(k, f"{v:.6g}")
     console.print(metrics)
+    _print_importance(m.get("global_importance"))
     schema = Table(title="input schema")
     for col in ("column", "kind", "nullable", "range / categories"):
         schema.add_column(col)
@@ -95,6 +96,21 @@ def show_model(
                else ", ".join(cats[:6]) + (" ..." if len(cats) > 6 else ""))
         schema.add_row(c.name, c.kind, "yes" if c.nullable else "no", rng)
     console.print(schema)
+
+
+def _print_importance(importance: dict[str, float] | None) -> None:
+    """The version's global importance (mean |attribution| per input column), as shares with a bar."""
+    if not importance:
+        console.print("global importance: none (published without shap, or before modelyard computed it)")
+        return
+    total = sum(importance.values()) or 1.0
+    table = Table(title="global importance (mean |attribution| on reference rows)")
+    for col, justify in (("column", "left"), ("mean |attribution|", "right"), ("share", "right"), ("", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for column, value in sorted(importance.items(), key=lambda kv: -kv[1]):
+        share = value / total
+        table.add_row(column, f"{value:.4g}", f"{share:.1%}", "█" * round(share * 40))
+    console.print(table)
 
 
 @models_app.command("events")

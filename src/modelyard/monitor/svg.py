@@ -92,3 +92,48 @@ def histogram_pair(
         'stroke="#ccc"/>'
     )
     return "".join(parts) + "</svg>"
+
+
+def waterfall_chart(
+    base: float,
+    steps: list[tuple[str, float]],
+    *,
+    title: str = "",
+    width: int = 640,
+) -> str:
+    """A waterfall: from ``base``, one bar per (label, contribution) in the given order, to the final value.
+
+    Positive contributions are green, negative red; the final bar (base + every contribution) is blue.
+    """
+    row, left, right, pad = 20, 230, 80, 8
+    height = pad * 2 + 24 + row * (len(steps) + 2)
+    points = [base]
+    for _, value in steps:
+        points.append(points[-1] + value)
+    low, high = min(*points, base), max(*points, base)
+    span = (high - low) or max(abs(high), 1.0)
+    scale = (width - left - right) / span
+
+    def x(v: float) -> float:
+        return left + (v - low) * scale
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(title)}" class="chart">',
+        f'<text x="{pad}" y="16" font-size="13" font-weight="600">{escape(title)}</text>',
+    ]
+
+    def bar(i: int, label: str, start: float, end: float, color: str, text: str) -> None:
+        y = 26 + i * row
+        x0, x1 = sorted((x(start), x(end)))
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" font-size="11" text-anchor="end">{escape(label)}</text>')
+        parts.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" height="{row - 6}" '
+                     f'fill="{color}"><title>{escape(label)}: {escape(text)}</title></rect>')
+        parts.append(f'<text x="{x1 + 4:.1f}" y="{y + 13}" font-size="10">{escape(text)}</text>')
+
+    bar(0, "base value", low if low <= base else base, base, REF, f"{base:.6g}")
+    for i, ((label, value), start) in enumerate(zip(steps, points, strict=False), start=1):
+        bar(i, label, start, start + value, OK if value >= 0 else OVER, f"{value:+.4g}")
+    bar(len(steps) + 1, "prediction", low if low <= points[-1] else points[-1], points[-1], CUR,
+        f"{points[-1]:.6g}")
+    return "".join(parts) + "</svg>"

@@ -6,6 +6,8 @@ outside modelyard gets the same schema, reference data, statistics and lineage a
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from modelyard._version import __version__
 from modelyard.bundle import (
     PREDICTION_COLUMN,
     TARGET_COLUMN,
+    Bundle,
     FastPathDecision,
     Lineage,
     Manifest,
@@ -26,10 +29,14 @@ from modelyard.bundle import (
     profile_frame,
     profile_series,
     write_bundle,
+    write_manifest,
 )
+from modelyard.errors import ExplainerUnavailableError, ModelyardError
+from modelyard.runtime import Model
 from modelyard.runtime.fastpath import compile_fast_path
 from modelyard.schema import InputSchema, OutputSchema
 
+log = logging.getLogger(__name__)
 MAX_REFERENCE_ROWS = 10_000
 
 
@@ -54,8 +61,10 @@ def assemble_bundle(
     seed: int = 0,
     fast_path: bool = True,
     training_cost: TrainingCost | None = None,
+    importance: bool = True,
 ) -> Manifest:
-    """Write the bundle of a fitted pipeline; with ``fast_path``, also its ONNX copy when it has parity."""
+    """Write the bundle of a fitted pipeline; with ``fast_path``, also its ONNX copy when it has parity; with
+    ``importance``, the version's global importance per input column (``global_importance``)."""
     schema = InputSchema.infer(X_fit, categorical=categorical, unseen_categories=unseen_categories)  # type: ignore[arg-type]
     task = task_of(pipeline)
     if len(X_ref) > MAX_REFERENCE_ROWS:
@@ -97,8 +106,30 @@ def assemble_bundle(
             enabled=False, kind="sklearn", reason="not compiled (fast_path=False)", tried=False),
         training_cost=training_cost,
     )
-    return write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
-                        extra_files=compiled.extra_files if compiled else None)
+    manifest = write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
+                            extra_files=compiled.extra_files if compiled else None)
+    if not importance:
+        return manifest
+    values = _importance(directory, manifest, pipeline)
+    return write_manifest(directory, manifest.model_copy(update={"global_importance": values}))
+
+
+def _importance(directory: Path, manifest: Manifest, pipeline: Any) -> dict[str, float] | None:
+    """``global_importance`` (mean |attribution| per input column on reference rows), None without shap."""
+    from modelyard.explain import global_importance  # shap is imported only when a bundle is written
+
+    started = time.perf_counter()
+    model = Model(Bundle(path=directory, manifest=manifest, pipeline_=pipeline))  # scikit-learn answers
+    try:
+        values: dict[str, float] | None = global_importance(model)
+    except ExplainerUnavailableError as exc:
+        log.warning("%s: published without global importance: %s", manifest.name, exc.message)
+        values = None
+    except ModelyardError as exc:
+        log.warning("%s: global importance could not be computed: %s", manifest.name, exc.message)
+        values = None
+    log.info("%s: global importance in %.2fs", manifest.name, time.perf_counter() - started)
+    return values
 
 
 def _final_step(pipeline: Any) -> Any:

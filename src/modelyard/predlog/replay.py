@@ -71,11 +71,21 @@ def _compare(stored: list[Any], replayed: list[Any], rtol: float, atol: float) -
     return diffs
 
 
+def load_version(registry: Registry, record: PredictionRecord) -> Model:
+    """The exact version that answered ``record``, its bundle verified by checksum before loading."""
+    return Model.load(registry.load_bundle(registry.get_version(record.model, int(record.version))))
+
+
 def replay(
-    registry: Registry, record: PredictionRecord, *, rtol: float = 1e-9, atol: float = 1e-12
+    registry: Registry, record: PredictionRecord, *, rtol: float = 1e-9, atol: float = 1e-12,
+    model: Model | None = None,
 ) -> ReplayResult:
-    """Recompute ``record`` with its stored version; ``matches`` is False when any output differs."""
-    model = Model.load(registry.load_bundle(registry.get_version(record.model, int(record.version))))
+    """Recompute ``record`` with its stored version (``model`` when already loaded: it must be that version);
+    ``matches`` is False when any output differs."""
+    if model is None:
+        model = load_version(registry, record)
+    elif (model.name, model.version) != (record.model, int(record.version)):
+        raise ValueError(f"{model!r} is not the version that answered {record.request_id}")
     meta = record.meta or {}
     stored = None if record.outputs is None else record.values  # decoded: one value per row
     replayed: list[Any] | None = None

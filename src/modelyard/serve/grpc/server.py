@@ -23,7 +23,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 
 from modelyard._version import __version__
@@ -182,11 +181,6 @@ def _guarded(method: Handler) -> Handler:
             if exc.status_code >= 500:
                 log.error("gRPC %s failed: %s", method.__name__, exc.message)
             await context.abort(grpc.StatusCode[grpc_code(exc)], protocol_message(exc))
-        except SQLAlchemyError as exc:
-            log.warning("gRPC %s: the registry database is unavailable: %s", method.__name__,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            err = ServiceUnavailableError("the registry database is unavailable; retry shortly")
-            await context.abort(grpc.StatusCode.UNAVAILABLE, protocol_message(err))
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
