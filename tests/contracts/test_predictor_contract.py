@@ -44,7 +44,7 @@ def _rows(model: Model, n: int = 40) -> list[dict[str, Any]]:
 
 def _tolerance(model: Model) -> float:
     """The absolute difference the fast path was published with (its parity check's bound)."""
-    return float((model.manifest.get("fast_path") or {}).get("tolerance") or 1e-9)
+    return float((model.manifest.fast_path.tolerance if model.manifest.fast_path else None) or 1e-9)
 
 
 def _spoiled(model: Model, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, str]]:

@@ -60,7 +60,7 @@ def test_tree_attributions_of_the_house_price_regressor_add_up_and_sum_one_hot_c
         assert e.primary.attributions["area_sqm"] == pytest.approx(raw[i, names.index("num__area_sqm")])
 
     manifest = Registry(sqlite_settings).resolve("house-prices@production").manifest
-    importance = manifest["global_importance"]
+    importance = manifest.global_importance
     assert set(importance) == set(model.schema.names) and max(importance, key=importance.get) == "area_sqm"
 
 
@@ -183,4 +183,4 @@ def test_without_shap_the_error_says_how_to_install_it_and_publish_still_works(
         load_shap()
     X = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0) % 7})
     modelyard.publish("noshap", _forest(X, X["a"]), X, X["a"], alias="production", settings=sqlite_settings)
-    assert Registry(sqlite_settings).resolve("noshap@production").manifest["global_importance"] is None
+    assert Registry(sqlite_settings).resolve("noshap@production").manifest.global_importance is None

@@ -213,7 +213,7 @@ tests:
 
 def test_a_growing_log_backlog_alerts_and_a_flat_one_does_not(tmp_path: Path) -> None:
     (tmp_path / "modelyard-house-prices.rules.yml").write_text(
-        yaml.safe_dump(alerting_rules("house-prices", rules_for(REGRESSOR)))
+        yaml.safe_dump(alerting_rules("house-prices", rules_for(manifest_of(REGRESSOR))))
     )
     (tmp_path / "test.yml").write_text(LOG_BACKLOG_TEST)
     result = subprocess.run([promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True,

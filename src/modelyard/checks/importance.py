@@ -4,17 +4,16 @@ even when the candidate still reads the column and its held-out metrics look fin
 
 from __future__ import annotations
 
-from typing import Any
-
-from modelyard.checks.report import GateResult, Tolerances
+from modelyard.bundle import Manifest
+from modelyard.checks.results import GateResult, Tolerances
 from modelyard.explain import collapsed, shares
 
 GATE = "importance"
 
 
-def importance_test(current: dict[str, Any], candidate: dict[str, Any], tol: Tolerances) -> GateResult:
+def importance_test(current: Manifest, candidate: Manifest, tol: Tolerances) -> GateResult:
     """Compare the ``global_importance`` of two manifests; skipped when either has none."""
-    before, after = current.get("global_importance"), candidate.get("global_importance")
+    before, after = current.global_importance, candidate.global_importance
     if not before or not after:
         which = "the live version" if not before else "the candidate"
         return GateResult(GATE, skipped=f"{which} has no global importance (published without shap or before "

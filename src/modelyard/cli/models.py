@@ -86,7 +86,7 @@ def show_model(
     for k, v in m.metrics.items():
         metrics.add_row(k, f"{v:.6g}")
     console.print(metrics)
-    _print_importance(m.get("global_importance"))
+    _print_importance(m.global_importance)
     schema = Table(title="input schema")
     for col in ("column", "kind", "nullable", "range / categories"):
         schema.add_column(col)
