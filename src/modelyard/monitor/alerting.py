@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from modelyard.bundle import Manifest
 from modelyard.config import Settings
 from modelyard.durations import format_duration, parse_duration
 from modelyard.monitor import metrics
@@ -82,7 +83,7 @@ class AlertRuleSet:
         self.book = AlertBook(registry.engine)
         self.latest: dict[tuple[str, int], DriftReport | None] = {}
         self.last_run: AlertRun | None = None
-        self._manifests: dict[tuple[str, int], dict[str, Any]] = {}
+        self._manifests: dict[tuple[str, int], Manifest] = {}
         self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
 
     @classmethod
@@ -104,7 +105,7 @@ class AlertRuleSet:
             m: {a.version for a in aliases.values()} for m, aliases in self.registry.all_aliases().items()
         }
 
-    def manifest(self, model: str, version: int) -> dict[str, Any]:
+    def manifest(self, model: str, version: int) -> Manifest:
         key = (model, version)
         if key not in self._manifests:  # versions are immutable: one read per process
             self._manifests[key] = self.registry.get_version(model, version).manifest

@@ -31,7 +31,7 @@ def find_request(engine: Engine, request_id: str) -> list[PredictionRecord]:
             "a request answered a moment ago may take a second to appear)",
             request_id=request_id,
         )
-    order = {Route.PRIMARY: 0, Route.CANARY: 1, Route.MIRROR: 2, Route.SHADOW: 3}
+    order: dict[str, int] = {Route.PRIMARY: 0, Route.CANARY: 1, Route.MIRROR: 2, Route.SHADOW: 3}
     return sorted(records, key=lambda r: order.get(r.route, 3))
 
 
