@@ -14,7 +14,8 @@ from modelyard.config import Settings
 from modelyard.predlog import get_records
 from modelyard.registry import Registry
 from tests.conftest import run_cli, train_and_publish
-from tests.integration.serving import Server, fresh_pg_database, house_rows, house_spec_in, wait_until
+from tests.integration.serving import fresh_pg_database, house_rows
+from tests.support import Server, house_spec_in, wait_until
 
 pytestmark = pytest.mark.postgres
 

@@ -19,7 +19,8 @@ from tritonclient.utils import InferenceServerException
 import modelyard
 from modelyard.config import Settings
 from tests.conftest import train_and_publish
-from tests.integration.serving import Server, cancer_spec_in, free_port, fresh_pg_database, house_rows, house_spec_in
+from tests.integration.serving import cancer_spec_in, fresh_pg_database, house_rows
+from tests.support import Server, free_port, house_spec_in
 
 pytestmark = pytest.mark.postgres
 NUMERIC = ["area_sqm", "bedrooms", "bathrooms", "year_built", "year_renovated", "lot_sqm", "garage_spaces",

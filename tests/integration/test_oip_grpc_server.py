@@ -32,8 +32,9 @@ from tests.integration.rollout_serving import (
     fit_houses,
     logged,
 )
-from tests.integration.serving import Server, free_port, house_rows, wait_until
+from tests.integration.serving import house_rows
 from tests.rollout_estimators import Offset
+from tests.support import Server, free_port, wait_until
 
 pytestmark = pytest.mark.postgres
 

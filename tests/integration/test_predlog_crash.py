@@ -27,8 +27,9 @@ from modelyard.predlog import PredictionRecord, segments
 from modelyard.registry.db import get_engine
 from modelyard.registry.tables import predictions
 from tests.conftest import cli_env, train_and_publish
-from tests.integration.serving import LoadLoop, Server, fresh_pg_database, house_rows, house_spec_in, wait_until
+from tests.integration.serving import LoadLoop, fresh_pg_database, house_rows
 from tests.integration.test_predlog_outage import TcpProxy
+from tests.support import Server, house_spec_in, wait_until
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 
