@@ -153,7 +153,7 @@ def _numeric(series: pd.Series, col: ColumnSchema, problems: list[SchemaProblem]
         series = series.astype("float64")
     values: np.ndarray
     if pd.api.types.is_numeric_dtype(series):
-        values: np.ndarray = series.to_numpy(dtype="float64", na_value=np.nan)
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
     else:
         raw = series.to_numpy(dtype=object)
         bad_type = np.fromiter(

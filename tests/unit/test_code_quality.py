@@ -56,12 +56,9 @@ def test_the_test_command_and_ci_pass_shellcheck() -> None:
     assert "exec scripts/test" in scripts[1].read_text()  # CI runs exactly the README's test command
 
 
-MYPY_LEFT = 28  # errors left when the check was added; the lead fixes these after the merge
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=f"{MYPY_LEFT} mypy --strict errors left: batch/, bundle.py, monitor/alerts.py, "
-                   "registry/migrations/env.py, runtime/onnxconv.py, serve/, stream/")
 def test_mypy_strict_is_clean() -> None:
     result = subprocess.run([_tool("mypy"), "--strict", "src/modelyard"], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)

@@ -71,19 +71,19 @@ class DaskExecutor:
         from dask.distributed import Client
 
         try:
-            self.client = Client(address, timeout="15s", set_as_default=False)
+            self.client = Client(address, timeout="15s", set_as_default=False)  # type: ignore[no-untyped-call]
         except OSError as exc:
             raise BatchError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
         self.args = (settings, name, version)
         self.key, self.with_inputs = key, with_inputs
-        self.window = max(2, 2 * sum(self.client.nthreads().values()))
+        self.window = max(2, 2 * sum(self.client.nthreads().values()))  # type: ignore[no-untyped-call]
 
     def submit(self, frame: pd.DataFrame, offset: int) -> Any:
         return self.client.submit(score_chunk_remote, *self.args, frame, self.key, offset, self.with_inputs,
                                   pure=False)
 
     def close(self) -> None:
-        self.client.close()
+        self.client.close()  # type: ignore[no-untyped-call]
 
 
 def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:

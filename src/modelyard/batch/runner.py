@@ -192,7 +192,7 @@ class _Job:
     def write(self, offset: int, chunk: ScoredChunk) -> None:
         run = self.run
         if self.log is not None and len(chunk.keys):
-            inputs = chunk.inputs or [None] * len(chunk.keys)
+            inputs: list[dict[str, Any] | None] = list(chunk.inputs) if chunk.inputs else [None] * len(chunk.keys)
             self.log.commit_sync([
                 PredictionRecord(request_id=f"{run.run_id}:{k}", model=run.model, version=run.version,
                                  route="batch", inputs=[row] if row is not None else None, outputs=[p],

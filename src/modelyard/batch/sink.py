@@ -239,7 +239,7 @@ class ChunkWriter:
         data: dict[str, Any] = {"run_id": pa.repeat(pa.scalar(run_id), n), "key": pa.array(keys),
                                 "prediction": pa.array(chunk.predictions)}
         if self.sink.with_proba:
-            proba = chunk.probabilities or [None] * n
+            proba: list[dict[str, float] | None] = list(chunk.probabilities) if chunk.probabilities else [None] * n
             data["probabilities"] = pa.array([None if p is None else orjson.dumps(p).decode() for p in proba],
                                              pa.string())
         data.update(model=pa.repeat(pa.scalar(model), n), version=pa.repeat(pa.scalar(version), n),

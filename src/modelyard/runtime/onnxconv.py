@@ -40,7 +40,8 @@ def convert(pipeline: Any, schema: InputSchema, *, task: str) -> bytes:
         options=options,
         custom_conversion_functions={SimpleImputer: _convert_simple_imputer, **_hist_gradient_boosting()},
     )
-    return _needs_ml5(_exact_concat(model)).SerializeToString()
+    data: bytes = _needs_ml5(_exact_concat(model)).SerializeToString()
+    return data
 
 
 def _exact_concat(model: Any) -> Any:

@@ -106,7 +106,7 @@ def observe_success(routed: Routed, result: _Result, rows: Sequence[Mapping[str,
 
 def plain(values: np.ndarray) -> list[Any]:
     """JSON-ready values: NaN and infinities become null."""
-    out = np.asarray(values).tolist()
+    out: list[Any] = np.asarray(values).tolist()
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         out = [v if v == v and v not in (float("inf"), float("-inf")) else None for v in out]
     return out

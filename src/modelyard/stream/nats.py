@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 import nats
+import nats.aio.client
 import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -28,7 +29,7 @@ class JetStreamBroker(Broker):
         self.ack_wait = ack_wait
         self.publish_timeout = publish_timeout
         self.create_streams = create_streams
-        self.nc: nats.NATS | None = None
+        self.nc: nats.aio.client.Client | None = None
         self.js: nats.js.JetStreamContext | None = None
         self.sub: nats.js.JetStreamContext.PullSubscription | None = None
 

@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -75,11 +76,11 @@ class RedisStreamBroker(Broker):
             m.delivery = 2
         if messages:
             return messages
-        result = await self.r.xreadgroup(self.group, self.consumer, {self.in_subject: ">"},
+        result: Any = await self.r.xreadgroup(self.group, self.consumer, {self.in_subject: ">"},
                                          count=max_messages, block=max(1, int(timeout * 1000)))
         if not result:
             return []
-        return [self._message(eid, fields) for eid, fields in result[0][1]]
+        return [self._message(eid, fields) for eid, fields in result[0][1]]  # [(stream, [(id, fields)])]
 
     async def publish(self, subject: str, messages: Sequence[OutMessage]) -> list[BaseException | None]:
         assert self.r is not None
