@@ -72,3 +72,5 @@ def test_probe_paths_of_the_generated_deployment_answer(tmp_path: Path, houses_f
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -43,7 +43,10 @@ def test_removed_feature_fails_the_differential_gate(any_settings: Settings,
     # Not only the schema: with removed columns allowed, the worse metrics still fail it.
     report = _gate(any_settings, bundles, "feature_removed", allow_removed_columns=True)
     assert not report.passed
-    assert report.reasons and all("worsens" in r for r in report.reasons), report.reasons
+    differential = [r for r in report.reasons if r.startswith("differential")]
+    assert differential and all("worsens" in r for r in differential), report.reasons
+    # the importance gate sees the same removal from the other side: the feature's attribution collapsed
+    assert all(r.startswith(("differential", "importance")) for r in report.reasons), report.reasons
 
 
 def test_outdated_data_fails_the_differential_gate(any_settings: Settings, bundles: dict[str, Path]) -> None:
