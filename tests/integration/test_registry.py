@@ -122,7 +122,7 @@ def test_a_bundle_of_the_previous_format_publishes_loads_and_predicts(any_settin
     assert record.manifest.version == version and record.manifest.lineage.environment is not None
     bundle = registry.load("house-prices@production")
     assert bundle.manifest == record.manifest
-    model = Model(bundle)
+    model = Model.load(bundle)
     assert model.fast_path == "onnx"
     np.testing.assert_allclose(model.predict(bundle.reference_inputs()), bundle.reference()[PREDICTION_COLUMN],
                                rtol=1e-9)

@@ -37,7 +37,7 @@ def explain_cmd(
     record = pick_record(find_request(registry.engine, request_id), route)
     other: Model | None = None
     if against is not None:
-        other = Model(registry.load_bundle(registry.resolve(f"{record.model}@{against}")))
+        other = Model.load(registry.load_bundle(registry.resolve(f"{record.model}@{against}")))
     with console.status(f"explaining {record.model} v{record.version} row {row}"):
         past = explain_logged(registry, record, row=row, against=other)
     if json_out:
