@@ -38,7 +38,9 @@ def test_train_publish_load_predicts_like_the_raw_pipeline(
     cost = model.manifest.training_cost  # measured around the fit
     assert cost is not None and cost.wall_seconds is not None and cost.wall_seconds > 0
     assert cost.cpu_seconds is not None and cost.peak_memory_mb is not None and cost.peak_memory_mb > 50
-    assert model.manifest.format_version == 2 and model.manifest.global_importance is None
+    importance = model.manifest.global_importance  # recorded at publish (shap is in the dev extra)
+    assert model.manifest.format_version == 2 and importance is not None
+    assert set(importance) == {c.name for c in model.manifest.input_schema.columns}
 
 
 def test_classifier_returns_labels_and_probabilities(sqlite_settings: Settings, cancer_spec: Path,
