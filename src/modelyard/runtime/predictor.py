@@ -86,11 +86,11 @@ class Model:
 
     @property
     def name(self) -> str:
-        return self.manifest.name
+        return self.bundle_.name
 
     @property
     def version(self) -> int | None:
-        return self.manifest.version
+        return self.bundle_.version
 
     @property
     def task(self) -> str:
