@@ -127,7 +127,12 @@ def test_concurrent_clients_get_scikit_learns_answers_for_their_own_rows(
     assert answered == len(bodies)  # both workers' counts, whichever answered
 
     ids = {a.request_id for a in answers}
-    wait_until(lambda: ids <= set(_logged(settings)), 30, "every answered request in the log")
+    try:
+        wait_until(lambda: ids <= set(_logged(settings)), 60, "every answered request in the log")
+    except AssertionError as exc:
+        missing = ids - set(_logged(settings))
+        raise AssertionError(f"{exc}: {len(missing)} of {len(ids)} missing; server log:\n{server.log()[-4000:]}"
+                             ) from None
     logged = _logged(settings)
     assert all(logged[rid] == 1 for rid in ids)
 
