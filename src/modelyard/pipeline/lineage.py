@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -23,10 +25,24 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
+_KNOWN_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+
+
 def distribution_of(module_path: str) -> str | None:
+    """The installed distribution that provides ``module_path``'s top-level package, or None."""
     root = module_path.split(".", 1)[0]
-    dists = metadata.packages_distributions().get(root)
-    return dists[0] if dists else None
+    if root in _KNOWN_DISTRIBUTIONS:
+        return _KNOWN_DISTRIBUTIONS[root]
+    try:  # most packages are distributed under their import name (xgboost, lightgbm, ...)
+        return metadata.distribution(root).metadata["Name"] or root
+    except metadata.PackageNotFoundError:
+        dists = _packages_distributions().get(root)  # the slow scan of every installed distribution
+        return dists[0] if dists else None
+
+
+@functools.cache
+def _packages_distributions() -> Mapping[str, list[str]]:
+    return metadata.packages_distributions()
 
 
 def git_state(directory: Path | None) -> GitState | None:
