@@ -127,14 +127,36 @@ def cancer_spec(tmp_path: Path) -> Path:
     return folder / "spec.toml"
 
 
+_TRAINED: dict[str, Path] = {}  # the spec folder's content hash -> a bundle trained from it (this process)
+
+
+def _spec_key(spec_path: Path) -> str:
+    """The hash of every file beside the spec (the spec and its data): equal folders train equal bundles."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in spec_path.parent.iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest() + ":" + spec_path.name
+
+
 def train_and_publish(spec_path: Path, settings: Settings, alias: str | None = "production") -> int:
-    """Train a spec in-process and publish it; return the version."""
+    """Train a spec in-process and publish it; return the version.
+
+    Training is seeded, so a spec folder trained once in this process is not trained again: its bundle is
+    published from a cache (the registry copies a bundle when it publishes it)."""
+    import atexit
+    import shutil
     import tempfile
 
     from modelyard.pipeline import load_spec, train
     from modelyard.registry import Registry
 
-    result = train(load_spec(spec_path))
-    with tempfile.TemporaryDirectory() as tmp:
-        result.write_bundle(Path(tmp) / "b")
-        return Registry(settings).publish(Path(tmp) / "b", alias=alias)
+    key = _spec_key(spec_path)
+    bundle = _TRAINED.get(key)
+    if bundle is None or not bundle.exists():
+        cache = Path(tempfile.mkdtemp(prefix="modelyard-test-bundle-"))
+        atexit.register(shutil.rmtree, cache, True)
+        train(load_spec(spec_path)).write_bundle(cache / "b")
+        bundle = _TRAINED[key] = cache / "b"
+    return Registry(settings).publish(bundle, alias=alias)
