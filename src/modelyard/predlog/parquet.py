@@ -154,6 +154,8 @@ class ParquetSink:
         }, schema=SCHEMA)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"part-{segment_id}.parquet"
+        for stale in folder.glob(f".{final.name}.*.tmp"):  # a shipper killed mid-write (the segment is ours now)
+            stale.unlink(missing_ok=True)
         tmp = folder / f".{final.name}.{os.getpid()}-{threading.get_ident()}.tmp"
         try:
             with open(tmp, "wb") as fh:
