@@ -35,7 +35,8 @@ class LogReader(Protocol):
     def select(self, model: str | None = None, *, since: datetime | None = None, until: datetime | None = None,
                route: str | None = None, version: int | None = None,
                limit: int | None = 100) -> list[PredictionRecord]:
-        """Records newest first with ``since <= ts < until``, filtered by route and version."""
+        """Records newest first with ``since <= ts < until``, filtered by route and version (the table
+        orders by insertion, Parquet by time: the same order but for records shipped late)."""
         ...
 
 
