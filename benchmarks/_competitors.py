@@ -153,8 +153,11 @@ class Server:
 
 
 def modelyard_server(home: Path, port: int, workers: int, workdir: Path, *, log: bool = True,
-                     database_url: str | None = None, durability: str | None = None) -> Server:
+                     database_url: str | None = None, durability: str | None = None,
+                     settings: dict[str, str] | None = None) -> Server:
+    """``settings``: more ``MODELYARD_*`` variables for the server (e.g. ``{"MODELYARD_LOG_TARGET": "parquet"}``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env.update(settings or {})
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["MODELYARD_HOME"] = str(home)
     env["MODELYARD_PREDICTION_LOG"] = "true" if log else "false"

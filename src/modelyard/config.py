@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     log_on_failure: Literal["refuse", "serve"] = Field(
         default="refuse", description="When the segment cannot be written: refuse = 503 with Retry-After and "
         "/readyz unready; serve = answer anyway, unlogged on disk (a warning and a metric each time).")
+    log_target: Literal["sql", "parquet"] = Field(
+        default="sql", description="Where the shipper puts the prediction log: sql = the registry database's "
+        "table; parquet = Parquet files partitioned by model and day under log_parquet_root (read with DuckDB: "
+        "the 'parquet' extra).")
+    log_parquet_root: Path | None = Field(default=None, description="Folder of the Parquet prediction log "
+                                          "(default: <artifact root>/predictions; shared, as the artifacts).")
+    log_retention: str | None = Field(
+        default=None, description="Parquet log: delete days older than this duration (30d, 2w); unset = keep.")
     prediction_log: bool = Field(default=True, description="Servers log every prediction (off: benchmarks).")
     actor: str | None = Field(default=None, description="Who is recorded on registry events.")
     alert_webhook: str | None = Field(default=None, description="URL that receives alert JSON; unset = none.")
@@ -73,6 +81,10 @@ class Settings(BaseSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return (self.cache_dir or self.home / "cache").resolve()
+
+    @property
+    def resolved_log_parquet_root(self) -> Path:
+        return (self.log_parquet_root or self.resolved_artifact_root / "predictions").resolve()
 
     @property
     def resolved_spill_dir(self) -> Path:

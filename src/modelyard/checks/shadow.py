@@ -12,7 +12,7 @@ from typing import Any
 from modelyard.checks.compare import gate_predictions
 from modelyard.checks.results import GateResult, Tolerances
 from modelyard.errors import NotFoundError
-from modelyard.predlog import Route, latencies, list_records, pair_by_request, percentile
+from modelyard.predlog import Route, latencies, list_records, log_reader, pair_by_request, percentile
 from modelyard.registry import Registry
 
 MAX_RECORDS = 20_000
@@ -36,8 +36,8 @@ def shadow_report(
                                 model=name)
         version = aliases[Route.SHADOW].version
     task: str = registry.get_version(name, version).manifest.task
-    engine = registry.engine
-    shadows = list_records(engine, name, since=since, route=Route.SHADOW, version=version, limit=max_records)
+    source = log_reader(registry.settings, registry.engine)
+    shadows = list_records(source, name, since=since, route=Route.SHADOW, version=version, limit=max_records)
     result = GateResult("shadow")
     figures: dict[str, Any] = {"model": name, "shadow_version": version, "task": task,
                                "since": since.isoformat() if since else None, "shadow_records": len(shadows)}
@@ -47,7 +47,7 @@ def shadow_report(
         return result
     first, last = min(r.ts for r in shadows), max(r.ts for r in shadows)
     margin = timedelta(minutes=1)
-    primaries = list_records(engine, name, since=first - margin, until=last + margin, route=Route.PRIMARY,
+    primaries = list_records(source, name, since=first - margin, until=last + margin, route=Route.PRIMARY,
                              limit=None)
     errors = sum(r.error is not None for r in shadows)
     figures["shadow_errors"] = errors

@@ -13,7 +13,7 @@ from rich.table import Table
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.explain import ExplanationDiff, OutputExplanation, RowExplanation
 from modelyard.monitor.svg import waterfall_chart
-from modelyard.predlog import find_request
+from modelyard.predlog import find_request, log_reader
 from modelyard.predlog.past import PastExplanation, explain_logged, pick_record
 from modelyard.registry import Registry
 from modelyard.runtime import Model
@@ -34,7 +34,7 @@ def explain_cmd(
 ) -> None:
     """Attributions per input column of a logged prediction, recomputed with the exact version that made it."""
     registry = Registry(settings())
-    record = pick_record(find_request(registry.engine, request_id), route)
+    record = pick_record(find_request(log_reader(registry.settings, registry.engine), request_id), route)
     other: Model | None = None
     if against is not None:
         other = Model.load(registry.load_bundle(registry.resolve(f"{record.model}@{against}")))

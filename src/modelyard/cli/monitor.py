@@ -11,7 +11,7 @@ import typer
 from modelyard.cli._common import console, friendly, settings
 from modelyard.durations import parse_duration
 from modelyard.errors import BadRequestError
-from modelyard.predlog import window_source
+from modelyard.predlog import log_reader, window_source
 from modelyard.registry import Registry, parse_ref
 
 
@@ -61,7 +61,8 @@ def monitor_cmd(
         if not json_out:
             console.print(f"{model}: rule overrides now {json.dumps(rules)}")
     report = build_report(
-        registry, window_source(registry.engine), model, window=parse_duration(window, what="--window"),
+        registry, window_source(log_reader(registry.settings, registry.engine)), model,
+        window=parse_duration(window, what="--window"),
         versions=set(version) or None,
     )
     if html is not None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from modelyard.cli._common import console, friendly, settings
-from modelyard.predlog import find_request, parse_since, recent, replay
+from modelyard.predlog import find_request, log_reader, parse_since, recent, replay
 from modelyard.registry import Registry
 
 predictions_app = typer.Typer(help="Read the prediction log.", no_args_is_help=True)
@@ -32,7 +32,8 @@ def list_cmd(
     """The newest predictions of a model, newest first."""
     registry = Registry(settings())
     start = parse_since(since) if since else None
-    records = recent(registry.engine, name, since=start, route=route, limit=limit)
+    records = recent(log_reader(registry.settings, registry.engine), name, since=start, route=route,
+                     limit=limit)
     if json_out:
         console.print_json(json.dumps([r.to_json() for r in records], default=str))
         return
@@ -53,7 +54,8 @@ def show_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every record of one request: version, inputs, outputs, latency, error."""
-    records = find_request(Registry(settings()).engine, request_id)
+    registry = Registry(settings())
+    records = find_request(log_reader(registry.settings, registry.engine), request_id)
     if json_out:
         console.print_json(json.dumps([r.to_json() for r in records], default=str))
         return
@@ -84,7 +86,8 @@ def replay_cmd(
 ) -> None:
     """Recompute a logged prediction with the exact version that made it; exit 1 if the output differs."""
     registry = Registry(settings())
-    records = [r for r in find_request(registry.engine, request_id) if r.route == route]
+    records = [r for r in find_request(log_reader(registry.settings, registry.engine), request_id)
+               if r.route == route]
     if not records:
         from modelyard.errors import NotFoundError
 

@@ -26,7 +26,7 @@ from modelyard.monitor.drift import DriftReport, evaluate_drift
 from modelyard.monitor.notify import Notifier, WebhookNotifier
 from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, RuleSetRun
 from modelyard.monitor.window import RecordSource, Window, split_windows
-from modelyard.predlog import window_source
+from modelyard.predlog import log_reader, window_source
 from modelyard.registry import Registry
 
 __all__ = ["AlertRuleSet", "AlertRun", "VersionStatus", "default_gauges"]
@@ -90,7 +90,7 @@ class AlertRuleSet:
     def from_settings(cls, settings: Settings, registry: Registry) -> AlertRuleSet:
         """The server's alert rule set: ``MODELYARD_MONITOR_INTERVAL`` / ``_WINDOW``, the webhook, the gauges."""
         psi, ks = default_gauges()
-        return cls(registry, window_source(registry.engine),
+        return cls(registry, window_source(log_reader(settings, registry.engine)),
                    window=parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW"),
                    every=max(settings.monitor_interval, 1.0), psi_gauge=psi, ks_gauge=ks,
                    notifier=WebhookNotifier(settings.alert_webhook) if settings.alert_webhook else None)

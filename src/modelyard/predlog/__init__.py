@@ -3,7 +3,8 @@
 from modelyard.predlog.query import find_request, parse_since, recent, window_source
 from modelyard.predlog.records import PredictionRecord, Route, decode_outputs, prediction_value
 from modelyard.predlog.replay import ReplayResult, replay
-from modelyard.predlog.store import get_records, insert_records, list_records
+from modelyard.predlog.store import LogReader, LogSink, LogSource, get_records, insert_records, list_records
+from modelyard.predlog.target import LogTarget, log_reader, log_sink
 from modelyard.predlog.window import (
     LogWindow,
     Paired,
@@ -18,6 +19,10 @@ from modelyard.predlog.writer import Durability, LogHooks, PredictionLogWriter
 __all__ = [
     "Durability",
     "LogHooks",
+    "LogReader",
+    "LogSink",
+    "LogSource",
+    "LogTarget",
     "LogWindow",
     "Paired",
     "PredictionLogWriter",
@@ -30,6 +35,8 @@ __all__ = [
     "insert_records",
     "latencies",
     "list_records",
+    "log_reader",
+    "log_sink",
     "pair_by_request",
     "parse_since",
     "percentile",

@@ -8,7 +8,7 @@
   primary or mirror and canary).
 - ``percentile``: the one percentile of latencies and differences (``None`` for no values).
 
-The SQL stays in the store (``list_records``); this module only shapes what it returns.
+What holds the log stays behind ``store.LogReader`` (SQL or Parquet); this module only shapes what it returns.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.predlog.records import PredictionRecord, Route, decode_outputs, prediction_value
-from modelyard.predlog.store import list_records
-from modelyard.registry.db import Engine
+from modelyard.predlog.store import LogSource, list_records
 
 __all__ = [
     "LogWindow",
@@ -105,15 +104,16 @@ class LogWindow:
         return {int(r.version) for r in self.records}
 
 
-def read_window(engine: Engine, model: str, *, since: datetime | None = None, until: datetime | None = None,
+def read_window(source: LogSource, model: str, *, since: datetime | None = None, until: datetime | None = None,
                 routes: Sequence[Route | str] = (), version: int | None = None,
                 limit: int | None = None) -> LogWindow:
-    """Read a ``LogWindow`` through the store's ``list_records`` (one query per route asked for, or one)."""
+    """Read a ``LogWindow`` from ``source`` (a ``LogReader`` of either target, or an engine: the SQL one),
+    one query per route asked for, or one."""
     if not routes:
-        records = list_records(engine, model, since=since, until=until, version=version, limit=limit)
+        records = list_records(source, model, since=since, until=until, version=version, limit=limit)
     else:
         records = [rec for route in routes
-                   for rec in list_records(engine, model, since=since, until=until, route=str(Route(route)),
+                   for rec in list_records(source, model, since=since, until=until, route=str(Route(route)),
                                            version=version, limit=limit)]
     return LogWindow(model, since, until, records)
 

@@ -12,7 +12,8 @@ Group commit: the records of every request that commits during one event-loop it
 in one ``os.write`` (``process``); in ``machine`` one thread writes and fdatasyncs each group while the next
 one gathers, so one fdatasync covers every request that arrived meanwhile. A background thread (the
 shipper tick, every ``flush_interval`` seconds) rotates the segment, ships every segment nobody holds (ours,
-and any a dead process left) into the database and deletes it (``shipper.py``), and refreshes the backlog.
+and any a dead process left) into the log store (the database, or Parquet files: ``MODELYARD_LOG_TARGET``)
+and deletes it (``shipper.py``), and refreshes the backlog.
 
 When the segment cannot be written (disk full, unwritable folder) ``commit()`` raises
 ``LogUnavailableError`` (a 503 with ``Retry-After``) and ``healthy`` turns False until a write works again
@@ -40,6 +41,8 @@ from modelyard.predlog import segments
 from modelyard.predlog.commit import Group, Syncer, settle
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.shipper import Shipper
+from modelyard.predlog.store import LogSink
+from modelyard.predlog.target import log_sink
 from modelyard.registry.db import Engine, log_engine
 
 __all__ = ["Durability", "LogHooks", "PredictionLogWriter", "log_engine", "record_to_json"]
@@ -83,6 +86,7 @@ class PredictionLogWriter:
         retry_after: int = 5,
         hooks: LogHooks | None = None,
         engine: Engine | None = None,
+        sink: LogSink | None = None,
     ) -> None:
         self.url = url
         self.folder = self.spill_dir = Path(spill_dir)
@@ -93,7 +97,7 @@ class PredictionLogWriter:
         self.hooks = hooks or LogHooks()
         self.shipper = Shipper(url, self.folder, batch_size=batch_size, retry_interval=retry_interval,
                                engine=engine, on_error=self.hooks.on_ship_error,
-                               on_spilled=self.hooks.on_spilled)
+                               on_spilled=self.hooks.on_spilled, sink=sink)
         self._lock = threading.Lock()  # the segment and the bookkeeping below
         self._segment = segments.Segment(self.folder)
         self._open_records: list[PredictionRecord] = []  # what the open segment holds
@@ -120,7 +124,7 @@ class PredictionLogWriter:
         return cls(settings.resolved_database_url, settings.resolved_spill_dir,
                    durability=settings.log_durability, on_failure=settings.log_on_failure,
                    batch_size=settings.log_batch_size, flush_interval=settings.log_flush_interval,
-                   hooks=hooks)
+                   hooks=hooks, sink=log_sink(settings))
 
     # ---- the request side ----------------------------------------------------------------------------
     async def commit(self, records: Sequence[PredictionRecord]) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from modelyard.durations import format_duration
 from modelyard.errors import ConfigError
 from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, Rule, RuleSetRun, firing
-from modelyard.predlog import Route, latencies, pair_by_request, percentile, read_window
+from modelyard.predlog import Route, latencies, log_reader, pair_by_request, percentile, read_window
 from modelyard.registry import AliasRecord, Registry
 from modelyard.rollout.policy import CANARY, PRODUCTION
 
@@ -232,10 +232,10 @@ class CanaryRuleSet:
         primary = aliases.get(PRODUCTION)
         health = CanaryHealth(name, canary.version, primary.version if primary else None,
                               float(canary.weight), since.isoformat())
-        engine = self.registry.engine
-        own = read_window(engine, name, since=since, routes=(Route.CANARY, Route.SHADOW), version=canary.version,
+        source = log_reader(self.registry.settings, self.registry.engine)
+        own = read_window(source, name, since=since, routes=(Route.CANARY, Route.SHADOW), version=canary.version,
                           limit=MAX_RECORDS)  # the canary's answers, and its shadow records if it is shadowed
-        base = read_window(engine, name, since=since, routes=(Route.PRIMARY, Route.MIRROR), limit=MAX_RECORDS)
+        base = read_window(source, name, since=since, routes=(Route.PRIMARY, Route.MIRROR), limit=MAX_RECORDS)
         records = own.on(Route.CANARY)
         health.requests = len(records)
         if health.requests < rules.min_requests:

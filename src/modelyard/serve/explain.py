@@ -19,7 +19,7 @@ from starlette.responses import Response
 from modelyard.errors import ModelyardError
 from modelyard.explain import RowExplanation, explainer_for
 from modelyard.monitor import metrics
-from modelyard.predlog import PredictionRecord, find_request
+from modelyard.predlog import PredictionRecord, find_request, log_reader
 from modelyard.predlog.past import explain_logged, pick_record
 from modelyard.runtime import Model
 from modelyard.serve import v1
@@ -88,7 +88,8 @@ def _record(writer: Any, rid: str, routed: Routed, rows: Sequence[Mapping[str, A
 async def explain_past(request_id: str, request: Request, row: int = 0, route: str | None = None) -> Response:
     """Replays the logged inputs (a mismatch is a 409), then explains row ``row``: as ``modelyard explain``."""
     state = server_state(request)
-    records = await anyio.to_thread.run_sync(find_request, state.registry.engine, request_id)
+    source = log_reader(state.registry.settings, state.registry.engine)
+    records = await anyio.to_thread.run_sync(find_request, source, request_id)
     record = pick_record(records, route)
     model = await state.repository.get(record.model, int(record.version))
     past = await in_thread(lambda: explain_logged(state.registry, record, row=row, model=model))
