@@ -23,7 +23,14 @@ from modelyard._version import __version__
 from modelyard.errors import BadRequestError, SchemaError
 from modelyard.registry import parse_ref
 from modelyard.runtime import Model
-from modelyard.serve.http import JSON_OPTIONS, REQUEST_ID_HEADER, json_response, parse_json, read_body
+from modelyard.serve.http import (
+    JSON_OPTIONS,
+    REQUEST_ID_HEADER,
+    byte_count,
+    json_response,
+    parse_json,
+    read_body,
+)
 from modelyard.serve.inference import Outcome, Parsed
 from modelyard.serve.repository_v2 import NOTE as REPOSITORY_NOTE
 from modelyard.serve.schemas import ERRORS, InferRequest, InferResponse, json_body
@@ -46,6 +53,7 @@ from modelyard.serve.tensors import (
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+MAX_NESTING = 4  # levels of lists in an input's "data"
 NOT_READY = 400  # the protocol's health answer for false: "a 4xx status code indicates false"
 
 
@@ -62,19 +70,24 @@ async def read(request: Request, limit: int) -> Body:
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
         return Body(parse_json(raw, non_finite=True))
-    if not declared.isdigit() or not 0 < int(declared) <= len(raw):
+    n = byte_count(declared)
+    if n is None or not 0 < n <= len(raw):
         raise BadRequestError(f"{HEADER_LENGTH} must be the size of the JSON part, 1 to {len(raw)} bytes",
                               field=HEADER_LENGTH)
-    n = int(declared)
     return Body(parse_json(raw[:n], non_finite=True), raw[n:])
 
 
-def _flatten(data: Any, out: list[Any]) -> list[Any]:
+def _flatten(name: str, data: list[Any], out: list[Any], depth: int = 1) -> list[Any]:
+    """``data`` flat; lists nested ``MAX_NESTING`` deep are refused (a tensor here has at most 2 dimensions,
+    and a thousand levels would exhaust the recursion limit: a 500)."""
     for item in data:
-        if isinstance(item, list):
-            _flatten(item, out)
-        else:
+        if not isinstance(item, list):
             out.append(item)
+        elif depth < MAX_NESTING:
+            _flatten(name, item, out, depth + 1)
+        else:
+            raise SchemaError(f"input '{name}': 'data' nests lists {MAX_NESTING} or more deep; a tensor has at "
+                              "most 2 dimensions", field=name)
     return out
 
 
@@ -106,7 +119,7 @@ def _tensor(raw: Any, i: int, binary: memoryview, at: int) -> tuple[Tensor, int]
     if not isinstance(data, list):
         raise SchemaError(f"input '{name}': 'data' must be a list (or the input binary, with "
                           "parameters.binary_data_size)", field=name)
-    flat = _flatten(data, [])
+    flat = _flatten(name, data, [])
     check_count(name, shape, flat)
     return Tensor(name, shape, strings(flat) if datatype == "BYTES" else flat), at
 
