@@ -73,7 +73,7 @@ def parse_ref(ref: str) -> tuple[str, str | int]:
     if not selector:
         return name, DEFAULT_ALIAS
     number = selector[1:] if selector[:1] in ("v", "V") else selector
-    if number.isascii() and number.isdigit():  # ASCII only: '²' and '١' are str.isdigit() too
+    if number.isascii() and number.isdigit():  # ASCII only: '²' (superscript two) is str.isdigit() too
         if len(number) > MAX_VERSION_DIGITS:  # and int() of 4,300 digits raises
             raise VersionNotFoundError(f"model '{name}' has no version {number[:20]}... ({len(number)} digits)",
                                        model=name)

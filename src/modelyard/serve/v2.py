@@ -33,7 +33,18 @@ from modelyard.serve.http import (
 )
 from modelyard.serve.inference import Outcome, Parsed
 from modelyard.serve.repository_v2 import NOTE as REPOSITORY_NOTE
-from modelyard.serve.schemas import ERRORS, InferRequest, InferResponse, json_body
+from modelyard.serve.schemas import (
+    V2_ERRORS,
+    V2_INFER,
+    V2_INFER_OK,
+    InferResponse,
+    Live,
+    ModelMetadata,
+    ModelReady,
+    Ready,
+    ServerMetadata,
+    errors,
+)
 from modelyard.serve.state import server_state
 from modelyard.serve.tensors import (
     Tensor,
@@ -55,6 +66,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 MAX_NESTING = 4  # levels of lists in an input's "data"
 NOT_READY = 400  # the protocol's health answer for false: "a 4xx status code indicates false"
+METADATA_ERRORS = errors(404, 503, v2=True)
+READY_ERRORS = {**errors(404, 503, v2=True),
+                NOT_READY: {"model": ModelReady, "description": "Not ready (the protocol's false)"}}
 
 
 @dataclass(frozen=True)
@@ -198,18 +212,20 @@ def _ref(name: str, version: str | None) -> str:
     return name if version is None else f"{parse_ref(name)[0]}@{version}"
 
 
-@router.get("", summary="Server metadata")
+@router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata() -> Response:
     return json_response({"name": "modelyard", "version": __version__, "extensions": EXTENSIONS,
                           "model_repository": REPOSITORY_NOTE})
 
 
-@router.get("/health/live", summary="Liveness")
+@router.get("/health/live", response_model=Live, summary="Liveness")
 async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/health/ready", summary="Readiness: every production model loaded and warm, not shutting down")
+@router.get("/health/ready", response_model=Ready,
+            responses={NOT_READY: {"model": Ready, "description": "Not ready (the protocol's false)"}},
+            summary="Readiness: every production model loaded and warm, not shutting down")
 async def ready(request: Request) -> Response:
     """200 when ready, 400 when not: the protocol's health status codes (a 4xx means false)."""
     state = server_state(request)
@@ -222,12 +238,13 @@ async def _model(request: Request, name: str, version: str | None) -> Model:
     return await server_state(request).repository.get(model_name, selector)
 
 
-@router.get("/models/{name}", responses={404: ERRORS[404]}, summary="Model metadata")
+@router.get("/models/{name}", response_model=ModelMetadata, responses=METADATA_ERRORS, summary="Model metadata")
 async def model_metadata(name: str, request: Request) -> Response:
     return json_response(describe_model(await _model(request, name, None)))
 
 
-@router.get("/models/{name}/versions/{version}", responses={404: ERRORS[404]}, summary="Version metadata")
+@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=METADATA_ERRORS,
+            summary="Version metadata")
 async def version_metadata(name: str, version: str, request: Request) -> Response:
     return json_response(describe_model(await _model(request, name, version)))
 
@@ -240,12 +257,12 @@ async def _ready(request: Request, name: str, version: str | None) -> Response:
     return json_response({"name": model_name, "ready": is_ready}, 200 if is_ready else NOT_READY)
 
 
-@router.get("/models/{name}/ready", responses={404: ERRORS[404]}, summary="Model readiness")
+@router.get("/models/{name}/ready", response_model=ModelReady, responses=READY_ERRORS, summary="Model readiness")
 async def model_ready(name: str, request: Request) -> Response:
     return await _ready(request, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses={404: ERRORS[404]},
+@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=READY_ERRORS,
             summary="Version readiness")
 async def version_ready(name: str, version: str, request: Request) -> Response:
     return await _ready(request, name, version)
@@ -256,13 +273,13 @@ async def _infer(request: Request, ref: str) -> Response:
     return _answer(outcome)
 
 
-@router.post("/models/{name}/infer", response_model=InferResponse, responses=ERRORS,
-             openapi_extra=json_body(InferRequest), summary="Inference")
+@router.post("/models/{name}/infer", response_model=InferResponse, responses={**V2_INFER_OK, **V2_ERRORS},
+             openapi_extra=V2_INFER, summary="Inference")
 async def infer(name: str, request: Request) -> Response:
     return await _infer(request, name)
 
 
-@router.post("/models/{name}/versions/{version}/infer", response_model=InferResponse, responses=ERRORS,
-             openapi_extra=json_body(InferRequest), summary="Inference with one version")
+@router.post("/models/{name}/versions/{version}/infer", response_model=InferResponse,
+             responses={**V2_INFER_OK, **V2_ERRORS}, openapi_extra=V2_INFER, summary="Inference with one version")
 async def infer_version(name: str, version: str, request: Request) -> Response:
     return await _infer(request, _ref(name, version))
