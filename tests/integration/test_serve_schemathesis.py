@@ -36,7 +36,7 @@ checks.positive_data_acceptance.expected-statuses = {json.dumps([*DEFAULT_ACCEPT
 include-path-regex = '^/v2/models/.*/infer$'
 checks.positive_data_acceptance.expected-statuses = {json.dumps([*DEFAULT_ACCEPTED, "400"])}
 """
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 5
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,15 @@ def test_v2_data_nested_a_thousand_lists_deep_is_a_400_naming_the_input(server: 
             + "[" * 1000 + "1" + "]" * 1000 + "}]}")
     r = httpx.post(f"{server.url}/v2/models/house-prices/infer", content=body, timeout=30)
     assert r.status_code == 400 and "(field area_sqm)" in r.json()["error"], r.text[:300]
+
+
+HOUSE = {"area_sqm": 120, "bedrooms": 3, "bathrooms": 2, "year_built": 1990, "year_renovated": None,
+         "lot_sqm": 300, "garage_spaces": 1, "floors": 2, "distance_center_km": 5.5, "school_rating": 7.5,
+         "crime_index": 2.1, "neighborhood": "Harbor", "house_type": "detached", "condition": "good",
+         "heating": "gas", "has_pool": "no"}
+
+
+def test_explaining_more_rows_than_the_explainer_takes_is_a_413_not_a_500(server: Server) -> None:
+    r = httpx.post(f"{server.url}/v1/models/house-prices/explain", json={"instances": [HOUSE] * 10_001},
+                   timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["field"] == "instances", r.text[:300]

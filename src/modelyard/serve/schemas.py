@@ -237,7 +237,21 @@ V2_INFER_OK: Responses = {200: {"content": BINARY, "headers": {
         "schema": {"type": "integer"}}},
     "description": "JSON, or (outputs asked for as binary data) application/octet-stream: the JSON part "
                    "then each binary output's bytes"}}
-V1_OK: Responses = {200: {"description": "The predictions", "headers": REQUEST_ID_HEADER}}
+def link(path: str, method: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link to the operation at ``path``: how a client goes on from this answer."""
+    return {"operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + f"/{method}",
+            "parameters": parameters}
+
+
+FIRST_MODEL = "$response.body#/models/0/name"
+V1_OK: Responses = {200: {"description": "The predictions", "headers": REQUEST_ID_HEADER, "links": {
+    "explain": link("/v1/predictions/{request_id}/explain", "get", request_id="$response.body#/request_id")}}}
+LISTED: Responses = {200: {"description": "Every model served", "links": {
+    "predict": link("/v1/models/{name}/predict", "post", name=FIRST_MODEL),
+    "show": link("/v1/models/{name}", "get", name=FIRST_MODEL),
+    "explain": link("/v1/models/{name}/explain", "post", name=FIRST_MODEL),
+    "metadata": link("/v2/models/{name}", "get", name=FIRST_MODEL),
+    "infer": link("/v2/models/{name}/infer", "post", name=FIRST_MODEL)}}}
 _VALIDATION = "#/components/schemas/HTTPValidationError"
 
 

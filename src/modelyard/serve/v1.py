@@ -16,6 +16,7 @@ from modelyard.serve.http import json_response
 from modelyard.serve.inference import Outcome, Parsed
 from modelyard.serve.schemas import (
     ERRORS,
+    LISTED,
     REQUEST_ID_PARAMETER,
     V1_OK,
     ModelList,
@@ -60,7 +61,7 @@ async def predict(name: str, request: Request) -> Response:
     return json_response(render(outcome), 200, outcome.request_id)
 
 
-@router.get("/models", response_model=ModelList, summary="Every model served, with its aliases")
+@router.get("/models", response_model=ModelList, responses=LISTED, summary="Every model served, with its aliases")
 async def list_models(request: Request) -> Response:
     state = server_state(request)
     models = [{"name": m.name, "aliases": m.aliases, "serving": m.loaded,
