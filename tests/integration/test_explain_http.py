@@ -68,7 +68,7 @@ def test_a_past_request_explained_over_http_equals_the_cli(served: tuple[Server,
     missing = httpx.get(f"{server.url}/v1/predictions/nope/explain", timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     bad_row = httpx.get(f"{server.url}/v1/predictions/explain-me-1/explain", params={"row": 7}, timeout=30)
-    assert bad_row.status_code == 400 and "no row 7" in bad_row.json()["error"]["message"]
+    assert bad_row.status_code == 404 and "no row 7" in bad_row.json()["error"]["message"]
 
 
 def test_post_explain_is_routed_and_logged_like_a_predict(served: tuple[Server, Settings, Path]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import ExplainError
+from modelyard.errors import ExplainError, PayloadTooLargeError
 from modelyard.explain.backends import (
     AgnosticBackend,
     Attributions,
@@ -98,8 +98,8 @@ class ModelExplainer:
     def explain(self, frame: pd.DataFrame, *, first_row: int = 0) -> list[RowExplanation]:
         """One ``RowExplanation`` per row of ``frame`` (validated by ``model.validate``)."""
         if len(frame) > self.max_rows:
-            raise ExplainError(f"{len(frame)} rows: the {self.kind} explainer takes at most {self.max_rows} per "
-                               "call", model=self.model.name)
+            raise PayloadTooLargeError(f"{len(frame)} rows: the {self.kind} explainer takes at most "  # 413
+                                       f"{self.max_rows} per call", field="instances", model=self.model.name)
         # One native thread: OpenMP pools (HistGradientBoosting's predict) spinning on a one-row call cost 10x.
         with single_thread():
             att = self.attributions(frame)

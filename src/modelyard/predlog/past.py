@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.errors import BadRequestError, LineageMismatchError, NotFoundError
+from modelyard.errors import LineageMismatchError, NotFoundError
 from modelyard.explain import ExplanationDiff, RowExplanation, diff, explainer_for
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.replay import ReplayResult, load_version, replay
@@ -55,8 +55,8 @@ def pick_record(records: list[PredictionRecord], route: str | None = None) -> Pr
         return answered[0]
     if candidates:
         rec = candidates[0]
-        raise BadRequestError(f"request '{rec.request_id}' failed on route '{rec.route}' ({rec.error}): there is "
-                              "no answer to explain", request_id=rec.request_id)
+        raise NotFoundError(f"request '{rec.request_id}' failed on route '{rec.route}' ({rec.error}): there is "
+                            "no answer to explain", request_id=rec.request_id)
     rid = records[0].request_id if records else "?"
     raise NotFoundError(f"request '{rid}' has no record on route '{route}'", request_id=rid)
 
@@ -67,8 +67,8 @@ def explain_logged(registry: Registry, record: PredictionRecord, *, row: int = 0
     ``against``, the same row through that other version too."""
     rows = list(record.inputs or [])
     if not 0 <= row < len(rows):
-        raise BadRequestError(f"request '{record.request_id}' has {len(rows)} row(s): there is no row {row}",
-                              field="row", row=row)
+        raise NotFoundError(f"request '{record.request_id}' has {len(rows)} row(s): there is no row {row}",
+                            field="row", row=row)
     model = model or load_version(registry, record)
     result = replay(registry, record, model=model)
     if not result.matches:

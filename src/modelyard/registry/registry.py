@@ -43,6 +43,7 @@ from modelyard.registry.events import EventRecord, SqlEventLog, write_event
 from modelyard.registry.settings import SettingsStore, SqlSettingsStore
 
 DEFAULT_ALIAS = "production"
+MAX_VERSION_DIGITS = 18  # a version number longer than this names no version
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,12 @@ def parse_ref(ref: str) -> tuple[str, str | int]:
         raise ModelNotFoundError(f"'{ref}' does not name a model", model=ref)
     if not selector:
         return name, DEFAULT_ALIAS
-    if selector.isdigit():
-        return name, int(selector)
-    if selector.lower().startswith("v") and selector[1:].isdigit():
-        return name, int(selector[1:])
+    number = selector[1:] if selector[:1] in ("v", "V") else selector
+    if number.isascii() and number.isdigit():  # ASCII only: '²' (superscript two) is str.isdigit() too
+        if len(number) > MAX_VERSION_DIGITS:  # and int() of 4,300 digits raises
+            raise VersionNotFoundError(f"model '{name}' has no version {number[:20]}... ({len(number)} digits)",
+                                       model=name)
+        return name, int(number)
     return name, selector
 
 

@@ -24,6 +24,7 @@ from modelyard.errors import BadRequestError
 from modelyard.registry import Registry
 from modelyard.rollout import CANARY, PRODUCTION, rollback, set_weight
 from modelyard.serve.http import json_response
+from modelyard.serve.schemas import errors
 from modelyard.serve.state import server_state
 
 log = logging.getLogger("modelyard.serve.admin")
@@ -53,8 +54,10 @@ async def authorize(request: Request) -> str:
 
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(authorize)],
-                   responses={401: {"description": "Missing or wrong bearer token"},
-                              404: {"description": "Admin API off (no token configured), or unknown model"}})
+                   responses=errors(400, 401, 404, 409, 503, s401="Missing or wrong bearer token",
+                                    s404="Admin API off (no token configured), or unknown model",
+                                    s400="A body that is not JSON, a bad X-Modelyard-Actor, or a weight for an "
+                                    "alias other than canary"))
 
 
 class SetAlias(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from threadpoolctl import threadpool_limits
 
 from modelyard._version import __version__
@@ -32,7 +32,7 @@ from modelyard.serve.inference import InferenceService
 from modelyard.serve.monitoring import ServerScheduler
 from modelyard.serve.repository import ModelRepository
 from modelyard.serve.routing import Router
-from modelyard.serve.schemas import add_request_schemas
+from modelyard.serve.schemas import Readiness, finish_openapi
 from modelyard.serve.shadow import ShadowRunner
 from modelyard.serve.state import ServerState, server_state
 
@@ -123,7 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"],
+    @app.get("/readyz", tags=["health"], response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "Not ready"}},
              summary="Readiness: production models loaded and warm, the prediction log writable, not shutting down")
     async def readyz(request: Request) -> Response:
         state = server_state(request)
@@ -139,14 +140,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body["prediction_log_error"] = state.writer.failing
         return json_response(body, 200 if ready else 503)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (all workers)")
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse,
+             summary="Prometheus metrics (all workers)")
     async def prometheus_metrics() -> Response:
         data, content_type = metrics.render()
         return Response(data, media_type=content_type)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_request_schemas(FastAPI.openapi(app))
+            app.openapi_schema = finish_openapi(FastAPI.openapi(app))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

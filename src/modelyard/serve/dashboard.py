@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from modelyard.monitor.dashboard import dashboard_data, dashboard_html, static_dir
 from modelyard.serve.http import json_response
 from modelyard.serve.monitoring import server_scheduler
+from modelyard.serve.schemas import errors
 from modelyard.serve.state import server_state
 
 PAGE = "/dashboard"
@@ -29,7 +30,7 @@ async def page() -> HTMLResponse:
     return HTMLResponse(dashboard_html(DATA, STATIC), headers={"Cache-Control": "no-cache"})
 
 
-@router.get(DATA, summary="What the dashboard draws, as JSON")
+@router.get(DATA, responses=errors(503), summary="What the dashboard draws, as JSON")
 async def data(request: Request) -> Response:
     registry = server_state(request).registry
     monitor = server_scheduler(request)

@@ -27,7 +27,7 @@ from modelyard.serve.batching import in_thread
 from modelyard.serve.http import json_response, read_json, request_id
 from modelyard.serve.inference import _validate
 from modelyard.serve.routing import Routed
-from modelyard.serve.schemas import ERRORS, PredictRequest, json_body
+from modelyard.serve.schemas import ERRORS, REQUEST_ID_PARAMETER, PredictRequest, errors, json_body
 from modelyard.serve.state import server_state
 
 ROUTE = "explain"
@@ -39,7 +39,8 @@ def explain_now(model: Model, rows: Sequence[Mapping[str, Any]]) -> list[RowExpl
     return explainer_for(model).explain(frame)
 
 
-@router.post("/models/{name}/explain", responses=ERRORS, openapi_extra=json_body(PredictRequest),
+@router.post("/models/{name}/explain", responses={**ERRORS, **errors(501)},
+             openapi_extra=json_body(PredictRequest, REQUEST_ID_PARAMETER),
              summary="Explain rows: one attribution per input column, per class for classifiers")
 async def explain(name: str, request: Request) -> Response:
     """The body of ``predict``; ``name``, ``name@alias`` or ``name@version`` are routed as for ``predict``."""
@@ -83,7 +84,9 @@ def _record(writer: Any, rid: str, routed: Routed, rows: Sequence[Mapping[str, A
     ))
 
 
-@router.get("/predictions/{request_id}/explain", responses={404: ERRORS[404]},
+@router.get("/predictions/{request_id}/explain", responses=errors(
+    404, 409, 501, 503, s404="No such request, no answer on that route, or no such row",
+    s409="The version no longer gives the logged answer"),
             summary="Explain a logged prediction with the exact version that made it")
 async def explain_past(request_id: str, request: Request, row: int = 0, route: str | None = None) -> Response:
     """Replays the logged inputs (a mismatch is a 409), then explains row ``row``: as ``modelyard explain``."""

@@ -45,6 +45,14 @@ def json_response(body: Any, status: int = 200, request_id: str | None = None) -
                     media_type="application/json", headers=headers)
 
 
+def byte_count(text: str | None) -> int | None:
+    """A header's byte count: ASCII digits only (``'²'.isdigit()`` is true and ``int('²')`` raises), at most
+    18 of them (``int()`` refuses 4,300); ``None`` for anything else."""
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
+
+
 def checked_request_id(given: str | None) -> str:
     """``given`` when it is a usable request id (letters, digits, ``.-_:``, at most 100), a new one when
     it is absent; ``BadRequestError`` otherwise. REST and gRPC both take their ids here."""
@@ -72,10 +80,9 @@ def request_id(request: Request) -> str:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing bodies over ``limit`` bytes before reading them whole, and empty ones."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit}",
-                                   field="body")
+    declared = byte_count(request.headers.get("content-length"))
+    if declared is not None and declared > limit:
+        raise PayloadTooLargeError(f"the request body is {declared} bytes; the limit is {limit}", field="body")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -99,7 +106,7 @@ def parse_json(body: bytes, *, non_finite: bool = False) -> Any:
         if non_finite and (b"NaN" in body or b"Infinity" in body):
             try:
                 return json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
                 pass
         raise BadRequestError(f"the request body is not valid JSON: {exc}", field="body") from None
 

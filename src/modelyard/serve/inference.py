@@ -104,6 +104,15 @@ def observe_success(routed: Routed, result: _Result, rows: Sequence[Mapping[str,
     metrics.observe_inputs(model.name, version, result.frame, model.schema, rows, route=routed.route)
 
 
+def observe_failure(routed: Routed | None, exc: ModelyardError, seconds: float) -> None:
+    """A refused request's count, with its status (``routed`` is None when it failed before routing)."""
+    if routed is None:
+        metrics.observe_request("", "", "", exc.status_code, seconds, exc.code)
+    else:
+        model = routed.model
+        metrics.observe_request(model.name, str(model.version), routed.route, exc.status_code, seconds, exc.code)
+
+
 def plain(values: np.ndarray) -> list[Any]:
     """JSON-ready values: NaN and infinities become null."""
     out: list[Any] = np.asarray(values).tolist()
@@ -161,11 +170,14 @@ class InferenceService:
                 result = await self._predict(routed.model, parsed)
                 logged += self._record_canary_error(rid, canary, parsed, exc, canary_seconds, protocol)
         except ModelyardError as exc:
-            await self._commit(self._record_failure(rid, routed, parsed, exc, started, protocol))
+            await self._commit(self._record_failure(rid, routed, parsed, exc, started, protocol), routed, started)
+            observe_failure(routed, exc, time.perf_counter() - started)
             raise
         outcome = Outcome(rid, routed, parsed, plain(result.predictions),
                           None if result.probabilities is None else result.probabilities.tolist())
-        await self._commit([*logged, *self._record_success(outcome, result, started, protocol)])
+        seconds = time.perf_counter() - started
+        await self._commit([*logged, *self._record_success(outcome, seconds, protocol)], routed, started)
+        observe_success(routed, result, parsed.rows, seconds)
         if self.shadow is not None and (routed.shadow or routed.mirror):
             self.shadow.after(outcome, protocol)
         return outcome
@@ -179,17 +191,19 @@ class InferenceService:
         return await predict_rows(model, parsed.rows, parsed.probabilities, self.batching)
 
     # ---- bookkeeping: metrics and the prediction log -------------------------------------------------
-    async def _commit(self, records: list[PredictionRecord]) -> None:
-        """Written ahead before the answer leaves (``LogUnavailableError``, a 503, when it cannot be)."""
+    async def _commit(self, records: list[PredictionRecord], routed: Routed | None, started: float) -> None:
+        """Written ahead before the answer leaves (``LogUnavailableError``, a 503, when it cannot be). Metrics
+        are counted after it, with the status the caller gets: a refused request is a 503 there too."""
         if self.writer is not None and records:
-            await self.writer.commit(records)
+            try:
+                await self.writer.commit(records)
+            except ModelyardError as exc:
+                observe_failure(routed, exc, time.perf_counter() - started)
+                raise
 
-    def _record_success(self, outcome: Outcome, result: _Result, started: float,
-                        protocol: str) -> list[PredictionRecord]:
+    def _record_success(self, outcome: Outcome, seconds: float, protocol: str) -> list[PredictionRecord]:
         routed = outcome.routed
         model = routed.model
-        seconds = time.perf_counter() - started
-        observe_success(routed, result, outcome.parsed.rows, seconds)
         if self.writer is not None:
             meta: dict[str, Any] = {"protocol": protocol, "ref": _ref(routed), **outcome.parsed.meta}
             if outcome.probabilities is not None:
@@ -226,11 +240,8 @@ class InferenceService:
                         started: float, protocol: str) -> list[PredictionRecord]:
         seconds = time.perf_counter() - started
         if routed is None:
-            metrics.observe_request("", "", "", exc.status_code, seconds, exc.code)
             return []
         model = routed.model
-        version = str(model.version)
-        metrics.observe_request(model.name, version, routed.route, exc.status_code, seconds, exc.code)
         if self.writer is not None and parsed is not None and rid:
             return [PredictionRecord(
                 request_id=rid, model=model.name, version=int(model.version or 0), route=routed.route,

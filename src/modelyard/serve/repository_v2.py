@@ -17,11 +17,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from modelyard.errors import BadRequestError
+from modelyard.errors import BadRequestError, RolloutError
 from modelyard.registry import parse_ref
 from modelyard.rollout import PRODUCTION
 from modelyard.serve.http import json_response, parse_json
 from modelyard.serve.repository import ModelRepository
+from modelyard.serve.schemas import V2Error, errors
 from modelyard.serve.state import server_state
 
 router = APIRouter(prefix="/v2/repository", tags=["v2 (Open Inference Protocol)"])
@@ -50,7 +51,7 @@ async def load(repository: ModelRepository, name: str) -> None:
 
 
 def unload(name: str) -> None:
-    raise BadRequestError(f"model '{name}' cannot be unloaded: {NOTE['unload']}", field="model_name")
+    raise RolloutError(f"model '{name}' cannot be unloaded: {NOTE['unload']}", field="model_name")  # 409
 
 
 async def _optional_json(request: Request) -> dict[str, Any]:
@@ -64,19 +65,23 @@ async def _optional_json(request: Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-@router.post("/index", summary="Models (aliases) served, with their versions and states")
+@router.post("/index", responses=errors(400, v2=True, s400="A body that is not JSON, or over 64 KiB"),
+             summary="Models (aliases) served, with their versions and states")
 async def repository_index(request: Request) -> Response:
     body = await _optional_json(request)
     return json_response(index(server_state(request).repository, body.get("ready") is True))
 
 
-@router.post("/models/{name}/load", summary="Load the version an alias points at (name or name@alias)")
+@router.post("/models/{name}/load", responses=errors(404, 503, v2=True),
+             summary="Load the version an alias points at (name or name@alias)")
 async def repository_load(name: str, request: Request) -> Response:
     await load(server_state(request).repository, name)
     return json_response({})
 
 
-@router.post("/models/{name}/unload", summary="Refused: serving follows the registry's aliases")
+@router.post("/models/{name}/unload", status_code=409, response_model=V2Error,
+             response_description="Always: serving follows the registry's aliases",
+             summary="Refused: serving follows the registry's aliases")
 async def repository_unload(name: str) -> Response:
     unload(name)
     return json_response({})

@@ -14,7 +14,17 @@ from starlette.responses import Response
 from modelyard.errors import SchemaError
 from modelyard.serve.http import json_response
 from modelyard.serve.inference import Outcome, Parsed
-from modelyard.serve.schemas import ERRORS, PredictRequest, PredictResponse, json_body
+from modelyard.serve.schemas import (
+    ERRORS,
+    LISTED,
+    REQUEST_ID_PARAMETER,
+    V1_OK,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    errors,
+    json_body,
+)
 from modelyard.serve.state import server_state
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -43,15 +53,15 @@ def render(outcome: Outcome) -> dict[str, Any]:
     return body
 
 
-@router.post("/models/{name}/predict", response_model=PredictResponse, responses=ERRORS,
-             openapi_extra=json_body(PredictRequest), summary="Predict rows with a model")
+@router.post("/models/{name}/predict", response_model=PredictResponse, responses={**V1_OK, **ERRORS},
+             openapi_extra=json_body(PredictRequest, REQUEST_ID_PARAMETER), summary="Predict rows with a model")
 async def predict(name: str, request: Request) -> Response:
     """``name``, ``name@alias`` or ``name@version``; the default alias is ``production``."""
     outcome = await server_state(request).service.handle(request, name, parse, "v1")
     return json_response(render(outcome), 200, outcome.request_id)
 
 
-@router.get("/models", summary="Every model served, with its aliases")
+@router.get("/models", response_model=ModelList, responses=LISTED, summary="Every model served, with its aliases")
 async def list_models(request: Request) -> Response:
     state = server_state(request)
     models = [{"name": m.name, "aliases": m.aliases, "serving": m.loaded,
@@ -60,7 +70,7 @@ async def list_models(request: Request) -> Response:
     return json_response({"models": models})
 
 
-@router.get("/models/{name}", responses={404: ERRORS[404]}, summary="One model: versions, aliases, schema")
+@router.get("/models/{name}", responses=errors(404, 503), summary="One model: versions, aliases, schema")
 async def show_model(name: str, request: Request) -> Response:
     state = server_state(request)
     registry = state.registry

@@ -23,10 +23,28 @@ from modelyard._version import __version__
 from modelyard.errors import BadRequestError, SchemaError
 from modelyard.registry import parse_ref
 from modelyard.runtime import Model
-from modelyard.serve.http import JSON_OPTIONS, REQUEST_ID_HEADER, json_response, parse_json, read_body
+from modelyard.serve.http import (
+    JSON_OPTIONS,
+    REQUEST_ID_HEADER,
+    byte_count,
+    json_response,
+    parse_json,
+    read_body,
+)
 from modelyard.serve.inference import Outcome, Parsed
 from modelyard.serve.repository_v2 import NOTE as REPOSITORY_NOTE
-from modelyard.serve.schemas import ERRORS, InferRequest, InferResponse, json_body
+from modelyard.serve.schemas import (
+    V2_ERRORS,
+    V2_INFER,
+    V2_INFER_OK,
+    InferResponse,
+    Live,
+    ModelMetadata,
+    ModelReady,
+    Ready,
+    ServerMetadata,
+    errors,
+)
 from modelyard.serve.state import server_state
 from modelyard.serve.tensors import (
     Tensor,
@@ -46,7 +64,11 @@ from modelyard.serve.tensors import (
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+MAX_NESTING = 4  # levels of lists in an input's "data"
 NOT_READY = 400  # the protocol's health answer for false: "a 4xx status code indicates false"
+METADATA_ERRORS = errors(404, 503, v2=True)
+READY_ERRORS = {**errors(404, 503, v2=True),
+                NOT_READY: {"model": ModelReady, "description": "Not ready (the protocol's false)"}}
 
 
 @dataclass(frozen=True)
@@ -62,19 +84,24 @@ async def read(request: Request, limit: int) -> Body:
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
         return Body(parse_json(raw, non_finite=True))
-    if not declared.isdigit() or not 0 < int(declared) <= len(raw):
+    n = byte_count(declared)
+    if n is None or not 0 < n <= len(raw):
         raise BadRequestError(f"{HEADER_LENGTH} must be the size of the JSON part, 1 to {len(raw)} bytes",
                               field=HEADER_LENGTH)
-    n = int(declared)
     return Body(parse_json(raw[:n], non_finite=True), raw[n:])
 
 
-def _flatten(data: Any, out: list[Any]) -> list[Any]:
+def _flatten(name: str, data: list[Any], out: list[Any], depth: int = 1) -> list[Any]:
+    """``data`` flat; lists nested ``MAX_NESTING`` deep are refused (a tensor here has at most 2 dimensions,
+    and a thousand levels would exhaust the recursion limit: a 500)."""
     for item in data:
-        if isinstance(item, list):
-            _flatten(item, out)
-        else:
+        if not isinstance(item, list):
             out.append(item)
+        elif depth < MAX_NESTING:
+            _flatten(name, item, out, depth + 1)
+        else:
+            raise SchemaError(f"input '{name}': 'data' nests lists {MAX_NESTING} or more deep; a tensor has at "
+                              "most 2 dimensions", field=name)
     return out
 
 
@@ -106,7 +133,7 @@ def _tensor(raw: Any, i: int, binary: memoryview, at: int) -> tuple[Tensor, int]
     if not isinstance(data, list):
         raise SchemaError(f"input '{name}': 'data' must be a list (or the input binary, with "
                           "parameters.binary_data_size)", field=name)
-    flat = _flatten(data, [])
+    flat = _flatten(name, data, [])
     check_count(name, shape, flat)
     return Tensor(name, shape, strings(flat) if datatype == "BYTES" else flat), at
 
@@ -185,18 +212,20 @@ def _ref(name: str, version: str | None) -> str:
     return name if version is None else f"{parse_ref(name)[0]}@{version}"
 
 
-@router.get("", summary="Server metadata")
+@router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata() -> Response:
     return json_response({"name": "modelyard", "version": __version__, "extensions": EXTENSIONS,
                           "model_repository": REPOSITORY_NOTE})
 
 
-@router.get("/health/live", summary="Liveness")
+@router.get("/health/live", response_model=Live, summary="Liveness")
 async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/health/ready", summary="Readiness: every production model loaded and warm, not shutting down")
+@router.get("/health/ready", response_model=Ready,
+            responses={NOT_READY: {"model": Ready, "description": "Not ready (the protocol's false)"}},
+            summary="Readiness: every production model loaded and warm, not shutting down")
 async def ready(request: Request) -> Response:
     """200 when ready, 400 when not: the protocol's health status codes (a 4xx means false)."""
     state = server_state(request)
@@ -209,12 +238,13 @@ async def _model(request: Request, name: str, version: str | None) -> Model:
     return await server_state(request).repository.get(model_name, selector)
 
 
-@router.get("/models/{name}", responses={404: ERRORS[404]}, summary="Model metadata")
+@router.get("/models/{name}", response_model=ModelMetadata, responses=METADATA_ERRORS, summary="Model metadata")
 async def model_metadata(name: str, request: Request) -> Response:
     return json_response(describe_model(await _model(request, name, None)))
 
 
-@router.get("/models/{name}/versions/{version}", responses={404: ERRORS[404]}, summary="Version metadata")
+@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=METADATA_ERRORS,
+            summary="Version metadata")
 async def version_metadata(name: str, version: str, request: Request) -> Response:
     return json_response(describe_model(await _model(request, name, version)))
 
@@ -227,12 +257,12 @@ async def _ready(request: Request, name: str, version: str | None) -> Response:
     return json_response({"name": model_name, "ready": is_ready}, 200 if is_ready else NOT_READY)
 
 
-@router.get("/models/{name}/ready", responses={404: ERRORS[404]}, summary="Model readiness")
+@router.get("/models/{name}/ready", response_model=ModelReady, responses=READY_ERRORS, summary="Model readiness")
 async def model_ready(name: str, request: Request) -> Response:
     return await _ready(request, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses={404: ERRORS[404]},
+@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=READY_ERRORS,
             summary="Version readiness")
 async def version_ready(name: str, version: str, request: Request) -> Response:
     return await _ready(request, name, version)
@@ -243,13 +273,13 @@ async def _infer(request: Request, ref: str) -> Response:
     return _answer(outcome)
 
 
-@router.post("/models/{name}/infer", response_model=InferResponse, responses=ERRORS,
-             openapi_extra=json_body(InferRequest), summary="Inference")
+@router.post("/models/{name}/infer", response_model=InferResponse, responses={**V2_INFER_OK, **V2_ERRORS},
+             openapi_extra=V2_INFER, summary="Inference")
 async def infer(name: str, request: Request) -> Response:
     return await _infer(request, name)
 
 
-@router.post("/models/{name}/versions/{version}/infer", response_model=InferResponse, responses=ERRORS,
-             openapi_extra=json_body(InferRequest), summary="Inference with one version")
+@router.post("/models/{name}/versions/{version}/infer", response_model=InferResponse,
+             responses={**V2_INFER_OK, **V2_ERRORS}, openapi_extra=V2_INFER, summary="Inference with one version")
 async def infer_version(name: str, version: str, request: Request) -> Response:
     return await _infer(request, _ref(name, version))

@@ -1,0 +1,109 @@
+"""Inputs a fuzzer sends (odd path parameters, odd headers, deep bodies) get a 4xx naming the field, never a
+500; and a request the prediction log refuses is counted with the status the caller got (503)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+from starlette.requests import Request
+
+from modelyard.errors import BadRequestError, LogUnavailableError, SchemaError, VersionNotFoundError
+from modelyard.registry import parse_ref
+from modelyard.serve import v2
+from modelyard.serve.http import byte_count, parse_json
+from modelyard.serve.inference import InferenceService, Parsed
+from modelyard.serve.routing import Routed
+
+
+@pytest.mark.parametrize("selector", ["²", "v²", "१", "٣", "x²"])
+def test_a_selector_of_non_ascii_digits_is_an_alias_name_not_a_crash(selector: str) -> None:
+    # '²'.isdigit() is true and int('²') raises: GET /v2/models/m/versions/%C2%B2 was a 500
+    assert parse_ref(f"m@{selector}") == ("m", selector)
+
+
+def test_a_version_number_too_long_to_convert_names_no_version() -> None:
+    # int() refuses more than 4,300 digits: /v2/models/m/versions/999...9 was a 500
+    with pytest.raises(VersionNotFoundError) as info:
+        parse_ref("m@" + "9" * 5000)
+    assert info.value.status_code == 404
+    assert parse_ref("m@v12") == ("m", 12) and parse_ref("m@V3") == ("m", 3) and parse_ref("m@v") == ("m", "v")
+
+
+@pytest.mark.parametrize(("text", "count"), [("12", 12), ("0", 0), ("²", None), ("9" * 5000, None),
+                                              ("-1", None), (" 1", None), ("", None), (None, None)])
+def test_a_byte_count_header_is_ascii_digits_only(text: str | None, count: int | None) -> None:
+    assert byte_count(text) == count
+
+
+def _request(body: bytes, headers: dict[str, str]) -> Request:
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer", "query_string": b"",
+             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(scope, receive)
+
+
+@pytest.mark.parametrize("declared", ["²", "9" * 5000, "0", "99"])
+def test_an_odd_inference_header_content_length_is_a_400_naming_the_header(declared: str) -> None:
+    request = _request(b'{"inputs": []}', {v2.HEADER_LENGTH: declared})
+    with pytest.raises(BadRequestError) as info:
+        asyncio.run(v2.read(request, 1000))
+    assert info.value.context["field"] == v2.HEADER_LENGTH
+
+
+def test_data_nested_a_thousand_lists_deep_is_a_schema_error_not_a_recursion_error() -> None:
+    deep: Any = 1.0
+    for _ in range(1000):
+        deep = [deep]
+    with pytest.raises(SchemaError) as info:
+        v2.parse({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": deep}]})
+    assert info.value.field == "x" and "deep" in info.value.message
+    assert v2.parse({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [[2.0]]}]}).rows
+
+
+def test_a_deep_body_holding_nan_is_a_400_not_a_recursion_error() -> None:
+    # orjson refuses 1,024 levels; the fallback for NaN bodies (the standard library's parser) recursed
+    with pytest.raises(BadRequestError) as info:
+        parse_json(b'{"a": [NaN, ' + b"[" * 100_000 + b"]" * 100_000 + b"]}", non_finite=True)
+    assert info.value.context["field"] == "body"
+
+
+class _RefusingWriter:
+    async def commit(self, records: list[Any]) -> None:
+        raise LogUnavailableError("the prediction log cannot be written (disk full); retry shortly")
+
+
+class _OneModelRouter:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    async def select(self, ref: str, **_: Any) -> Routed:
+        return Routed("primary", self.model, ref, "production")
+
+
+def _requests(status: str) -> float:
+    labels = {"model": "refused-model", "version": "7", "route": "primary", "status": status}
+    return REGISTRY.get_sample_value("modelyard_requests_total", labels) or 0.0
+
+
+def test_a_request_the_log_refuses_is_counted_as_a_503_not_a_200() -> None:
+    model = SimpleNamespace(name="refused-model", version=7, task="regression", classes_=None,
+                            validate_columns=lambda rows: SimpleNamespace(data={}),
+                            predict_frame=lambda columns: np.array([1.0]))
+    service = InferenceService(_OneModelRouter(model), _RefusingWriter(), max_body_bytes=1000)  # type: ignore[arg-type]
+    before_ok, before_refused = _requests("200"), _requests("503")
+
+    async def parse() -> Parsed:
+        return Parsed([{"x": 1.0}])
+
+    with pytest.raises(LogUnavailableError):
+        asyncio.run(service.infer("refused-model", lambda: "rid-1", {}, parse, "v1"))
+    assert _requests("503") == before_refused + 1
+    assert _requests("200") == before_ok
