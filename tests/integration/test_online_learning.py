@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +211,7 @@ def test_a_sigkilled_learner_resumes_from_its_last_version_counting_every_event_
     good = [(f"g{i}", data) for i, data in enumerate(labelled_events(frame))]
     bad = [(f"bad{n}", data) for n, data in enumerate(BAD)]
     first = good[:1200] + bad[:2] + good[1200:3500] + bad[2:]  # 3 versions' worth and a half
-    second = good[3500:3600] + [("bad-late", BAD[0])] + good[3600:]
+    second = [*good[3500:3600], ("bad-late", BAD[0]), *good[3600:]]
     kit, log = NatsKit(), tmp_path / "learn.log"
     loop = asyncio.new_event_loop()
     loop.run_until_complete(kit.setup())

@@ -106,7 +106,7 @@ def check_online_spec(spec: TrainSpec) -> None:
                         "(partial_fit learns a fixed set of classes)")
     if t.publish_every is not None and t.publish_every < 2 * t.holdout_every:
         raise SpecError(f"{spec.name}: training.publish_every ({t.publish_every}) must hold at least two "
-                        f"held-out events (2 × holdout_every = {2 * t.holdout_every})")
+                        f"held-out events (2 * holdout_every = {2 * t.holdout_every})")
 
 
 def event_schema(spec: TrainSpec) -> InputSchema:
@@ -246,20 +246,18 @@ class OnlineLearner:
     def _validate(self, records: list[dict[str, Any]]
                   ) -> tuple[pd.DataFrame, np.ndarray, dict[int, tuple[str, str | None]]]:
         """The schema's frame of the records it accepts, their indexes, and the refused ones' reasons."""
-        everyone = np.arange(len(records))
-        if not records:
-            return pd.DataFrame(), everyone, {}
-        try:
-            return validate_columns(self.schema, records).to_frame(), everyone, {}
-        except SchemaError as exc:
-            problems = row_problems(exc)
-            if not problems:
-                raise
-        bad = {p.row: (p.reason, p.field) for p in problems}
-        kept = np.asarray([i for i in range(len(records)) if i not in bad], dtype=np.int64)
-        if not len(kept):
-            return pd.DataFrame(), kept, bad
-        return validate_columns(self.schema, [records[i] for i in kept]).to_frame(), kept, bad
+        kept = np.arange(len(records))
+        bad: dict[int, tuple[str, str | None]] = {}
+        while len(kept):  # the schema names every bad value, but a row of the wrong shape hides the others
+            try:
+                return validate_columns(self.schema, [records[i] for i in kept]).to_frame(), kept, bad
+            except SchemaError as exc:
+                problems = row_problems(exc)
+                if not problems:
+                    raise
+            bad.update({int(kept[p.row]): (p.reason, p.field) for p in problems})
+            kept = np.delete(kept, [p.row for p in problems])
+        return pd.DataFrame(), kept, bad
 
     def _stop_at(self, positions: np.ndarray, hold: np.ndarray, n_events: int) -> int:
         """How many events to consume: all, or up to the good event that makes the range due."""
@@ -421,10 +419,11 @@ def cut_lineage(spec: TrainSpec, cut: Cut, origin: Origin, parent_version: int |
                            messages=cut.messages, learnt=cut.learnt, held_out=cut.held_out,
                            dead_lettered=cut.dead_lettered, parent_version=parent_version,
                            dead_letter_subject=origin.dead_letter_subject)
-    return Lineage(source=f"stream:{origin.subject}", spec=spec.as_dict(),
-                   spec_dir=str(spec.base_dir) if spec.base_dir else None, seed=spec.seed,
-                   git=git, environment=environment_ or environment(spec.model.estimator),
-                   stream=stream.model_dump(mode="json"))
+    return Lineage.model_validate({  # ``stream`` is a key Lineage keeps without typing it (see lineage.py)
+        "source": f"stream:{origin.subject}", "spec": spec.as_dict(),
+        "spec_dir": str(spec.base_dir) if spec.base_dir else None, "seed": spec.seed,
+        "git": git, "environment": environment_ or environment(spec.model.estimator),
+        "stream": stream.model_dump(mode="json")})
 
 
 def write_cut_bundle(directory: Path, spec: TrainSpec, cut: Cut, lineage: Lineage,

@@ -61,7 +61,7 @@ def reproduce(bundle: Bundle) -> ReproduceReport:
     if not report.identical:
         raise LineageMismatchError(
             f"retrained {bundle.name} v{bundle.version} predicts differently on the reference set "
-            f"(max difference {max_diff:.6g} over {len(new)} rows)",
+            f"(max difference {report.max_abs_diff:.6g} over {report.rows_compared} rows)",
             report=report.__dict__,
         )
     return report

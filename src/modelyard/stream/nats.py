@@ -44,6 +44,7 @@ class JetStreamBroker(Broker):
 
     async def connect(self) -> None:
         stream = await self.connect_reader()
+        assert self.js is not None
         config = ConsumerConfig(durable_name=self.durable, ack_policy=self.ack_policy,
                                 deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait, max_deliver=-1,
                                 filter_subject=self.in_subject, max_ack_pending=self.max_ack_pending)
