@@ -5,8 +5,9 @@
 A backlog of labelled events (the 16 example inputs and the price, JSON, ``Nats-Msg-Id`` set as a producer
 would) is put on a fresh JetStream stream; one learner process with examples/house_prices/online.toml
 (SGDRegressor, partial_fit per 1000 events, a version every ``--publish-every`` events with its ONNX copy;
-the example turns global importance off) consumes it. The rate is measured between its first published version and the one that
-covers the whole backlog, so process start-up and the warm-up are not counted, and publishing is (the goal
+the example turns global importance off) consumes it. The rate is measured between its first published
+version and the one that covers the whole backlog, so process start-up and the warm-up are not counted, and
+publishing is (the goal
 is ≥ 20k events/s). For comparison: the same events fed to ``OnlineLearner`` in process, without a broker.
 
 Needs NATS JetStream on 127.0.0.1:4222; uses a temporary registry and its own stream.
@@ -103,7 +104,11 @@ async def bench(args: argparse.Namespace) -> None:
         finally:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
+                try:
+                    proc.wait(300)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             await kit.teardown()
         raw = in_process(folder / "online.toml", events, args.publish_every)
         print(f"OnlineLearner.feed in process (no broker, same events, versions cut but not written): "
