@@ -7,7 +7,8 @@ would) is put on a fresh JetStream stream; one learner process with examples/hou
 (SGDRegressor, partial_fit per 1000 events, a version every ``--publish-every`` events with its ONNX copy;
 the example turns global importance off) consumes it. The rate is measured between its first published
 version and the one that covers the whole backlog, so process start-up and the warm-up are not counted, and
-publishing is (the goal is ≥ 20k events/s). For comparison: the same events fed to ``OnlineLearner`` in process, without a broker.
+publishing is (the goal is ≥ 20k events/s). For comparison: the same events fed to ``OnlineLearner`` in
+process, without a broker.
 
 Needs NATS JetStream on 127.0.0.1:4222; uses a temporary registry and its own stream.
 """
