@@ -96,3 +96,12 @@ class RedisKit:
 
     async def read(self, subject: str) -> list[dict[str, Any]]:
         return [json.loads(fields[b"data"]) for _, fields in await self.r.xrange(subject)]
+
+
+def labelled_events(frame: Any) -> list[bytes]:
+    """One JSON event per row of a DataFrame (inputs and outcome; a missing value is null)."""
+    import orjson
+
+    columns = list(frame.columns)
+    return [orjson.dumps(dict(zip(columns, [None if v != v else v for v in row], strict=True)))
+            for row in frame.itertuples(index=False, name=None)]

@@ -8,6 +8,7 @@ from modelyard.cli import (
     deploy,
     explain,
     export,
+    learn,
     log,
     models,
     monitor,
@@ -39,6 +40,7 @@ app.add_typer(deploy.deploy_app, name="deploy")
 rollout.register(app)
 app.command("score")(score.score_cmd)
 app.command("stream")(stream.stream_cmd)
+app.command("learn")(learn.learn_cmd)
 app.command("serve")(serve.serve_cmd)
 app.add_typer(predictions.predictions_app, name="predictions")
 app.command("replay")(predictions.replay_cmd)

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from modelyard.cli._common import console, friendly, settings
+from modelyard.cli.learn import reproduce_from_stream
 from modelyard.pipeline import load_spec, train
+from modelyard.pipeline.lineage import stream_lineage
 from modelyard.pipeline.reproduce import reproduce
 from modelyard.registry import Registry
 
@@ -61,10 +63,19 @@ def train_cmd(
 def reproduce_cmd(
     name: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version to rebuild."),
+    broker: str | None = typer.Option(None, "--broker", help="Online versions: the NATS URL to replay the "
+                                      "range from (default: the one recorded)."),
 ) -> None:
     """Retrain a version from its manifest: a changed data hash or different predictions exit non-zero."""
     registry = Registry(settings())
     bundle = registry.load_bundle(registry.get_version(name, version))
+    if stream_lineage(bundle.manifest.lineage) is not None:  # learnt online: replay its stream range
+        with console.status(f"replaying the stream range of {name} v{version}"):
+            online = reproduce_from_stream(registry, bundle, broker)
+        console.print(f"[green]reproduced[/] {name} v{version}: the replayed range (sha256 "
+                      f"{online.data_sha256[:12]}...) rebuilds model.joblib {str(online.model_sha256)[:12]}... "
+                      f"bit for bit; {online.rows_compared} held-out predictions identical")
+        return
     with console.status(f"retraining {name} v{version} from its manifest"):
         report = reproduce(bundle)
     console.print(f"[green]reproduced[/] {name} v{version}: data sha256 {report.data_sha256[:12]}... matches; "

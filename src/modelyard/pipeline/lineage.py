@@ -1,4 +1,5 @@
-"""What a model was made from: the code, the packages and the interpreter, as a manifest section."""
+"""What a model was made from: the code, the packages and the interpreter (and, for an online version, the
+stream range it learnt), as a manifest section."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
-from modelyard.bundle import Environment, GitState
+from pydantic import BaseModel, ConfigDict
+
+from modelyard.bundle import Environment, GitState, Lineage
 
 CORE_PACKAGES = ("modelyard", "scikit-learn", "numpy", "pandas", "scipy", "joblib", "pyarrow")
 
@@ -71,3 +74,33 @@ def environment(estimator_path: str | None = None) -> Environment:
         platform=platform.platform(),
         packages=package_versions(extra),
     )
+
+
+class StreamLineage(BaseModel):
+    """What an online version learnt from: the exact range of one JetStream subject, and how it was split.
+
+    Stored in the manifest's lineage under ``stream`` (lineage sections keep keys they do not type), so
+    ``modelyard reproduce`` replays ``first_seq``..``last_seq`` of ``subject`` on top of ``parent_version``.
+    ``messages`` = ``learnt`` + ``held_out`` + ``dead_lettered``: the counts of the range, each event once.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    broker: str
+    stream: str
+    subject: str
+    consumer: str
+    first_seq: int
+    last_seq: int
+    messages: int
+    learnt: int
+    held_out: int
+    dead_lettered: int
+    parent_version: int | None = None
+    dead_letter_subject: str | None = None
+
+
+def stream_lineage(lineage: Lineage) -> StreamLineage | None:
+    """The stream range of an online version, None for a batch-trained one."""
+    raw = (lineage.model_extra or {}).get("stream")
+    return StreamLineage.model_validate(raw) if raw is not None else None

@@ -56,6 +56,26 @@ class ModelSpec(_Strict):
         return value
 
 
+class TrainingSpec(_Strict):
+    """How the estimator learns: ``batch`` (``fit`` on [data]) or ``online`` (``partial_fit`` on labelled events
+    from a stream, ``modelyard learn``; see pipeline/online.py)."""
+
+    mode: Literal["batch", "online"] = "batch"
+    warmup: int = Field(default=1000, ge=1, description="Online: events the preprocessing is fitted on first.")
+    batch_size: int = Field(default=1000, ge=1, description="Online: events per partial_fit call.")
+    publish_every: int | None = Field(default=10_000, ge=1, description="Online: a version every N events.")
+    publish_minutes: float | None = Field(default=None, gt=0, description="Online: ... or every T minutes.")
+    holdout_every: int = Field(default=10, ge=2, description="Online: events whose stream sequence is a "
+                               "multiple of this are held out (never learnt): the version's metrics.")
+    holdout_rows: int = Field(default=2000, ge=2, description="Online: held-out events kept per version.")
+    preprocessing: Literal["frozen", "incremental"] = Field(
+        default="frozen", description="Online: frozen after the warm-up, or scalers with partial_fit keep "
+        "learning.")
+    classes: list[Any] | None = Field(default=None, description="Online classifiers: every label.")
+    fast_path: bool = True
+    importance: bool = True
+
+
 class SplitSpec(_Strict):
     test_size: float = Field(default=0.2, gt=0, lt=1)
     stratify: bool = False
@@ -74,6 +94,7 @@ class TrainSpec(_Strict):
     preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     model: ModelSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     metrics: list[str] = Field(default_factory=list)
     schema_: SchemaSpec = Field(default_factory=SchemaSpec, alias="schema")
@@ -124,6 +145,10 @@ def parse_spec(data: dict[str, Any], *, base_dir: Path | None = None, origin: st
         raise SpecError(f"{origin}: features: {sorted(dupes)} listed twice")
     if spec.data.target in spec.feature_names:
         raise SpecError(f"{origin}: the target '{spec.data.target}' is also listed as a feature")
+    if spec.training.mode == "online" and not hasattr(resolve_estimator(spec.model.estimator), "partial_fit"):
+        raise SpecError(f"{origin}: training.mode = 'online' needs an estimator with partial_fit (SGDRegressor, "
+                        f"SGDClassifier, a naive Bayes, PassiveAggressive*, MiniBatchKMeans); "
+                        f"{spec.model.estimator} has none")
     return spec
 
 

@@ -24,6 +24,7 @@ class Message:
     data: bytes
     raw: Any = None  # the adapter's own handle (a NATS Msg, a Redis entry id)
     delivery: int = 1
+    seq: int | None = None  # its position in the stream, where the broker numbers messages (JetStream)
 
 
 @dataclass

@@ -89,6 +89,15 @@ def predict_rows(model: Model, rows: list[dict[str, Any]]) -> tuple[list[int], l
     return result.positions.tolist(), result.predictions.tolist(), probas, bad
 
 
+def dead_letter(msg_id: str, data: bytes, reason: str, field: str | None, subject: str,
+                meta: dict[str, Any]) -> OutMessage:
+    """The dead letter of one message: its id, the reason (also as a header), the field, the raw data and the
+    subject it came from; deduplicated on ``dlq:<id>`` like an answer."""
+    return OutMessage(f"dlq:{msg_id}", orjson.dumps({
+        "id": msg_id, "reason": reason, "field": field, "data": data.decode("utf-8", "replace"),
+        "subject": subject, **meta}), {"Modelyard-Reason": reason[:200].replace("\n", " ")})
+
+
 def _one_openmp_thread() -> None:
     """Predictions of a few hundred rows lose more to an OpenMP team than they gain (see batch.executor)."""
     from threadpoolctl import threadpool_limits
@@ -182,11 +191,8 @@ class StreamConsumer:
             if probas is not None:
                 body["probabilities"] = dict(zip(labels, probas[n], strict=False))
             answers.append(OutMessage(parsed[i].id, orjson.dumps(body), headers))
-        letters = [OutMessage(f"dlq:{m.id}", orjson.dumps({
-            "id": m.id, "reason": reason, "field": field, "data": m.data.decode("utf-8", "replace"),
-            "subject": self.broker.in_subject, **meta}),
-            {"Modelyard-Reason": reason[:200].replace("\n", " ")})
-            for m, reason, field in dead]
+        letters = [dead_letter(m.id, m.data, reason, field, self.broker.in_subject, meta)
+                   for m, reason, field in dead]
         if self.log is not None and (good or dead):  # written ahead, then answered: a crash after the
             latency_ms = (time.perf_counter() - started) * 1000.0  # publish below loses no record
             records = [PredictionRecord(

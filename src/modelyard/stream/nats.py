@@ -3,6 +3,10 @@
 Several processes with the same durable name share the work. An answer's ``Nats-Msg-Id`` is the input
 message's id (its own ``Nats-Msg-Id`` if it had one, else ``<stream>:<sequence>``), so the output stream
 drops the second answer to a redelivered message (within its duplicate window, two minutes by default).
+
+With ``start_seq`` the durable consumer is recreated to deliver from that stream sequence on: the online
+learner (``stream/learner.py``) keeps its position in the registry, with the version it published, and
+starts its consumer there. ``read_range`` replays an exact range of sequences (``modelyard reproduce``).
 """
 
 from __future__ import annotations
@@ -22,30 +26,47 @@ from modelyard.stream.base import Broker, Message, OutMessage, safe_name
 
 class JetStreamBroker(Broker):
     def __init__(self, url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
-                 publish_timeout: float = 10.0, create_streams: bool = True) -> None:
+                 publish_timeout: float = 10.0, create_streams: bool = True, start_seq: int | None = None,
+                 ack_policy: AckPolicy = AckPolicy.EXPLICIT, max_ack_pending: int | None = None) -> None:
         self.url = url
         self.in_subject = in_subject
         self.durable = safe_name(durable)
         self.ack_wait = ack_wait
         self.publish_timeout = publish_timeout
         self.create_streams = create_streams
+        self.start_seq = start_seq
+        self.ack_policy = ack_policy
+        self.max_ack_pending = max_ack_pending
+        self.stream: str | None = None  # the stream capturing in_subject, once connected
         self.nc: nats.aio.client.Client | None = None
         self.js: nats.js.JetStreamContext | None = None
         self.sub: nats.js.JetStreamContext.PullSubscription | None = None
 
     async def connect(self) -> None:
+        stream = await self.connect_reader()
+        assert self.js is not None
+        config = ConsumerConfig(durable_name=self.durable, ack_policy=self.ack_policy,
+                                deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait, max_deliver=-1,
+                                filter_subject=self.in_subject, max_ack_pending=self.max_ack_pending)
+        if self.start_seq is not None:  # the position is the caller's: start the consumer over from it
+            config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, self.start_seq
+            try:
+                await self.js.delete_consumer(stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                pass
+        self.sub = await self.js.pull_subscribe(self.in_subject, durable=self.durable, stream=stream,
+                                                config=config)
+
+    async def connect_reader(self) -> str:
+        """Connect and find the stream capturing ``in_subject`` (no consumer: ``read_range`` needs none)."""
         try:
             self.nc = await nats.connect(self.url, name=f"modelyard-stream-{self.durable}", connect_timeout=5,
                                          max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         except Exception as exc:
             raise StreamError(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
         self.js = self.nc.jetstream(timeout=self.publish_timeout)
-        stream = await self._stream_for(self.in_subject)
-        config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
-                                deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait, max_deliver=-1,
-                                filter_subject=self.in_subject)
-        self.sub = await self.js.pull_subscribe(self.in_subject, durable=self.durable, stream=stream,
-                                                config=config)
+        self.stream = await self._stream_for(self.in_subject)
+        return self.stream
 
     async def _stream_for(self, subject: str) -> str:
         assert self.js is not None
@@ -71,7 +92,37 @@ class JetStreamBroker(Broker):
         for m in msgs:
             md = m.metadata
             msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{md.stream}:{md.sequence.stream}"
-            out.append(Message(id=msg_id, data=m.data, raw=m, delivery=md.num_delivered or 1))
+            out.append(Message(id=msg_id, data=m.data, raw=m, delivery=md.num_delivered or 1,
+                               seq=md.sequence.stream))
+        return out
+
+    async def read_range(self, first_seq: int, last_seq: int, *, batch: int = 1000,
+                         timeout: float = 5.0) -> list[Message]:
+        """Every message of ``in_subject`` with a stream sequence in ``first_seq``..``last_seq``, in order, from
+        an ephemeral consumer (the durable one is not touched). ``StreamError`` when the stream no longer
+        holds the end of the range."""
+        assert self.js is not None and self.stream is not None
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                opt_start_seq=first_seq, filter_subject=self.in_subject, inactive_threshold=60.0)
+        sub = await self.js.pull_subscribe(self.in_subject, stream=self.stream, config=config)
+        out: list[Message] = []
+        try:
+            while not out or (out[-1].seq or 0) < last_seq:
+                try:
+                    msgs = await sub.fetch(batch=batch, timeout=timeout)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    raise StreamError(f"stream {self.stream} holds {self.in_subject} only up to sequence "
+                                      f"{out[-1].seq if out else first_seq - 1}; the range ends at "
+                                      f"{last_seq}") from None
+                for m in msgs:
+                    seq = m.metadata.sequence.stream
+                    if seq <= last_seq:
+                        msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{self.stream}:{seq}"
+                        out.append(Message(id=msg_id, data=m.data, seq=seq))
+                    else:
+                        return out
+        finally:
+            await sub.unsubscribe()
         return out
 
     async def publish(self, subject: str, messages: Sequence[OutMessage]) -> list[BaseException | None]:
