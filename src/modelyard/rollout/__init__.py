@@ -35,6 +35,7 @@ from modelyard.rollout.watcher import (
     WatchRules,
     WatchRun,
     canary_rules,
+    latency_verdict,
     set_watch_rules,
     watch_rules,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "WatchRun",
     "bucket",
     "canary_rules",
+    "latency_verdict",
     "choose",
     "production_history",
     "promote",
