@@ -8,6 +8,7 @@ from modelyard.cli import (
     deploy,
     explain,
     export,
+    fleet,
     log,
     models,
     monitor,
@@ -44,6 +45,7 @@ app.add_typer(predictions.predictions_app, name="predictions")
 app.command("replay")(predictions.replay_cmd)
 app.add_typer(log.log_app, name="log")
 app.command("explain")(explain.explain_cmd)
+app.command("fleet")(fleet.fleet_cmd)
 
 
 def main() -> None:

@@ -25,12 +25,12 @@ from typing import Any
 
 from modelyard.config import Settings
 from modelyard.durations import format_duration
+from modelyard.registry import AliasRecord, Registry
+from modelyard.registry.db import Engine
 from modelyard.registry.fleet import RUNNING, FleetStore, Instance, SqlFleetStore
 from modelyard.registry.lease import as_utc
-from modelyard.registry.registry import AliasRecord
-from modelyard.registry.db import Engine
 
-__all__ = ["STALE_BEATS", "FleetMember", "fleet_view", "instance_id"]
+__all__ = ["STALE_BEATS", "FleetMember", "fleet_view", "instance_id", "read_fleet"]
 
 log = logging.getLogger("modelyard.monitor")
 STALE_BEATS = 3
@@ -93,10 +93,15 @@ class FleetMember:
     def run(self, now: datetime) -> None:
         self.beat(now)
 
+    def due(self, now: datetime | None = None) -> bool:
+        """True when the last beat is ``every`` seconds old (or there was none)."""
+        now = now or datetime.now(UTC)
+        return self._last_beat is None or (now - self._last_beat).total_seconds() >= self.every
+
     def beat_if_due(self, now: datetime | None = None) -> bool:
         """Beat when the last beat is ``every`` seconds old; never raises (a heartbeat is not worth a crash)."""
         now = now or datetime.now(UTC)
-        if self._last_beat is not None and (now - self._last_beat).total_seconds() < self.every:
+        if not self.due(now):
             return False
         try:
             self.beat(now)
@@ -168,3 +173,12 @@ def fleet_view(instances: list[Instance], aliases: Mapping[str, Mapping[str, Ali
             "grid": [grid[k] for k in sorted(grid)], "skew": skew,
             "live": sum(1 for r in rows if r["status"] == RUNNING and not r["stale"]),
             "stale": sum(1 for r in rows if r["stale"])}
+
+
+def read_fleet(registry: Registry, *, since: timedelta = timedelta(hours=1),
+               now: datetime | None = None) -> dict[str, Any]:
+    """``fleet_view`` of the instances seen in the last ``since`` (blocking: two queries)."""
+    now = now or datetime.now(UTC)
+    view = fleet_view(SqlFleetStore(registry.engine).instances(seen_since=now - since), registry.all_aliases(), now)
+    view["since_seconds"] = since.total_seconds()
+    return view
