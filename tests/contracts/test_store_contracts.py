@@ -216,6 +216,7 @@ def test_events_are_listed_newest_first_per_model(events: EventLog, engine: Engi
     assert (latest.alias, latest.to_version, latest.reason, latest.details) == ("production", 1, "first",
                                                                                  {"weight": 0.5})
     assert first.actor == "ci" and len(events.recent(limit=1)) == 1
+    assert events.get(latest.id) == latest and events.get(latest.id + 1000) is None
 
 
 # ---- fleet heartbeats ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``monitor.fleet.fleet_view``: stale instances, the region × model × version grid, and version skew that a
+"""``monitor.fleet.fleet_view``: stale instances, the region x model x version grid, and version skew that a
 rollout (canary, shadow), a fresh alias move, a canary without traffic or a pinned batch run never raises."""
 
 from __future__ import annotations

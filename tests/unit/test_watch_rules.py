@@ -38,7 +38,8 @@ def test_each_rule_object_reads_the_canary_figures() -> None:
     assert all(f.firing for f in findings) and all(f.model == "m" and f.version == 2 for f in findings)
     assert [f.message for f in findings] == [
         "error rate 30.0% > 5.0%", "p99 latency 80.0 ms > 50 ms",
-        "p99 latency 80.0 ms > 3x the primary's 10.0 ms and > the 20 ms objective", "disagreement with the primary 50.0% > 10.0%"]
+        "p99 latency 80.0 ms > 3x the primary's 10.0 ms and > the 20 ms objective",
+        "disagreement with the primary 50.0% > 10.0%"]
     quiet = CanaryHealth("m", 2, 1, 0.2, "since", requests=3)  # too few requests: nothing measured
     assert [f.firing for rule in rules for f in rule.evaluate(quiet)] == [None] * 4
     assert canary_rules(WatchRules(max_error_rate=None, max_p99_ratio=None, max_disagreement=None)) == []

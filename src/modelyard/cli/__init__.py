@@ -27,6 +27,7 @@ app = typer.Typer(
     help="Train, publish, serve and watch scikit-learn models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: wraps at any width, never cuts an option name
 )
 app.command("train")(train.train_cmd)
 app.command("reproduce")(train.reproduce_cmd)

@@ -49,7 +49,7 @@ def fleet_cmd(
                       f"{row['age_seconds']:.0f}s ago", _state(row))
     console.print(table)
     if view["grid"]:
-        grid = Table(title="regions × models × versions (live instances)", title_justify="left")
+        grid = Table(title="regions x models x versions (live instances)", title_justify="left")
         for col in ("region", "model", "alias", "version", "instances"):
             grid.add_column(col)
         for cell in view["grid"]:

@@ -10,7 +10,7 @@ from modelyard.cli._common import console, friendly, settings
 from modelyard.predlog import segments
 from modelyard.predlog.shipper import Shipper
 
-log_app = typer.Typer(help="The prediction log's write-ahead segments (local to this machine).",
+log_app = typer.Typer(rich_markup_mode=None, help="The prediction log's write-ahead segments (local to this machine).",
                       no_args_is_help=True)
 
 

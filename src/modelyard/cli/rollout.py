@@ -30,7 +30,8 @@ from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
 from modelyard.rollout import CanaryRuleSet, WatchRules, WatchRun, promote, rollback, stop_canary
 
-shadow_app = typer.Typer(help="Analyse the shadow version against the primary on logged traffic.",
+shadow_app = typer.Typer(
+    rich_markup_mode=None, help="Analyse the shadow version against the primary on logged traffic.",
                          no_args_is_help=True)
 _T = Tolerances()
 

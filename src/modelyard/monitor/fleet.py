@@ -7,8 +7,8 @@ is a per-process chore of the one scheduler (``monitor.scheduler``: it runs in e
 stream consumers beat from their fetch loop and batch runs from their chunk commits (``beat_if_due``).
 
 ``fleet_view`` turns the rows into what ``GET /v1/fleet``, ``modelyard fleet`` and the dashboard show: every
-instance with ``stale`` (running, but no beat for ``STALE_BEATS`` of its periods), a grid of regions ×
-models × versions, and version skew: live instances answering one alias of one model with two versions at
+instance with ``stale`` (running, but no beat for ``STALE_BEATS`` of its periods), a grid of regions x
+models x versions, and version skew: live instances answering one alias of one model with two versions at
 once, longer after the alias moved than the instances need to follow it. A canary and a shadow are other
 aliases, so a rollout is never skew; a batch run is pinned to the version it started with and is left out.
 """
@@ -126,7 +126,7 @@ def _stale(instance: Instance, now: datetime) -> bool:
 
 def fleet_view(instances: list[Instance], aliases: Mapping[str, Mapping[str, AliasRecord]],
                now: datetime | None = None) -> dict[str, Any]:
-    """The fleet, JSON-ready: instances (with ``stale`` and ``age_seconds``), the region × model × version
+    """The fleet, JSON-ready: instances (with ``stale`` and ``age_seconds``), the region x model x version
     grid, and the version skews."""
     now = now or datetime.now(UTC)
     rows: list[dict[str, Any]] = []

@@ -90,7 +90,7 @@ async def show_model(name: str, request: Request) -> Response:
 async def fleet(request: Request, since: str = Query("1h", description="Instances seen in this window: 15m, "
                                                                        "1h, 1d.")) -> Response:
     """Every instance seen in ``since`` (kind, host, pid, region, zone, what it serves, start and last-seen
-    time, ``stale`` when it missed three heartbeats), the ``grid`` of regions × models × versions with the
+    time, ``stale`` when it missed three heartbeats), the ``grid`` of regions x models x versions with the
     instance counts, and ``skew``: one alias of one model answered by two versions at once beyond a
     rollout (canary and shadow are other aliases)."""
     window = parse_duration(since, what="since")
