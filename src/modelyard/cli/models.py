@@ -13,6 +13,7 @@ from modelyard.cli._common import console, friendly, settings
 from modelyard.errors import BadRequestError
 from modelyard.registry import AliasRecord, EventRecord, Registry, parse_ref
 from modelyard.registry.events import SqlEventLog
+from modelyard.registry.settings import LATENCY_OBJECTIVE, latency_objective
 
 models_app = typer.Typer(
     rich_markup_mode=None, help="List and inspect models in the registry.", no_args_is_help=True)
@@ -205,6 +206,24 @@ def event(event_id: int = typer.Argument(..., help="The event's id (first column
     if found is None:
         raise BadRequestError(f"no event with id {event_id}")
     _print_event_details(found)
+
+
+@models_app.command("objective")
+@friendly
+def objective(
+    name: str = typer.Argument(..., help="Model name."),
+    latency_p99_ms: float | None = typer.Option(None, "--latency-p99-ms", min=0.0,
+                                                help="p99 latency objective in ms (the canary latency rule "
+                                                     "fires only above it)."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the model's own objective."),
+) -> None:
+    """Show or set the model's latency objective (its rollout setting latency_p99_ms)."""
+    registry = Registry(settings())
+    if clear or latency_p99_ms is not None:
+        registry.update_model_settings(name, "rollout", {LATENCY_OBJECTIVE: None if clear else latency_p99_ms})
+    own = latency_objective(registry.model_settings(name))
+    console.print(f"{name}: p99 latency objective " + (f"{own:g} ms" if own is not None else
+                  "not set (the server's MODELYARD_WATCH_RULES latency_p99_ms applies)"), highlight=False)
 
 
 @alias_app.command("set")
