@@ -25,7 +25,7 @@ def _serving(entries: list[dict[str, Any]]) -> str:
 
 def _state(row: dict[str, Any]) -> str:
     if row["status"] != "running":
-        return row["status"]
+        return str(row["status"])
     return "[bold red]stale[/]" if row["stale"] else "[green]live[/]"
 
 

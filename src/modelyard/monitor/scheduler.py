@@ -45,21 +45,6 @@ class LeaseLike(Protocol):
 
     def acquire(self) -> bool: ...
 
-    def _chores(self, now: datetime, due_only: bool) -> dict[str, str]:
-        failed: dict[str, str] = {}
-        for chore in self.chores:
-            started = time.monotonic()
-            if due_only and started - self._last.get(chore.name, -1e18) < chore.every - 1e-3:
-                continue
-            self._last[chore.name] = started
-            try:
-                chore.run(now)
-            except Exception as exc:  # the database may be away: the next tick tries again
-                log.warning("scheduler: %s failed: %s", chore.name, str(exc).splitlines()[0] if str(exc) else
-                            type(exc).__name__)
-                failed[chore.name] = f"{type(exc).__name__}: {exc}"
-        return failed
-
     def release(self) -> None: ...
 
 
@@ -97,12 +82,13 @@ class Scheduler:
 
     def __init__(self, lease: LeaseLike | None, rule_sets: Sequence[RuleSet],
                  chores: Sequence[Chore] = ()) -> None:
-        names = [rs.name for rs in (*rule_sets, *chores)]
+        periods = [(rs.name, rs.every) for rs in rule_sets] + [(c.name, c.every) for c in chores]
+        names = [name for name, _ in periods]
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"a scheduler needs rule sets or chores with distinct names, got {names}")
-        for rs in (*rule_sets, *chores):
-            if rs.every <= 0:
-                raise ConfigError(f"rule set {rs.name!r}: every must be above 0 seconds, got {rs.every}")
+        for name, every in periods:
+            if every <= 0:
+                raise ConfigError(f"rule set {name!r}: every must be above 0 seconds, got {every}")
         self.lease = lease
         self.rule_sets = list(rule_sets)
         self.chores = list(chores)
@@ -114,13 +100,13 @@ class Scheduler:
     @property
     def interval(self) -> float:
         """Seconds between ticks: the shortest ``every`` of the rule sets and chores."""
-        return min(rs.every for rs in (*self.rule_sets, *self.chores))
+        return min([rs.every for rs in self.rule_sets] + [c.every for c in self.chores])
 
     def describe(self) -> str:
         """One line for the start-up log: the tick, the lease and every rule set."""
         lease = f"lease {self.lease_ttl_text()}" if self.lease is not None and self.rule_sets else "no lease"
         return (f"scheduler every {format_duration(self.interval)} ({lease}): "
-                + "; ".join(rs.describe() for rs in (*self.rule_sets, *self.chores)))
+                + "; ".join([rs.describe() for rs in self.rule_sets] + [c.describe() for c in self.chores]))
 
     def lease_ttl_text(self) -> str:
         return f"ttl {format_duration(self.lease.ttl)}" if self.lease is not None else "none"

@@ -166,7 +166,9 @@ class P99RatioRule:
         p99, base = h.p99_ms, h.primary_p99_ms
         over_ratio = None if p99 is None or not base else p99 > self.ratio * base
         objective = self.objective_ms
-        fires = over_ratio if over_ratio is None or objective is None else over_ratio and p99 > objective
+        fires = over_ratio
+        if over_ratio and p99 is not None and objective is not None:
+            fires = p99 > objective  # over the ratio: the objective decides
         limit = None if not base else max(self.ratio * base, objective or 0.0)
         within = over_ratio is False
         message = (f"p99 latency {p99 or 0:.1f} ms {'within' if within else '>'} {self.ratio:g}x the primary's "
