@@ -17,7 +17,7 @@ from modelyard.registry import Registry
 from modelyard.registry import tables as t
 from modelyard.registry.fleet import Instance, SqlFleetStore
 from tests.conftest import run_cli, train_and_publish
-from tests.integration.test_monitor_dashboard import CHROMIUM, CHROMIUM_ARGS
+from tests.integration.monitor_helpers import dashboard_page
 from tests.support import Server, wait_until
 
 MODEL = "house-prices"
@@ -64,6 +64,9 @@ def test_two_regions_on_one_registry_in_the_fleet_api_cli_and_dashboard(
         india_rows = [i for i in view["instances"] if i["region"] == "ap-south-1"]
         assert {i["zone"] for i in india_rows} == {"ap-south-1a"} and len({i["pid"] for i in india_rows}) == 2
         assert "fleet heartbeat every 0.5s" in india.log()
+        for bad in ("abc", "99999999999w"):  # a 4xx naming the parameter, never a 5xx
+            r = httpx.get(india.url + "/v1/fleet", params={"since": bad}, timeout=30)
+            assert r.status_code == 400 and "since" in r.text, r.text
 
         # one instance that stopped beating long ago (stale), one live elsewhere still on v0: skew
         store = SqlFleetStore(registry.engine)
@@ -96,21 +99,6 @@ def test_two_regions_on_one_registry_in_the_fleet_api_cli_and_dashboard(
 
 
 def _dashboard(url: str) -> tuple[str, list[str]]:
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    assert CHROMIUM.exists(), "Debian's chromium is missing: apt-get install -y chromium (see .ci/run)"
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url + "/dashboard")
-            page.wait_for_function("document.body.dataset.ready !== undefined", timeout=30_000)
-            assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#error")
-            ticks = page.evaluate("() => window.modelyardCharts['rate-house-prices'].scales.x.ticks"
-                                  ".map((t) => t.label)")
-            text = page.inner_text("body")
-        finally:
-            browser.close()
-    assert errors == []
-    return text, list(ticks)
+    with dashboard_page(url) as page:
+        ticks = page.evaluate("() => window.modelyardCharts['rate-house-prices'].scales.x.ticks.map((t) => t.label)")
+        return page.inner_text("body"), list(ticks)

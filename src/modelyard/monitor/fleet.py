@@ -179,6 +179,7 @@ def read_fleet(registry: Registry, *, since: timedelta = timedelta(hours=1),
                now: datetime | None = None) -> dict[str, Any]:
     """``fleet_view`` of the instances seen in the last ``since`` (blocking: two queries)."""
     now = now or datetime.now(UTC)
+    since = min(since, timedelta(days=366))  # rows are pruned after a day anyway
     view = fleet_view(SqlFleetStore(registry.engine).instances(seen_since=now - since), registry.all_aliases(), now)
     view["since_seconds"] = since.total_seconds()
     return view

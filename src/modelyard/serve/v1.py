@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from modelyard.durations import parse_duration
-from modelyard.errors import SchemaError
+from modelyard.errors import BadRequestError, SchemaError
 from modelyard.monitor.fleet import read_fleet
 from modelyard.serve.http import json_response
 from modelyard.serve.inference import Outcome, Parsed
@@ -93,6 +93,9 @@ async def fleet(request: Request, since: str = Query("1h", description="Instance
     time, ``stale`` when it missed three heartbeats), the ``grid`` of regions x models x versions with the
     instance counts, and ``skew``: one alias of one model answered by two versions at once beyond a
     rollout (canary and shadow are other aliases)."""
-    window = parse_duration(since, what="since")
+    try:
+        window = parse_duration(since, what="since")
+    except OverflowError:
+        raise BadRequestError(f"since {since!r} is too long a duration", field="since") from None
     registry = server_state(request).registry
     return json_response(await anyio.to_thread.run_sync(lambda: read_fleet(registry, since=window)))
