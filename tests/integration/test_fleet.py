@@ -102,3 +102,24 @@ def _dashboard(url: str) -> tuple[str, list[str]]:
     with dashboard_page(url) as page:
         ticks = page.evaluate("() => window.modelyardCharts['rate-house-prices'].scales.x.ticks.map((t) => t.label)")
         return page.inner_text("body"), list(ticks)
+
+
+def test_a_batch_run_beats_while_it_scores_and_is_stopped_after(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from modelyard import publish
+    from modelyard.batch.runner import score
+
+    settings = Settings(home=tmp_path / ".modelyard", region="eu-west-1")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    publish("tiny", LinearRegression().fit(X, X.a * 2 + X.b), X, X.a * 2 + X.b, alias="production",
+            settings=settings)
+    X.to_csv(tmp_path / "rows.csv", index=False)
+    result = score("tiny", source=str(tmp_path / "rows.csv"), target="scored", settings=settings, chunk_size=50)
+    (run,) = SqlFleetStore(Registry(settings).engine).instances()
+    assert (run.kind, run.region, run.status, run.details["run_id"]) == ("batch", "eu-west-1", "stopped",
+                                                                         result.run_id)
+    assert run.serving == [{"model": "tiny", "alias": "production", "version": 1, "weight": None, "pinned": True}]
