@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     watch_rules: dict[str, float | None] = Field(
         default_factory=dict, description='Canary watcher thresholds as JSON, e.g. {"window": 300, '
         '"max_error_rate": 0.05}; the names are the fields of rollout.WatchRules, null turns a rule off.')
+    region: str | None = Field(default=None, description="Region label of this process in the fleet view "
+                               "(heartbeats in the registry), e.g. ap-south-1.")
+    zone: str | None = Field(default=None, description="Zone label of this process in the fleet view.")
+    heartbeat_interval: float = Field(default=15.0, gt=0, description="Seconds between fleet heartbeats of "
+                                      "servers, stream consumers and batch runs; stale after 3 missed.")
 
     @property
     def resolved_database_url(self) -> str:

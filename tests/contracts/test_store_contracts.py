@@ -16,6 +16,7 @@ from modelyard.registry import tables as t
 from modelyard.registry.alerts import AlertStore, AlertUpdate, SqlAlertStore
 from modelyard.registry.batch_runs import BatchRunStore, RunRecord, SqlBatchRunStore
 from modelyard.registry.events import EventLog, SqlEventLog, write_event
+from modelyard.registry.fleet import FleetStore, Instance, SqlFleetStore
 from modelyard.registry.predictions import PredictionStore, SqlPredictionStore
 from modelyard.registry.settings import SettingsStore, SqlSettingsStore
 
@@ -25,6 +26,7 @@ STORES: dict[type, list[Callable[[Engine], Any]]] = {
     AlertStore: [SqlAlertStore],
     BatchRunStore: [SqlBatchRunStore],
     EventLog: [SqlEventLog],
+    FleetStore: [SqlFleetStore],
 }
 
 
@@ -214,3 +216,47 @@ def test_events_are_listed_newest_first_per_model(events: EventLog, engine: Engi
     assert (latest.alias, latest.to_version, latest.reason, latest.details) == ("production", 1, "first",
                                                                                  {"weight": 0.5})
     assert first.actor == "ci" and len(events.recent(limit=1)) == 1
+    assert events.get(latest.id) == latest and events.get(latest.id + 1000) is None
+
+
+# ---- fleet heartbeats ----------------------------------------------------------------------------------------
+@pytest.fixture(params=_ids(FleetStore))
+def fleet(request: pytest.FixtureRequest, engine: Engine) -> FleetStore:
+    return request.param(engine)  # type: ignore[no-any-return]
+
+
+def _instance(instance_id: str, at: datetime, **extra: Any) -> Instance:
+    return Instance(instance_id=instance_id, kind="server", host="h1", pid=10, started_at=at, last_seen=at,
+                    **extra)
+
+
+def test_fleet_beats_upsert_keep_the_start_and_stop_marks_the_row(fleet: FleetStore) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    fleet.beat(_instance("a", t0, region="eu", zone="eu-1",
+                         serving=[{"model": "m", "alias": "production", "version": 1, "weight": None}]))
+    later = _instance("a", t0 + timedelta(minutes=5), region="eu", zone="eu-1",
+                      serving=[{"model": "m", "alias": "production", "version": 2, "weight": None}],
+                      details={"workers": 1})
+    later.started_at = t0 + timedelta(minutes=5)  # a later beat never moves the start
+    fleet.beat(later)
+    (row,) = fleet.instances()
+    assert (row.started_at, row.last_seen, row.region, row.zone, row.status) == (
+        t0, t0 + timedelta(minutes=5), "eu", "eu-1", "running")
+    assert row.serving == [{"model": "m", "alias": "production", "version": 2, "weight": None}]
+    assert row.details == {"workers": 1} and row.last_seen.tzinfo is not None
+    fleet.stop("a", t0 + timedelta(minutes=6))
+    (stopped,) = fleet.instances()
+    assert stopped.status == "stopped" and stopped.last_seen == t0 + timedelta(minutes=6)
+
+
+def test_fleet_instances_filter_by_last_seen_and_prune_drops_old_rows(fleet: FleetStore) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    east = timezone(timedelta(hours=8))
+    fleet.beat(_instance("old", t0 - timedelta(days=2), region="cn"))
+    fleet.beat(Instance("b", "stream", "h2", 11, t0, t0, region="in"))
+    fleet.beat(_instance("c", t0.astimezone(east), region="cn"))  # the same instant in another zone
+    assert [i.instance_id for i in fleet.instances()] == ["c", "old", "b"]  # by region, host, pid, id
+    assert [i.instance_id for i in fleet.instances(seen_since=t0 - timedelta(hours=1))] == ["c", "b"]
+    assert fleet.instances(seen_since=t0)[0].last_seen == t0
+    assert fleet.prune(t0 - timedelta(days=1)) == 1
+    assert [i.instance_id for i in fleet.instances()] == ["c", "b"]

@@ -1,4 +1,5 @@
-"""Shared by the monitor tests: a real webhook receiver on 127.0.0.1 and logged traffic from a real model."""
+"""Shared by the monitor tests: a real webhook receiver on 127.0.0.1, logged traffic from a real model, and
+a server's dashboard loaded in headless Chromium."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from modelyard import load
 from modelyard.config import Settings
@@ -114,3 +117,29 @@ def log_traffic(
         )
     insert_records(Registry(settings).engine, records)
     return int(model.version or 0)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def dashboard_page(url: str) -> Iterator[Any]:
+    """``url``/dashboard loaded and drawn in Debian's headless Chromium (playwright drives it); a script
+    error on the page fails the test once the block ends."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    assert CHROMIUM.exists(), "Debian's chromium is missing: apt-get install -y chromium (see .ci/run)"
+    errors: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url + "/dashboard")
+            page.wait_for_function("document.body.dataset.ready !== undefined", timeout=30_000)
+            assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#error")
+            yield page
+        finally:
+            browser.close()
+    assert errors == []

@@ -17,13 +17,10 @@ from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
 from tests.conftest import ROOT, generate_houses, train_and_publish
-from tests.integration.monitor_helpers import json_rows, log_traffic, webhook_receiver
+from tests.integration.monitor_helpers import dashboard_page, json_rows, log_traffic, webhook_receiver
 from tests.support import Server, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -64,34 +61,21 @@ def dashboard_site(sqlite_settings: Settings, house_spec: Path, tmp_path: Path) 
 
 
 def test_dashboard_renders_charts_in_headless_chromium(dashboard_site: str) -> None:
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    assert CHROMIUM.exists(), "Debian's chromium is missing: apt-get install -y chromium (see .ci/run)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     shot.unlink(missing_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(dashboard_site + "/dashboard")
-            page.wait_for_function("document.body.dataset.ready !== undefined", timeout=30_000)
-            assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#error")
-            page.screenshot(path=str(shot), full_page=True)
-            charts = page.evaluate("""() => Object.entries(window.modelyardCharts).map(([id, c]) => {
-                const canvas = c.canvas, ctx = canvas.getContext('2d');
-                const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-                let inked = 0;
-                for (let i = 3; i < px.length; i += 4) if (px[i] > 0) inked++;
-                return {id, type: c.config.type, inked, width: canvas.width,
-                        points: c.data.datasets.reduce((n, d) => n + d.data.filter(v => v != null &&
-                                (typeof v !== 'object' || v.y != null)).length, 0)};
-            })""")
-            text = page.inner_text("main")
-        finally:
-            browser.close()
-    assert errors == []
+    with dashboard_page(dashboard_site) as page:
+        page.screenshot(path=str(shot), full_page=True)
+        charts = page.evaluate("""() => Object.entries(window.modelyardCharts).map(([id, c]) => {
+            const canvas = c.canvas, ctx = canvas.getContext('2d');
+            const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            let inked = 0;
+            for (let i = 3; i < px.length; i += 4) if (px[i] > 0) inked++;
+            return {id, type: c.config.type, inked, width: canvas.width,
+                    points: c.data.datasets.reduce((n, d) => n + d.data.filter(v => v != null &&
+                            (typeof v !== 'object' || v.y != null)).length, 0)};
+        })""")
+        text = page.inner_text("main")
     by_id = {c["id"].split("-")[0]: c for c in charts}
     assert set(by_id) == {"split", "rate", "latency", "errors", "drift"}
     for c in charts:  # every chart has data and has drawn pixels on its canvas

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.checks import gate_runner
+from modelyard.checks import GateReport, gate_runner
 from modelyard.config import Settings
-from modelyard.errors import GateFailedError, RolloutError
+from modelyard.errors import GateFailedError, RolloutError, SchemaError
 from modelyard.registry import Registry
 from modelyard.rollout import RoutingPolicy, promote, rollback, set_weight, stop_canary
 from tests.conftest import generate_houses
@@ -65,6 +65,25 @@ def test_failing_gate_refuses_the_promotion_and_records_why(any_settings: Settin
     assert event.reason == "hotfix, gates known to fail"
     assert event.details["forced"] is True and event.details["gates"] == "skipped (--force)"
     assert event.details["weight"] == 0.1
+
+
+def test_a_candidate_raising_during_the_gates_is_refused_with_an_event_holding_the_error(
+        sqlite_settings: Settings, bundles: dict[str, Path]) -> None:
+    registry = Registry(sqlite_settings)
+    publish(sqlite_settings, bundles["good"], alias="production")
+    v2 = publish(sqlite_settings, bundles["good"])
+
+    def broken_gate() -> GateReport:
+        raise SchemaError("column 'area_sqm' is missing", field="area_sqm")
+
+    with pytest.raises(SchemaError):
+        promote(registry, MODEL, v2, to="canary", weight=0.1, gate=broken_gate, actor="alice")
+    refused = registry.events(MODEL)[0]
+    assert (refused.kind, refused.alias, refused.actor) == ("promote_refused", "canary", "alice")
+    assert refused.reason == "the gates could not run: SchemaError: column 'area_sqm' is missing"
+    assert refused.details == {"version": v2, "gates": "raised",
+                               "error": "SchemaError: column 'area_sqm' is missing"}
+    assert "canary" not in registry.aliases(MODEL)
 
 
 def test_promote_then_rollback_walks_production_back_with_events(any_settings: Settings,

@@ -113,3 +113,33 @@ def test_run_forever_ticks_until_stopped_then_releases_the_lease() -> None:
 
     asyncio.run(main())
     assert len(a.runs) >= 3 and lease.released == 1
+
+
+@dataclass
+class Chore:
+    name: str = "heartbeat"
+    every: float = 2.0
+    fail: bool = False
+    runs: int = 0
+
+    def describe(self) -> str:
+        return f"{self.name} every {self.every:g}s"
+
+    def run(self, now: datetime) -> None:
+        self.runs += 1
+        if self.fail:
+            raise RuntimeError("database away")
+
+
+def test_chores_run_in_every_process_lease_or_not_and_a_scheduler_may_have_chores_only() -> None:
+    rules, chore = Recorder("canary", every=5), Chore()
+    scheduler = Scheduler(FakeLease(answers=[False]), [rules], chores=[chore])
+    run = scheduler.run_once(NOW)
+    assert not run.leader and rules.runs == [] and chore.runs == 1  # standby, yet the heartbeat is written
+    assert scheduler.interval == 2 and scheduler.describe().endswith("canary every 5s; heartbeat every 2s")
+    lease = FakeLease()
+    alone = Scheduler(lease, [], chores=[Chore(fail=True)])
+    run = alone.run_once(NOW)
+    assert run.failed == {"heartbeat": "RuntimeError: database away"} and run.skipped == "no rule sets"
+    alone.release()
+    assert lease.released == 0 and alone.describe() == "scheduler every 2s (no lease): heartbeat every 2s"

@@ -24,6 +24,7 @@ from modelyard.batch.sink import ChunkWriter, Sink
 from modelyard.batch.source import Source
 from modelyard.config import Settings, normalize_database_url
 from modelyard.errors import BatchError, RunBusyError
+from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter, PredictionRecord, insert_records
 from modelyard.registry import Registry, parse_ref
 from modelyard.registry.db import Engine, get_engine
@@ -82,7 +83,7 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
     if chunk_size < 1:
         raise BatchError("--chunk-size must be at least 1")
     registry = Registry(settings)
-    name, _ = parse_ref(ref)
+    name, selector = parse_ref(ref)
     src = Source.parse(source)
     db_url = normalize_database_url(db or settings.resolved_database_url)
     run_id = run_id or new_run_id(name)
@@ -94,9 +95,14 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
     if run.status == "done":
         return BatchResult(run_id, name, run.version, target, run.rows_scored, run.rows_rejected,
                            run.row_count, 0.0, "done", resumed=True, already_done=True)
+    serving = [{"model": name, "alias": selector if isinstance(selector, str) else None, "version": run.version,
+                "weight": None, "pinned": True}]  # a run keeps the version it started with
+    member = FleetMember.from_settings(settings, registry.engine, "batch", lambda: serving,
+                                       details={"run_id": run_id, "target": target})
+    member.beat_if_due()
     job = _Job(run=run, registry=registry, settings=settings, src=src, engine=user_engine(db_url, settings),
                target=target, key=key, chunk_size=chunk_size, cluster=cluster, log_rows=log_rows,
-               progress=progress, threads=threads)
+               progress=progress, threads=threads, member=member)
     try:
         return job.execute()
     except RunBusyError:
@@ -109,6 +115,8 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
         except Exception:
             pass
         raise
+    finally:
+        member.stop()
 
 
 @dataclass
@@ -131,6 +139,7 @@ class _Job:
     row_count: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"scored": 0, "rejected": 0, "attempt": 0})
     log: PredictionLogWriter | None = None  # --log-rows: written ahead before each chunk's output commit
+    member: FleetMember | None = None  # this run's fleet heartbeat
 
     def execute(self) -> BatchResult:
         if self.log_rows:
@@ -207,6 +216,8 @@ class _Job:
             self.recorded = time.perf_counter()
             record_progress(self.registry.engine, run, scored=self.counts["scored"],
                             rejected=self.counts["rejected"])
+        if self.member is not None:
+            self.member.beat_if_due()
         if self.progress:
             self.progress(self.counts["scored"] + self.counts["rejected"], self.row_count)
 

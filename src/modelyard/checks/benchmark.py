@@ -87,6 +87,7 @@ def _measure(current: Model, candidate: Model, config: BenchmarkConfig) -> dict[
         out[k] = {
             "latency_ms_p50": percentile(ms, 0.5),
             "latency_ms_p90": percentile(ms, 0.9),
+            "latency_ms_p99": percentile(ms, 0.99),
             "throughput_rows_s": float(np.median(tput[k])),
         }
     out["latency_ratio"] = out["candidate"]["latency_ms_p50"] / out["current"]["latency_ms_p50"]

@@ -8,6 +8,7 @@ from modelyard.cli import (
     deploy,
     explain,
     export,
+    fleet,
     learn,
     log,
     models,
@@ -27,6 +28,7 @@ app = typer.Typer(
     help="Train, publish, serve and watch scikit-learn models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: wraps at any width, never cuts an option name
 )
 app.command("train")(train.train_cmd)
 app.command("reproduce")(train.reproduce_cmd)
@@ -46,6 +48,7 @@ app.add_typer(predictions.predictions_app, name="predictions")
 app.command("replay")(predictions.replay_cmd)
 app.add_typer(log.log_app, name="log")
 app.command("explain")(explain.explain_cmd)
+app.command("fleet")(fleet.fleet_cmd)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from modelyard.deploy.common import LOCK_PATH
 from modelyard.errors import IntegrityError
 from modelyard.registry import Registry, parse_ref
 
-deploy_app = typer.Typer(help="Containers, Kubernetes manifests and CI pipelines for a model.",
+deploy_app = typer.Typer(rich_markup_mode=None, help="Containers, Kubernetes manifests and CI pipelines for a model.",
                          no_args_is_help=True)
 
 SEED_EVENT = "deploy_seed"

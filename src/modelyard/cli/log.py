@@ -15,7 +15,7 @@ from modelyard.predlog.parquet import prune
 from modelyard.predlog.shipper import Shipper
 from modelyard.predlog.target import log_retention
 
-log_app = typer.Typer(help="The prediction log's write-ahead segments (local to this machine).",
+log_app = typer.Typer(rich_markup_mode=None, help="The prediction log's write-ahead segments (local to this machine).",
                       no_args_is_help=True)
 
 

@@ -10,11 +10,17 @@ import typer
 from rich.table import Table
 
 from modelyard.cli._common import console, friendly, settings
-from modelyard.registry import Registry, parse_ref
+from modelyard.errors import BadRequestError
+from modelyard.registry import AliasRecord, EventRecord, Registry, parse_ref
+from modelyard.registry.events import SqlEventLog
+from modelyard.registry.settings import LATENCY_OBJECTIVE, latency_objective
 
-models_app = typer.Typer(help="List and inspect models in the registry.", no_args_is_help=True)
-alias_app = typer.Typer(help="Point aliases (production, canary, shadow, ...) at versions.", no_args_is_help=True)
-import_app = typer.Typer(help="Bring models made elsewhere into the registry.", no_args_is_help=True)
+models_app = typer.Typer(
+    rich_markup_mode=None, help="List and inspect models in the registry.", no_args_is_help=True)
+alias_app = typer.Typer(
+    rich_markup_mode=None, help="Point aliases (production, canary, shadow, ...) at versions.", no_args_is_help=True)
+import_app = typer.Typer(
+    rich_markup_mode=None, help="Bring models made elsewhere into the registry.", no_args_is_help=True)
 
 
 @models_app.command("list")
@@ -31,6 +37,7 @@ def list_models(json_out: bool = typer.Option(False, "--json")) -> None:
             "latest": versions[-1].version if versions else None,
             "versions": len(versions),
             "aliases": {a: r.version for a, r in sorted(aliases.items())},
+            "weights": {a: r.weight for a, r in sorted(aliases.items()) if r.weight is not None},
         })
     if json_out:
         console.print_json(json.dumps(rows))
@@ -40,7 +47,8 @@ def list_models(json_out: bool = typer.Option(False, "--json")) -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(r["name"], str(r["latest"]), str(r["versions"]),
-                      ", ".join(f"{a}→v{v}" for a, v in r["aliases"].items()) or "-")
+                      ", ".join(f"{a}→v{v}{_weight(r['weights'].get(a))}" for a, v in r["aliases"].items())
+                      or "-")
     console.print(table)
 
 
@@ -58,7 +66,7 @@ def show_model(
         console.print_json(m.to_json())
         return
     name, _ = parse_ref(ref)
-    aliases = [a for a, r in registry.aliases(name).items() if r.version == record.version]
+    aliases = [_alias(r) for a, r in sorted(registry.aliases(name).items()) if r.version == record.version]
     lineage = m.lineage
     console.print(f"[bold]{name}[/] version [bold]{record.version}[/]  "
                   f"aliases: {', '.join(aliases) or '-'}  task: {m.task}  estimator: {m.estimator}")
@@ -113,18 +121,109 @@ def _print_importance(importance: dict[str, float] | None) -> None:
     console.print(table)
 
 
+def _weight(weight: float | None) -> str:
+    """A canary's share as shown next to its alias: a rolled-back canary (weight 0) says it gets nothing."""
+    if weight is None:
+        return ""
+    return f" ({weight:.0%}, no traffic)" if weight == 0 else f" ({weight:.0%})"
+
+
+def _alias(r: AliasRecord) -> str:
+    return r.alias + _weight(r.weight)
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested details as (dotted key, value) rows: the figures stored with an event."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for k, v in value.items():
+            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    if isinstance(value, float):
+        return [(prefix, f"{value:.6g}")]
+    if isinstance(value, list) and not any(isinstance(v, dict | list) for v in value):
+        return [(prefix, "; ".join(map(str, value)) or "-")]
+    if isinstance(value, list):
+        rows = []
+        for i, v in enumerate(value):
+            rows += _flatten(v, f"{prefix}[{i}]")
+        return rows
+    return [(prefix, "-" if value is None else str(value))]
+
+
+def _print_event_details(e: EventRecord) -> None:
+    console.print(f"[bold]event {e.id}[/] {e.at:%Y-%m-%d %H:%M:%S} {e.model} {e.kind}"
+                  f"{' ' + e.alias if e.alias else ''}: "
+                  f"{'v' + str(e.from_version) + ' → ' if e.from_version else ''}"
+                  f"{'v' + str(e.to_version) if e.to_version else ''} by {e.actor or '-'}", highlight=False)
+    if e.reason:
+        console.print(f"why: {e.reason}", highlight=False, soft_wrap=True)
+    rows = _flatten(e.details or {})
+    if not rows:
+        console.print("no figures stored with this event")
+        return
+    table = Table(title=f"figures of event {e.id}", title_justify="left")
+    table.add_column("figure", overflow="fold")
+    table.add_column("value", overflow="fold")
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+
+
 @models_app.command("events")
 @friendly
-def events(name: str = typer.Argument(None), limit: int = typer.Option(30, "--limit")) -> None:
-    """Every publish and alias change: when, who, why."""
+def events(
+    name: str = typer.Argument(None, help="Model name (default: every model)."),
+    limit: int = typer.Option(30, "--limit", help="Newest events shown."),
+    details: bool = typer.Option(False, "--details", help="Also show the figures stored with each event."),
+    json_out: bool = typer.Option(False, "--json", help="Print the events, with their figures, as JSON."),
+) -> None:
+    """Every publish and alias change: when, who, why (and with --details, the figures; see also
+    `models event ID`)."""
     registry = Registry(settings())
+    found = registry.events(name, limit=limit)
+    if json_out:
+        console.print_json(json.dumps([{**vars(e), "at": e.at.isoformat()} for e in found], default=str))
+        return
+    if details:
+        for e in found:
+            _print_event_details(e)
+        return
     table = Table(title="events")
-    for col in ("at", "model", "kind", "alias", "from", "to", "actor", "reason"):
+    for col in ("id", "at", "model", "kind", "alias", "from", "to", "actor", "reason"):
         table.add_column(col)
-    for e in registry.events(name, limit=limit):
-        table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.model, e.kind, e.alias or "", str(e.from_version or ""),
-                      str(e.to_version or ""), e.actor or "", e.reason or "")
+    for e in found:
+        table.add_row(str(e.id), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.model, e.kind, e.alias or "",
+                      str(e.from_version or ""), str(e.to_version or ""), e.actor or "", e.reason or "")
     console.print(table)
+
+
+@models_app.command("event")
+@friendly
+def event(event_id: int = typer.Argument(..., help="The event's id (first column of `models events`).")) -> None:
+    """One event with every figure stored with it (a rollback's canary figures, a refusal's gates)."""
+    found = SqlEventLog(Registry(settings()).engine).get(event_id)
+    if found is None:
+        raise BadRequestError(f"no event with id {event_id}")
+    _print_event_details(found)
+
+
+@models_app.command("objective")
+@friendly
+def objective(
+    name: str = typer.Argument(..., help="Model name."),
+    latency_p99_ms: float | None = typer.Option(None, "--latency-p99-ms", min=0.0,
+                                                help="p99 latency objective in ms (the canary latency rule "
+                                                     "fires only above it)."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the model's own objective."),
+) -> None:
+    """Show or set the model's latency objective (its rollout setting latency_p99_ms)."""
+    registry = Registry(settings())
+    if clear or latency_p99_ms is not None:
+        registry.update_model_settings(name, "rollout", {LATENCY_OBJECTIVE: None if clear else latency_p99_ms})
+    own = latency_objective(registry.model_settings(name))
+    console.print(f"{name}: p99 latency objective " + (f"{own:g} ms" if own is not None else
+                  "not set (the server's MODELYARD_WATCH_RULES latency_p99_ms applies)"), highlight=False)
 
 
 @alias_app.command("set")

@@ -12,7 +12,7 @@ from modelyard.cli._common import console, friendly, settings
 from modelyard.predlog import find_request, log_reader, parse_since, recent, replay
 from modelyard.registry import Registry
 
-predictions_app = typer.Typer(help="Read the prediction log.", no_args_is_help=True)
+predictions_app = typer.Typer(rich_markup_mode=None, help="Read the prediction log.", no_args_is_help=True)
 
 
 def _short(value: Any, width: int = 60) -> str:

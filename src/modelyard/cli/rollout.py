@@ -28,9 +28,19 @@ from modelyard.monitor.rules import RuleSet
 from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
-from modelyard.rollout import CanaryRuleSet, WatchRules, WatchRun, promote, rollback, stop_canary
+from modelyard.rollout import (
+    CanaryRuleSet,
+    WatchRules,
+    WatchRun,
+    latency_verdict,
+    promote,
+    rollback,
+    stop_canary,
+    watch_rules,
+)
 
-shadow_app = typer.Typer(help="Analyse the shadow version against the primary on logged traffic.",
+shadow_app = typer.Typer(
+    rich_markup_mode=None, help="Analyse the shadow version against the primary on logged traffic.",
                          no_args_is_help=True)
 _T = Tolerances()
 
@@ -106,19 +116,45 @@ def check_cmd(
     """Differential and benchmark gates of NAME VERSION against an alias; exit 1 when a gate fails."""
     tol = _tolerances(max_mean_shift, max_row_rel_diff, min_agreement, max_metric_drop, max_slowdown,
                       allow_removed_columns)
+    registry = Registry(settings())
     with console.status(f"checking {name} v{version} against {against}"):
-        report = run_gates(Registry(settings()), name, version, against=against, tolerances=tol,
+        report = run_gates(registry, name, version, against=against, tolerances=tol,
                            benchmark=not skip_benchmark,
                            bench_config=BenchmarkConfig(latency_calls=latency_calls, threads=threads or None))
+    latency = _canary_latency_rule(registry, report)
     if json_out:
-        _emit_json(report.to_dict())
+        _emit_json({**report.to_dict(), "canary_latency_rule": latency})
     else:
         _print_report(report)
+        if latency is not None:
+            if latency["fires"]:
+                err_console.print(f"[bold yellow]warning:[/] as a canary, v{version} would be rolled back by the "
+                                  f"watcher's latency rule: {latency['message']} (benchmark p99; the objective "
+                                  "is the model's rollout setting latency_p99_ms)", highlight=False, soft_wrap=True)
+            else:
+                console.print(f"canary latency rule: would not fire ({latency['message']})", highlight=False)
     if not report.passed:
         if json_out:
             for reason in report.reasons:
                 err_console.print(f"gate failed: {reason}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def _canary_latency_rule(registry: Registry, report: GateReport) -> dict[str, Any] | None:
+    """What the canary watcher's latency ratio rule would say of the candidate, from the benchmark's p99s
+    and the rules a server would use (MODELYARD_WATCH_RULES, then the model's settings); None without a
+    benchmark."""
+    bench = next((g for g in report.gates if g.gate == "benchmark" and not g.skipped and g.figures), None)
+    if bench is None:
+        return None
+    rules = CanaryRuleSet(registry, watch_rules(settings().watch_rules)).rules_for(
+        report.model, registry.model_settings(report.model))
+    cand, cur = bench.figures["candidate"]["latency_ms_p99"], bench.figures["current"]["latency_ms_p99"]
+    finding = latency_verdict(rules, report.model, cand, cur, report.candidate, report.current)
+    if finding is None:
+        return None
+    return {"fires": bool(finding.firing), "message": finding.message, "candidate_p99_ms": cand,
+            "primary_p99_ms": cur, "max_p99_ratio": rules.max_p99_ratio, "latency_p99_ms": rules.latency_p99_ms}
 
 
 @friendly

@@ -9,6 +9,7 @@ import signal
 import typer
 
 from modelyard.cli._common import err_console, friendly, settings
+from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry, parse_ref
 from modelyard.stream import ModelHolder, StreamConsumer, open_broker
@@ -40,6 +41,8 @@ def stream_cmd(
                     ack_wait=ack_wait),
         holder, out_subject=out_subject, dlq_subject=dlq, batch_size=batch_size,
         log=writer,
+        member=FleetMember.from_settings(cfg, registry.engine, "stream", holder.serving,
+                                         details={"in": in_subject, "out": out_subject}),
     )
 
     async def main() -> None:

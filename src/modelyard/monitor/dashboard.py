@@ -23,6 +23,7 @@ import numpy as np
 from modelyard.monitor.alert_state import AlertBook
 from modelyard.monitor.alerts import load_overrides, rules_for
 from modelyard.monitor.drift import PREDICTION, DriftReport
+from modelyard.monitor.fleet import read_fleet
 from modelyard.monitor.window import RecordSource
 from modelyard.predlog import Route, percentile
 from modelyard.registry import Registry
@@ -105,7 +106,8 @@ def dashboard_data(
                 "events": [_jsonable(vars(e)) for e in registry.events(name, limit=15)],
             }
         )
-    return {"generated_at": now.isoformat(), "window_seconds": window.total_seconds(), "models": out}
+    return {"generated_at": now.isoformat(), "window_seconds": window.total_seconds(), "models": out,
+            "fleet": read_fleet(registry, since=max(window, timedelta(hours=1)), now=now)}
 
 
 def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets: int) -> dict[str, Any]:
@@ -150,6 +152,7 @@ def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets
         "traffic_split": [{"version": v, "route": r, "requests": n} for (v, r), n in sorted(split.items())],
         "series": {
             "t": edges,
+            "t_range": [start, now.timestamp()],  # the time axis spans the window even with no traffic
             "requests_per_s": per_version,
             "error_rate": error_rate,
             "latency_p50_ms": p50,

@@ -5,7 +5,8 @@ shared database (``registry.lease.SqlLease``, name ``LEASE``) lets exactly one o
 another when its holder releases it (a graceful stop) or dies (the lease runs out). Each registered rule set
 (``monitor.rules.RuleSet``: the monitor's alert rules, the canary watcher's rollback rules) runs every
 ``every`` seconds; the scheduler ticks at the shortest of them and renews the lease before each rule set, so
-a long evaluation of one never lets the lease lapse for the next.
+a long evaluation of one never lets the lease lapse for the next. Chores (``Chore``: the fleet heartbeat)
+run at every tick they are due in every process, lease or not, before the rule sets.
 
 Wiring, in the server (``serve/monitoring.py``)::
 
@@ -30,7 +31,7 @@ from modelyard.durations import format_duration
 from modelyard.errors import ConfigError
 from modelyard.monitor.rules import RuleSet, RuleSetRun
 
-__all__ = ["LEASE", "LeaseLike", "Scheduler", "SchedulerRun"]
+__all__ = ["LEASE", "Chore", "LeaseLike", "Scheduler", "SchedulerRun"]
 
 log = logging.getLogger("modelyard.monitor")
 LEASE = "modelyard-scheduler"
@@ -45,6 +46,20 @@ class LeaseLike(Protocol):
     def acquire(self) -> bool: ...
 
     def release(self) -> None: ...
+
+
+class Chore(Protocol):
+    """Work every process does for itself on the scheduler's ticks, lease or not (``monitor.fleet.FleetMember``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def every(self) -> float: ...
+
+    def describe(self) -> str: ...
+
+    def run(self, now: datetime) -> None: ...
 
 
 @dataclass
@@ -65,15 +80,18 @@ class Scheduler:
     ``lease=None`` runs without one (a single process, a report): every run then acts.
     """
 
-    def __init__(self, lease: LeaseLike | None, rule_sets: Sequence[RuleSet]) -> None:
-        names = [rs.name for rs in rule_sets]
-        if not rule_sets or len(set(names)) != len(names):
-            raise ConfigError(f"a scheduler needs rule sets with distinct names, got {names}")
-        for rs in rule_sets:
-            if rs.every <= 0:
-                raise ConfigError(f"rule set {rs.name!r}: every must be above 0 seconds, got {rs.every}")
+    def __init__(self, lease: LeaseLike | None, rule_sets: Sequence[RuleSet],
+                 chores: Sequence[Chore] = ()) -> None:
+        periods = [(rs.name, rs.every) for rs in rule_sets] + [(c.name, c.every) for c in chores]
+        names = [name for name, _ in periods]
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"a scheduler needs rule sets or chores with distinct names, got {names}")
+        for name, every in periods:
+            if every <= 0:
+                raise ConfigError(f"rule set {name!r}: every must be above 0 seconds, got {every}")
         self.lease = lease
         self.rule_sets = list(rule_sets)
+        self.chores = list(chores)
         self.holder = lease.holder if lease is not None else "this process"
         self.leading: bool | None = None
         self.last_run: SchedulerRun | None = None
@@ -81,14 +99,14 @@ class Scheduler:
 
     @property
     def interval(self) -> float:
-        """Seconds between ticks: the shortest ``every`` of the rule sets."""
-        return min(rs.every for rs in self.rule_sets)
+        """Seconds between ticks: the shortest ``every`` of the rule sets and chores."""
+        return min([rs.every for rs in self.rule_sets] + [c.every for c in self.chores])
 
     def describe(self) -> str:
         """One line for the start-up log: the tick, the lease and every rule set."""
-        lease = f"lease {self.lease_ttl_text()}" if self.lease is not None else "no lease"
+        lease = f"lease {self.lease_ttl_text()}" if self.lease is not None and self.rule_sets else "no lease"
         return (f"scheduler every {format_duration(self.interval)} ({lease}): "
-                + "; ".join(rs.describe() for rs in self.rule_sets))
+                + "; ".join([rs.describe() for rs in self.rule_sets] + [c.describe() for c in self.chores]))
 
     def lease_ttl_text(self) -> str:
         return f"ttl {format_duration(self.lease.ttl)}" if self.lease is not None else "none"
@@ -110,9 +128,13 @@ class Scheduler:
     def run_once(self, now: datetime | None = None, *, due_only: bool = False) -> SchedulerRun:
         """Take (or renew) the lease and run every rule set (only those due, with ``due_only``)."""
         now = now or datetime.now(UTC)
+        failed = self._chores(now, due_only)
+        if not self.rule_sets:
+            self.last_run = SchedulerRun(at=now, leader=False, failed=failed, skipped="no rule sets")
+            return self.last_run
         leading = self._holds()
         self._note_leadership(leading)
-        run = SchedulerRun(at=now, leader=leading)
+        run = SchedulerRun(at=now, leader=leading, failed=failed)
         if not leading:
             run.skipped = "another process holds the scheduler lease"
             for rs in self.rule_sets:
@@ -137,9 +159,24 @@ class Scheduler:
         self.last_run = run
         return run
 
+    def _chores(self, now: datetime, due_only: bool) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        for chore in self.chores:
+            started = time.monotonic()
+            if due_only and started - self._last.get(chore.name, -1e18) < chore.every - 1e-3:
+                continue
+            self._last[chore.name] = started
+            try:
+                chore.run(now)
+            except Exception as exc:  # the database may be away: the next tick tries again
+                log.warning("scheduler: %s failed: %s", chore.name, str(exc).splitlines()[0] if str(exc) else
+                            type(exc).__name__)
+                failed[chore.name] = f"{type(exc).__name__}: {exc}"
+        return failed
+
     def release(self) -> None:
         """Give the lease up (shutdown), so another process takes over at its next tick."""
-        if self.lease is not None and self.leading:
+        if self.lease is not None and self.leading and self.rule_sets:
             self.lease.release()
 
     async def run_forever(self, stop: asyncio.Event,

@@ -20,6 +20,15 @@ from modelyard.registry import tables as t
 
 T = TypeVar("T")
 ModelSettings = dict[str, Any]
+LATENCY_OBJECTIVE = "latency_p99_ms"
+"""The model's p99 latency objective in ms, ``settings["rollout"]["latency_p99_ms"]``: the canary watcher's
+latency ratio rule fires only above it (and ``modelyard check`` warns with it)."""
+
+
+def latency_objective(settings: ModelSettings | None) -> float | None:
+    """The model's own p99 latency objective (ms), or None when it has none."""
+    value = ((settings or {}).get("rollout") or {}).get(LATENCY_OBJECTIVE)
+    return None if value is None else float(value)
 
 
 @runtime_checkable

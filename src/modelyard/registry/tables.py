@@ -141,3 +141,20 @@ leases = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("active", Boolean, nullable=False, default=True),
 )
+
+instances = Table(
+    "modelyard_instances",
+    metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("kind", String(20), nullable=False),  # server | stream | batch
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("region", String(100), nullable=True),
+    Column("zone", String(100), nullable=True),
+    Column("serving", JSON, nullable=True),  # [{"model", "alias", "version", "weight"}]
+    Column("status", String(20), nullable=False),  # running | stopped
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("details", JSON, nullable=True),
+    Index("ix_instances_last_seen", "last_seen"),
+)

@@ -35,6 +35,7 @@ from modelyard.rollout.watcher import (
     WatchRules,
     WatchRun,
     canary_rules,
+    latency_verdict,
     set_watch_rules,
     watch_rules,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "bucket",
     "canary_rules",
     "choose",
+    "latency_verdict",
     "production_history",
     "promote",
     "rollback",

@@ -59,7 +59,8 @@ def promote(
     """Point ``to`` at ``version`` once ``gate`` passed (``force`` skips it, and the event says so).
 
     A shadow never answers a caller, so it is not gated. Promoting the canary's version to production
-    retires the canary alias.
+    retires the canary alias. A refusal (a failed gate, or a gate that raised) is a ``promote_refused``
+    event with the gates' figures or the error.
     """
     if to not in TARGETS:
         raise BadRequestError(f"--to must be one of {', '.join(TARGETS)}, not '{to}'", field="to")
@@ -79,7 +80,14 @@ def promote(
     elif gate is None:
         details["gates"] = "none given"
     else:
-        outcome = gate()
+        try:
+            outcome = gate()
+        except Exception as exc:  # the candidate raised during the gates: refused, and the event says why
+            error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+            registry.record_event(name, "promote_refused", actor=actor, alias=to,
+                                  reason=f"the gates could not run: {error}",
+                                  details={"version": version, "gates": "raised", "error": error})
+            raise
         details["gates"] = outcome.summary()
         if not outcome.passed:
             why = "; ".join(outcome.reasons)

@@ -2,14 +2,18 @@
 
 For every model whose canary has a weight above 0, ``CanaryRuleSet`` reads the canary's records since
 ``window`` seconds ago (or since the canary alias last changed, whichever is later) and measures its error
-rate, its p99 latency (absolute and as a ratio to the primary's), and its disagreement with the primary on
-requests both answered (canary requests the server mirrored to the primary, logged on route ``mirror``, or
-shadow records of the canary's version): a ``CanaryHealth``. The rules (``canary_rules``) read it; when one
-fires, the canary's weight is set to 0 and a ``rollback`` event records the figures.
+rate, its p99 latency (absolute, and as a ratio to the primary's above an absolute objective), and its
+disagreement with the primary on requests both answered (canary requests the server mirrored to the
+primary, logged on route ``mirror``, or shadow records of the canary's version): a ``CanaryHealth``. The
+rules (``canary_rules``) read it; when one fires, the canary's weight is set to 0 and a ``rollback`` event
+records the figures.
 
 Thresholds: ``WatchRules`` defaults, then the server's ``MODELYARD_WATCH_RULES``, then the model's own
 settings (``my_models.settings["rollout"]["watch_rules"]``, set with ``set_watch_rules``), as the alert
-rules take the model's ``monitor.rules`` overrides.
+rules take the model's ``monitor.rules`` overrides. The latency ratio rule fires only when the canary's p99
+is both over ``max_p99_ratio`` times the primary's and over the absolute objective ``latency_p99_ms``
+(``WatchRules``, or the model's own ``settings["rollout"]["latency_p99_ms"]``): a candidate without the ONNX
+fast path may well be 4x slower than an ONNX primary at 6 ms against 1.6 ms, and still be fast enough.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from modelyard.errors import ConfigError
 from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, Rule, RuleSetRun, firing
 from modelyard.predlog import Route, latencies, log_reader, pair_by_request, percentile, read_window
 from modelyard.registry import AliasRecord, Registry
+from modelyard.registry.settings import LATENCY_OBJECTIVE, latency_objective
 from modelyard.rollout.policy import CANARY, PRODUCTION
 
 __all__ = ["CanaryHealth", "CanaryRuleSet", "WatchRules", "WatchRun", "canary_rules", "disagreement",
-           "set_watch_rules", "watch_rules"]
+           "latency_verdict", "set_watch_rules", "watch_rules"]
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 50_000
@@ -48,7 +53,10 @@ class WatchRules:
     max_error_rate: float | None = 0.05
     max_p99_ms: float | None = None
     max_p99_ratio: float | None = 3.0
-    """Canary p99 latency over the primary's p99 in the same window."""
+    """Canary p99 latency over the primary's p99 in the same window (only above ``latency_p99_ms``)."""
+    latency_p99_ms: float | None = 20.0
+    """The absolute p99 objective (ms) the ratio rule also needs crossed; a model's own
+    ``settings["rollout"]["latency_p99_ms"]`` replaces it; None: the ratio alone decides."""
     max_disagreement: float | None = 0.10
     disagreement_rel_tol: float = 0.05
     """A regression row disagrees when the two answers differ by more than this, relatively."""
@@ -148,14 +156,27 @@ class P99Rule:
 
 @dataclass(frozen=True)
 class P99RatioRule:
+    """Fires when the canary's p99 is over ``ratio`` times the primary's AND over ``objective_ms``."""
+
     ratio: float
+    objective_ms: float | None = None
     name: str = "canary_p99_ratio"
 
     def evaluate(self, h: CanaryHealth) -> list[Finding]:
         p99, base = h.p99_ms, h.primary_p99_ms
-        fires = None if p99 is None or not base else p99 > self.ratio * base
-        return _finding(h, self.name, fires, p99, self.ratio * base if base else None,
-                        f"p99 latency {p99 or 0:.1f} ms > {self.ratio:g}x the primary's {base or 0:.1f} ms")
+        over_ratio = None if p99 is None or not base else p99 > self.ratio * base
+        objective = self.objective_ms
+        fires = over_ratio
+        if over_ratio and p99 is not None and objective is not None:
+            fires = p99 > objective  # over the ratio: the objective decides
+        limit = None if not base else max(self.ratio * base, objective or 0.0)
+        within = over_ratio is False
+        message = (f"p99 latency {p99 or 0:.1f} ms {'within' if within else '>'} {self.ratio:g}x the primary's "
+                   f"{base or 0:.1f} ms")
+        if objective is not None and not within:
+            message += (f" but within the {objective:g} ms objective" if p99 is not None and p99 <= objective
+                        else f" and > the {objective:g} ms objective")
+        return _finding(h, self.name, fires, p99, limit, message)
 
 
 @dataclass(frozen=True)
@@ -178,10 +199,22 @@ def canary_rules(rules: WatchRules) -> list[Rule[CanaryHealth]]:
     if rules.max_p99_ms is not None:
         out.append(P99Rule(rules.max_p99_ms))
     if rules.max_p99_ratio is not None:
-        out.append(P99RatioRule(rules.max_p99_ratio))
+        out.append(P99RatioRule(rules.max_p99_ratio, rules.latency_p99_ms))
     if rules.max_disagreement is not None:
         out.append(DisagreementRule(rules.max_disagreement))
     return out
+
+
+def latency_verdict(rules: WatchRules, model: str, candidate_p99_ms: float, primary_p99_ms: float,
+                    candidate: int = 0, primary: int | None = None) -> Finding | None:
+    """What the latency ratio rule would say of a canary this fast next to this primary (``check`` asks it
+    beforehand, with benchmark latencies); None when the rule is off."""
+    if rules.max_p99_ratio is None:
+        return None
+    health = CanaryHealth(model, candidate, primary, 0.0, "benchmark", p99_ms=candidate_p99_ms,
+                          primary_p99_ms=primary_p99_ms)
+    (finding,) = P99RatioRule(rules.max_p99_ratio, rules.latency_p99_ms).evaluate(health)
+    return finding
 
 
 def _aware(ts: datetime) -> datetime:
@@ -205,16 +238,36 @@ class CanaryRuleSet:
         r = self.rules
         on = [f"error rate > {r.max_error_rate:.1%}" if r.max_error_rate is not None else "",
               f"p99 > {r.max_p99_ms:g} ms" if r.max_p99_ms is not None else "",
-              f"p99 > {r.max_p99_ratio:g}x the primary's" if r.max_p99_ratio is not None else "",
+              (f"p99 > {r.max_p99_ratio:g}x the primary's"
+               + (f" and > {r.latency_p99_ms:g} ms" if r.latency_p99_ms is not None else ""))
+              if r.max_p99_ratio is not None else "",
               f"disagreement > {r.max_disagreement:.1%}" if r.max_disagreement is not None else ""]
         return (f"canary rollback every {format_duration(self.every)} over {format_duration(r.window)} "
                 f"({', '.join(x for x in on if x) or 'no rule on'}; at least {r.min_requests} requests; "
                 "per-model overrides from the model's settings)")
 
     def rules_for(self, model: str, settings: Mapping[str, Any] | None = None) -> WatchRules:
-        """The thresholds for ``model``: this rule set's, then the model's own settings."""
-        own = ((settings or {}).get("rollout") or {}).get(SETTINGS_KEY) or {}
+        """The thresholds for ``model``: this rule set's, then the model's own settings (its watch rules and
+        its latency objective)."""
+        own = dict(((settings or {}).get("rollout") or {}).get(SETTINGS_KEY) or {})
+        objective = latency_objective(dict(settings or {}))
+        if objective is not None:
+            own[LATENCY_OBJECTIVE] = objective
         return watch_rules(own, self.rules, what=f"watch rules of {model}") if own else self.rules
+
+    def overrides(self) -> list[str]:
+        """One start-up log line per model whose own settings change the canary rules."""
+        lines = []
+        for name, settings in sorted(self.registry.all_model_settings().items()):
+            try:
+                rules = self.rules_for(name, settings)
+            except Exception as exc:
+                lines.append(f"canary rollback rules of {name}: unreadable model settings ({exc})")
+                continue
+            if rules != self.rules:
+                changed = ", ".join(f"{k}={v}" for k, v in asdict(rules).items() if v != getattr(self.rules, k))
+                lines.append(f"canary rollback rules of {name} (model settings): {changed}")
+        return lines
 
     def _task(self, name: str, version: int) -> str:
         if (name, version) not in self._tasks:

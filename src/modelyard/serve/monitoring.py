@@ -6,7 +6,11 @@ Every worker process runs one ``monitor.scheduler.Scheduler`` with two rule sets
 canary watcher's rollback rules every ``MODELYARD_WATCH_INTERVAL`` seconds (thresholds from
 ``MODELYARD_WATCH_RULES``, then each model's settings). One lease among all replicas lets exactly one process
 act; the others skip their runs. An interval of 0 turns its rule set off; without the prediction log there is
-nothing to read and the scheduler does not run. After a rollback this process re-reads its aliases at once.
+nothing to read and neither rule set runs. After a rollback this process re-reads its aliases at once.
+
+The same loop carries this process's fleet heartbeat (``monitor.fleet.FleetMember``, a chore run in every
+process, lease or not, every ``MODELYARD_HEARTBEAT_INTERVAL`` seconds): the versions and aliases it serves,
+its host, pid and ``MODELYARD_REGION`` / ``MODELYARD_ZONE``; a clean stop marks its row stopped.
 
 The dashboard asks ``drift()``: the last run's reports when this process made it, else a report computed
 here from the log at most once per interval (the lease holder may be another worker or replica).
@@ -26,6 +30,7 @@ from modelyard.config import Settings
 from modelyard.durations import parse_duration
 from modelyard.monitor.alerting import AlertRuleSet
 from modelyard.monitor.drift import DriftReport
+from modelyard.monitor.fleet import FleetMember, Serving
 from modelyard.monitor.rules import RuleSet
 from modelyard.monitor.scheduler import LEASE, Scheduler, SchedulerRun
 from modelyard.registry import Registry
@@ -49,28 +54,41 @@ class ServerScheduler:
         self.interval = settings.monitor_interval
         self.repository = repository
         self.alerts = AlertRuleSet.from_settings(settings, registry)
+        self.registry = registry
         rule_sets: list[RuleSet] = [self.alerts] if self.interval > 0 else []
+        self.canary: CanaryRuleSet | None = None
         if settings.watch_interval > 0:
-            rule_sets.append(CanaryRuleSet(registry, watch_rules(settings.watch_rules),
-                                           every=settings.watch_interval))
-        self.enabled = bool(rule_sets) and settings.prediction_log
-        self._off = ("no prediction log" if not settings.prediction_log else
-                     "MODELYARD_MONITOR_INTERVAL and MODELYARD_WATCH_INTERVAL are 0")
+            self.canary = CanaryRuleSet(registry, watch_rules(settings.watch_rules), every=settings.watch_interval)
+            rule_sets.append(self.canary)
+        self._off = None if rule_sets and settings.prediction_log else (
+            "no prediction log" if not settings.prediction_log else
+            "MODELYARD_MONITOR_INTERVAL and MODELYARD_WATCH_INTERVAL are 0")
+        if not settings.prediction_log:
+            rule_sets = []  # nothing to read
+        self.member = FleetMember.from_settings(settings, registry.engine, "server", self.serving,
+                                                details={"pattern": "serve"})
         tick = min((rs.every for rs in rule_sets), default=1.0)
-        self.scheduler = Scheduler(SqlLease(registry.engine, LEASE, ttl=max(30.0, 3 * tick)),
-                                   rule_sets) if rule_sets else None
+        self.scheduler = Scheduler(SqlLease(registry.engine, LEASE, ttl=max(30.0, 3 * tick)), rule_sets,
+                                   chores=[self.member])
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cache: tuple[float, DriftMap] | None = None
         self._cache_lock = threading.Lock()
 
+    def serving(self) -> Serving:
+        """What this process answers with now, for its heartbeat: one entry per loaded alias."""
+        return [{"model": m.name, "alias": alias, "version": version, "weight": m.weights.get(alias)}
+                for m in self.repository.info() for alias, version in sorted(m.loaded.items())]
+
     def start(self) -> None:
-        if not self.enabled or self.scheduler is None:
-            log.info("scheduler off (%s)", self._off)
-            return
+        if self._off is not None:
+            log.info("alert and canary rules off (%s)", self._off)
         self._task = asyncio.create_task(self.scheduler.run_forever(self._stop, after=self._after),
                                          name="modelyard-scheduler")
         log.info("%s", self.scheduler.describe())
+        if self.canary is not None and self.scheduler.rule_sets:
+            for line in self.canary.overrides():
+                log.info("%s", line)
 
     async def _after(self, run: SchedulerRun) -> None:
         watched = run.results.get(CanaryRuleSet.name)
@@ -80,7 +98,7 @@ class ServerScheduler:
     async def stop(self) -> None:
         """Let a run in progress finish (bounded), then give the lease up for the next replica."""
         self._stop.set()
-        if self._task is None or self.scheduler is None:
+        if self._task is None:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=STOP_WAIT)
@@ -92,13 +110,14 @@ class ServerScheduler:
             await asyncio.to_thread(self.scheduler.release)
         except Exception as exc:  # the database may be away at shutdown: the lease then simply expires
             log.warning("scheduler lease not released: %s", exc)
+        await asyncio.to_thread(self.member.stop)
 
     def drift(self) -> DriftMap:
         """Drift per served (model, version) for the dashboard; blocking (call it in a thread)."""
         run = self.alerts.last_run
         fresh = 2 * max(self.interval, 1.0) + 5
         if run is not None and (datetime.now(UTC) - run.at).total_seconds() < fresh and \
-                self.scheduler is not None and self.scheduler.leading:
+                self.scheduler.leading:
             return dict(self.alerts.latest)
         with self._cache_lock:  # one computation at a time; viewers in between share it
             ttl = self.interval if self.interval > 0 else 60.0

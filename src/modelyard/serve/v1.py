@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from modelyard.errors import SchemaError
+from modelyard.durations import parse_duration
+from modelyard.errors import BadRequestError, SchemaError
+from modelyard.monitor.fleet import read_fleet
 from modelyard.serve.http import json_response
 from modelyard.serve.inference import Outcome, Parsed
 from modelyard.serve.schemas import (
@@ -92,3 +94,18 @@ async def show_model(name: str, request: Request) -> Response:
         "input_schema": manifest.input_schema.model_dump(mode="json") if manifest else None,
         "output_schema": manifest.output_schema.model_dump(mode="json") if manifest else None,
     })
+
+
+@router.get("/fleet", summary="What runs where: every server, stream consumer and batch run by its heartbeat")
+async def fleet(request: Request, since: str = Query("1h", description="Instances seen in this window: 15m, "
+                                                                       "1h, 1d.")) -> Response:
+    """Every instance seen in ``since`` (kind, host, pid, region, zone, what it serves, start and last-seen
+    time, ``stale`` when it missed three heartbeats), the ``grid`` of regions x models x versions with the
+    instance counts, and ``skew``: one alias of one model answered by two versions at once beyond a
+    rollout (canary and shadow are other aliases)."""
+    try:
+        window = parse_duration(since, what="since")
+    except OverflowError:
+        raise BadRequestError(f"since {since!r} is too long a duration", field="since") from None
+    registry = server_state(request).registry
+    return json_response(await anyio.to_thread.run_sync(lambda: read_fleet(registry, since=window)))

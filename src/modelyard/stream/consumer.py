@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from modelyard.errors import SchemaError
+from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter, PredictionRecord
 from modelyard.registry import Registry, parse_ref
 from modelyard.runtime import AliasFollower, Model, ModelLoader
@@ -41,6 +42,7 @@ class ModelHolder:
     def __init__(self, registry: Registry, ref: str, interval: float = 2.0) -> None:
         self.registry = registry
         self.ref = ref
+        self.name, self.selector = parse_ref(ref)
         self.interval = interval
         name, selector = parse_ref(ref)
         self.follows_alias = isinstance(selector, str)
@@ -55,6 +57,12 @@ class ModelHolder:
         model = self.follower.model
         assert model is not None  # adopted in __init__, and a refusal never unsets it
         return model
+
+    def serving(self) -> list[dict[str, Any]]:
+        """What this consumer answers with now, for its fleet heartbeat."""
+        alias = self.selector if isinstance(self.selector, str) else None
+        return [{"model": self.name, "alias": alias, "version": self.model.version, "weight": None,
+                 "pinned": alias is None}]
 
     @property
     def refusals(self) -> int:
@@ -110,7 +118,7 @@ class StreamConsumer:
 
     def __init__(self, broker: Broker, holder: ModelHolder, *, out_subject: str,
                  dlq_subject: str | None = None, log: PredictionLogWriter | None = None, batch_size: int = 100,
-                 fetch_timeout: float = 1.0) -> None:
+                 fetch_timeout: float = 1.0, member: FleetMember | None = None) -> None:
         self.broker = broker
         self.holder = holder
         self.out_subject = out_subject
@@ -118,6 +126,7 @@ class StreamConsumer:
         self.log = log  # records are written ahead (durable) before their messages are acked
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
+        self.member = member  # this consumer's fleet heartbeat, beaten from the fetch loop when due
         self.stats = StreamStats()
         self._settling: deque[asyncio.Task[None]] = deque()
         self._predictor = ThreadPoolExecutor(1, thread_name_prefix="stream-predict",
@@ -130,6 +139,8 @@ class StreamConsumer:
             await self.broker.ensure_subject(self.out_subject)
             await self.broker.ensure_subject(self.dlq_subject)
             while not stop.is_set():
+                if self.member is not None and self.member.due():
+                    await asyncio.to_thread(self.member.beat_if_due)
                 try:
                     messages = await self.broker.fetch(self.batch_size, self.fetch_timeout)
                 except Exception as exc:
@@ -153,6 +164,8 @@ class StreamConsumer:
                     log.warning("could not settle a batch while stopping (%s); it will be redelivered", exc)
             await self.broker.close()
             self._predictor.shutdown(wait=False)
+            if self.member is not None:
+                await asyncio.to_thread(self.member.stop)
         return self.stats
 
     async def handle(self, messages: Sequence[Message]) -> None:

@@ -25,8 +25,10 @@
   const ms = (x) => (x == null ? "–" : x.toFixed(1) + " ms");
   const slug = (s) => s.replace(/[^a-zA-Z0-9_-]/g, "_");
 
-  function timeAxis() {
-    return { type: "linear", ticks: { callback: (v) => hhmm(v), maxTicksLimit: 6 }, grid: { display: false } };
+  function timeAxis(range) {
+    // min and max from the window: without them a chart with no data spans 0..1 (every tick read 00:00)
+    const [min, max] = range || [undefined, undefined];
+    return { type: "linear", min, max, ticks: { callback: (v) => hhmm(v), maxTicksLimit: 6 }, grid: { display: false } };
   }
 
   function draw(id, config) {
@@ -40,7 +42,7 @@
     charts[id] = new Chart(canvas, config);
   }
 
-  function lineConfig(series, yTitle, threshold, yFormat) {
+  function lineConfig(series, yTitle, threshold, yFormat, range) {
     const datasets = series.map((s, i) => ({
       label: s.label, data: s.points, borderColor: s.color || palette[i % palette.length],
       backgroundColor: (s.color || palette[i % palette.length]) + "33", fill: s.fill || false,
@@ -55,7 +57,7 @@
     return {
       type: "line", data: { datasets },
       options: { maintainAspectRatio: false, parsing: true, interaction: { mode: "nearest", intersect: false },
-                 scales: { x: timeAxis(), y: { beginAtZero: true, title: { display: !!yTitle, text: yTitle },
+                 scales: { x: timeAxis(range), y: { beginAtZero: true, title: { display: !!yTitle, text: yTitle },
                                                ticks: { callback: yFormat || ((v) => v) } } } },
     };
   }
@@ -110,11 +112,12 @@
     });
     const s = m.series;
     const pts = (ys) => s.t.map((x, i) => ({ x, y: ys[i] }));
-    draw("rate-" + id, lineConfig(Object.entries(s.requests_per_s).map(([v, ys]) => ({ label: "v" + v, points: pts(ys), fill: true })), "req/s"));
+    draw("rate-" + id, lineConfig(Object.entries(s.requests_per_s).map(([v, ys]) => ({ label: "v" + v, points: pts(ys), fill: true })), "req/s",
+                                  null, null, s.t_range));
     draw("latency-" + id, lineConfig([{ label: "p50", points: pts(s.latency_p50_ms) }, { label: "p95", points: pts(s.latency_p95_ms) }],
-                                     `ms (p95 limit ${m.thresholds.latency_p95_ms})`, m.thresholds.latency_p95_ms));
+                                     `ms (p95 limit ${m.thresholds.latency_p95_ms})`, m.thresholds.latency_p95_ms, null, s.t_range));
     draw("errors-" + id, lineConfig([{ label: "error rate", points: pts(s.error_rate), color: "#dc2626", fill: true }],
-                                    `limit ${pct(m.thresholds.error_rate)}`, m.thresholds.error_rate, (v) => (100 * v).toFixed(0) + "%"));
+                                    `limit ${pct(m.thresholds.error_rate)}`, m.thresholds.error_rate, (v) => (100 * v).toFixed(0) + "%", s.t_range));
     const versions = m.drift.filter((d) => d.features.length);
     const worst = {};  // feature -> largest PSI over the versions: the worst drift comes first
     for (const d of versions) for (const f of d.features) worst[f.feature] = Math.max(worst[f.feature] ?? 0, f.psi ?? 0);
@@ -151,6 +154,32 @@
       : [el("li", { class: "muted", text: "no events" })]));
   }
 
+  function renderFleet(f) {
+    // regions × (model@alias) with the versions live there; stale instances listed and marked; skew flagged
+    const box = document.getElementById("fleet");
+    if (!f) { box.hidden = true; return; }
+    box.hidden = false;
+    const cols = [...new Set(f.grid.map((c) => `${c.model}@${c.alias}`))].sort();
+    const regions = f.regions.length ? f.regions : [];
+    const head = el("tr", {}, el("th", { text: "region" }), ...cols.map((c) => el("th", { text: c })));
+    const rows = regions.map((r) => el("tr", { "data-region": r }, el("th", { text: r }), ...cols.map((c) => {
+      const cells = f.grid.filter((g) => g.region === r && `${g.model}@${g.alias}` === c);
+      return el("td", { text: cells.map((g) => `v${g.version} ×${g.instances}`).join(", ") || "–" });
+    })));
+    const skewed = new Set(f.skew.map((s) => `${s.model}@${s.alias}`));
+    head.querySelectorAll("th").forEach((th) => { if (skewed.has(th.textContent)) th.className = "skew"; });
+    const instances = f.instances.map((i) => el("li", { class: i.stale ? "stale" : i.status },
+      el("span", { class: "dot " + (i.stale ? "firing" : i.status === "running" ? "resolved" : "") }),
+      `${i.region || "(no region)"}${i.zone ? "/" + i.zone : ""} ${i.kind} ${i.host}:${i.pid} · ` +
+      (i.serving.map((s) => `${s.model}@${s.alias} v${s.version}`).join(", ") || "nothing") +
+      ` · last seen ${Math.round(i.age_seconds)}s ago` + (i.stale ? " · STALE" : i.status !== "running" ? " · " + i.status : "")));
+    box.replaceChildren(
+      el("h2", { text: `Fleet: ${f.live} live, ${f.stale} stale instance(s) in ${regions.length} region(s)` }),
+      ...f.skew.map((s) => el("p", { class: "skew-warning", text: "version skew: " + s.message })),
+      el("table", { class: "fleet-grid" }, el("thead", {}, head), el("tbody", {}, ...rows)),
+      el("ul", { class: "feed instances" }, ...(instances.length ? instances : [el("li", { class: "muted", text: "no heartbeats" })])));
+  }
+
   async function refresh() {
     try {
       const response = await fetch(dataUrl, { headers: { Accept: "application/json" } });
@@ -162,6 +191,7 @@
       if (!data.models.length) {
         document.getElementById("models").replaceChildren(el("p", { class: "empty", text: "No models in the registry yet." }));
       }
+      renderFleet(data.fleet);
       for (const m of data.models) renderModel(m, data);
       document.getElementById("error").hidden = true;
       body.dataset.ready = "1";
