@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -45,6 +45,8 @@ class PredictionStore(Protocol):
                limit: int | None = 100) -> list[PredictionRow]: ...
 
     def traffic(self, model: str, since: datetime, until: datetime) -> list[TrafficRow]: ...
+
+    def answers(self, request_ids: Sequence[str]) -> list[PredictionRow]: ...
 
 
 def _row(mapping: Mapping[Any, Any]) -> PredictionRow:
@@ -114,3 +116,19 @@ class SqlPredictionStore:
             rows = conn.execute(query).all()
         return [TrafficRow(as_utc(r[0]), int(r[1]), str(r[2]), None if r[3] is None else float(r[3]), bool(r[4]))
                 for r in rows]
+
+    def answers(self, request_ids: Sequence[str]) -> list[PredictionRow]:
+        """The records of these request ids without their inputs (request_id, route, model, version, ts,
+        outputs, meta, error): what outcomes are joined to."""
+        p = predictions.c
+        cols = (p.request_id, p.route, p.model, p.version, p.ts, p.outputs, p.meta, p.error)
+        ids = sorted(set(request_ids))
+        out: list[PredictionRow] = []
+        step = 50_000 if self.engine.dialect.name == "postgresql" else 900
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), step):
+                part = ids[i:i + step]
+                where = p.request_id == func.any(part) if self.engine.dialect.name == "postgresql" else \
+                    p.request_id.in_(part)
+                out.extend(_row(r) for r in conn.execute(select(*cols).where(where)).mappings())
+        return out
