@@ -26,14 +26,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelyard.errors import BadRequestError, OutcomeError, UnknownRequestError
+from modelyard.durations import parse_duration
+from modelyard.errors import BadRequestError, ModelyardError, OutcomeError, UnknownRequestError
 from modelyard.predlog.records import decode_outputs
 from modelyard.registry.db import Engine
 from modelyard.registry.outcomes import UNMATCHED, SqlOutcomeStore
 from modelyard.registry.predictions import PredictionRow, SqlPredictionStore
+from modelyard.registry.registry import Registry
 
-__all__ = ["DEFAULT_KEY_WINDOW", "DEFAULT_LATE_AFTER", "JoinResult", "Outcome", "TaskOf",
-           "check_actual", "join_outcomes"]
+__all__ = ["DEFAULT_KEY_WINDOW", "DEFAULT_LATE_AFTER", "FeedbackBody", "JoinResult", "Outcome", "TaskOf",
+           "check_actual", "join_outcomes", "parse_feedback", "parse_outcome", "task_of_registry"]
 
 DEFAULT_KEY_WINDOW = 3600.0
 """Seconds before the outcome's time an entity-key join looks for the prediction."""
@@ -65,11 +67,22 @@ class JoinResult:
     rows_stored: int = 0
     """Outcome rows written (one per logged record of a matched request, one per unmatched outcome)."""
     unmatched_ids: list[str] = field(default_factory=list)
+    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    """model → {"matched"|"duplicate"|"unmatched"|"late": count} (unmatched ids of no known model: "")."""
+
+    def count(self, model: str, status: str) -> None:
+        setattr(self, status, getattr(self, status) + 1)
+        counts = self.by_model.setdefault(model, {})
+        counts[status] = counts.get(status, 0) + 1
 
     def add(self, other: JoinResult) -> None:
         for name in ("received", "matched", "duplicate", "unmatched", "late", "rows_stored"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unmatched_ids = (self.unmatched_ids + other.unmatched_ids)[:MAX_LISTED]
+        for model, counts in other.by_model.items():
+            mine = self.by_model.setdefault(model, {})
+            for status, n in counts.items():
+                mine[status] = mine.get(status, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
         return {"received": self.received, "matched": self.matched, "duplicate": self.duplicate,
@@ -167,10 +180,10 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
         already |= store.known(name, [k for k in keys if model_of[k[0]] == name])
     for m, k in zip(matches, keys, strict=True):
         if k in already or k in seen:
-            result.duplicate += 1
+            result.count(model_of[k[0]], "duplicate")
             continue
         seen.add(k)
-        result.matched += 1
+        result.count(model_of[k[0]], "matched")
         observed = m.outcome.at or now
         late = False
         for rec in m.records:
@@ -184,9 +197,10 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
                 "actual": _class_text(m.outcome.actual), "observed_at": observed, "received_at": now,
                 "source": source, "matched": True, "late": delay > late_after,
             })
-        result.late += late
+        if late:
+            result.count(model_of[k[0]], "late")
     for _, o, ident in unmatched:
-        result.unmatched += 1
+        result.count(model or "", "unmatched")
         if len(result.unmatched_ids) < MAX_LISTED:
             result.unmatched_ids.append(ident)
         if model is not None:
@@ -246,3 +260,90 @@ def _join_by_key(log: SqlPredictionStore, model: str, items: list[tuple[int, Out
         recs = [r for r in by_request[request_id] if len(_values(r)) > row]
         matched.append(_Match(i, Outcome(o.actual, request_id, row, None, o.at), request_id, recs))
     return matched, missing
+
+
+def task_of_registry(registry: Registry) -> TaskOf:
+    """``TaskOf`` from the versions' manifests (read once per version: versions are immutable)."""
+    cache: dict[tuple[str, int], tuple[str, list[Any] | None]] = {}
+
+    def task_of(model: str, version: int) -> tuple[str, list[Any] | None]:
+        if (model, version) not in cache:
+            manifest = registry.get_version(model, version).manifest
+            classes = manifest.output_schema.classes
+            cache[(model, version)] = (manifest.task, list(classes) if classes is not None else None)
+        return cache[(model, version)]
+
+    return task_of
+
+
+def _parse_time(value: Any, index: int) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequestError("'at' must be an ISO 8601 time", field="at", row=index)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequestError(f"'at' {value!r} is not an ISO 8601 time", field="at", row=index) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def parse_outcome(item: Any, index: int) -> Outcome:
+    """One outcome object (``{request_id, row?, actual}`` or ``{key: {column: value}, at?, actual}``)."""
+    if not isinstance(item, dict):
+        raise BadRequestError("each outcome must be an object like {\"request_id\": ..., \"actual\": ...}",
+                              field="outcomes", row=index)
+    unknown = sorted(set(item) - {"request_id", "row", "actual", "key", "at"})
+    if unknown:
+        raise BadRequestError(f"unknown field '{unknown[0]}' in an outcome", field=unknown[0], row=index)
+    if "actual" not in item:
+        raise BadRequestError("an outcome needs 'actual', the true value", field="actual", row=index)
+    row = item.get("row", 0)
+    if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+        raise BadRequestError("'row' must be a row index (an integer from 0)", field="row", row=index)
+    at = _parse_time(item.get("at"), index)
+    if "key" in item:
+        key = item["key"]
+        if "request_id" in item:
+            raise BadRequestError("an outcome names its row by 'request_id' or by 'key', not both",
+                                  field="key", row=index)
+        if not isinstance(key, dict) or not key or any(isinstance(v, dict | list) for v in key.values()):
+            raise BadRequestError("'key' must be an object of input columns and values, e.g. {\"id\": 17}",
+                                  field="key", row=index)
+        return Outcome(item["actual"], None, 0, key, at)
+    rid = item.get("request_id")
+    if not isinstance(rid, str) or not rid or len(rid) > 100:
+        raise BadRequestError("'request_id' must be the request id a prediction answered with (a string)",
+                              field="request_id", row=index)
+    return Outcome(item["actual"], rid, row, None, at)
+
+
+@dataclass(frozen=True)
+class FeedbackBody:
+    outcomes: list[Outcome]
+    model: str | None = None
+    window: float = DEFAULT_KEY_WINDOW
+
+
+def parse_feedback(body: Any) -> FeedbackBody:
+    """``[outcome, ...]`` or ``{"outcomes": [...], "model"?: name, "window"?: "1h"}`` (model and window for
+    outcomes by entity key)."""
+    model: str | None = None
+    window = DEFAULT_KEY_WINDOW
+    if isinstance(body, dict):
+        unknown = sorted(set(body) - {"outcomes", "model", "window"})
+        if unknown:
+            raise BadRequestError(f"unknown field '{unknown[0]}'", field=unknown[0])
+        model = body.get("model")
+        if model is not None and (not isinstance(model, str) or not model):
+            raise BadRequestError("'model' must be a model name", field="model")
+        if body.get("window") is not None:
+            try:
+                window = parse_duration(body["window"], what="window").total_seconds()
+            except ModelyardError as exc:
+                raise BadRequestError(exc.message, field="window") from None
+        body = body.get("outcomes")
+    if not isinstance(body, list) or not body:
+        raise BadRequestError('the body must be a non-empty list of outcomes, or {"outcomes": [...]}',
+                              field="outcomes")
+    return FeedbackBody([parse_outcome(item, i) for i, item in enumerate(body)], model, window)
