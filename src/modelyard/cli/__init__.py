@@ -8,6 +8,7 @@ from modelyard.cli import (
     deploy,
     explain,
     export,
+    feedback,
     log,
     models,
     monitor,
@@ -38,6 +39,7 @@ deploy.deploy_app.command("prometheus")(monitor.prometheus_cmd)
 app.add_typer(deploy.deploy_app, name="deploy")
 rollout.register(app)
 app.command("score")(score.score_cmd)
+app.command("feedback")(feedback.feedback_cmd)
 app.command("stream")(stream.stream_cmd)
 app.command("serve")(serve.serve_cmd)
 app.add_typer(predictions.predictions_app, name="predictions")

@@ -127,7 +127,7 @@ def _proba_metrics(y: np.ndarray, proba: np.ndarray, names: list[str]) -> dict[s
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """Σ over confidence bins of (share of rows) × |accuracy − mean confidence|."""
+    """Sum over confidence bins of (share of rows) * |accuracy - mean confidence|."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
     total = 0.0
@@ -141,7 +141,8 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 def row_errors(task: str, actual: Sequence[Any], predicted: Sequence[Any]) -> np.ndarray:
     """One loss per labelled row (absolute error; 0/1 for a wrong class): what canary tests compare."""
     if task == "regression":
-        return np.abs(np.asarray(actual, dtype="float64") - np.asarray(predicted, dtype="float64"))
+        diff: np.ndarray = np.abs(np.asarray(actual, dtype="float64") - np.asarray(predicted, dtype="float64"))
+        return diff
     return np.asarray([float(str(a) != str(p)) for a, p in zip(actual, predicted, strict=True)])
 
 

@@ -35,7 +35,7 @@ from modelyard.registry.predictions import PredictionRow, SqlPredictionStore
 from modelyard.registry.registry import Registry
 
 __all__ = ["DEFAULT_KEY_WINDOW", "DEFAULT_LATE_AFTER", "FeedbackBody", "JoinResult", "Outcome", "TaskOf",
-           "check_actual", "join_outcomes", "parse_feedback", "parse_outcome", "task_of_registry"]
+           "check_actual", "join_outcomes", "key_text", "parse_feedback", "parse_outcome", "task_of_registry"]
 
 DEFAULT_KEY_WINDOW = 3600.0
 """Seconds before the outcome's time an entity-key join looks for the prediction."""
@@ -98,13 +98,20 @@ def check_actual(actual: Any, task: str, classes: Sequence[Any] | None) -> str |
         if not math.isfinite(float(actual)):
             return "'actual' must be a finite number"
         return None
-    if actual is None or isinstance(actual, dict | list | float) and not (
-            isinstance(actual, float) and actual.is_integer()):
+    if actual is None or (isinstance(actual, dict | list | float) and not (
+            isinstance(actual, float) and actual.is_integer())):
         return f"'actual' must be one of the classes, not {type(actual).__name__}"
     if classes and str(actual) not in {str(c) for c in classes}:
         shown = ", ".join(map(str, list(classes)[:10]))
         return f"'actual' {actual!r} is not one of the model's classes ({shown})"
     return None
+
+
+def key_text(value: Any) -> str:
+    """An entity key's value as text, so 17, 17.0 (a number read from a column with NULLs) and "17" match."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _class_text(actual: Any) -> Any:
@@ -245,11 +252,11 @@ def _join_by_key(log: SqlPredictionStore, model: str, items: list[tuple[int, Out
                 continue
             for cols in columns:
                 if all(c in values for c in cols):
-                    index[tuple((c, str(values[c])) for c in cols)].append((rec["ts"], str(rec["request_id"]),
-                                                                           row))
+                    index[tuple((c, key_text(values[c])) for c in cols)].append(
+                        (rec["ts"], str(rec["request_id"]), row))
     matched, missing = [], []
     for (i, o), at in zip(items, times, strict=True):
-        wanted = tuple((c, str(v)) for c, v in sorted((o.key or {}).items()))
+        wanted = tuple((c, key_text(v)) for c, v in sorted((o.key or {}).items()))
         lo = at - timedelta(seconds=window)
         hits = [h for h in index.get(wanted, ()) if lo <= h[0] <= at]
         ident = ",".join(f"{c}={v}" for c, v in wanted)

@@ -26,7 +26,7 @@ from modelyard.predlog import Route
 from modelyard.registry.db import Engine
 from modelyard.registry.outcomes import SqlOutcomeStore
 
-__all__ = ["OutcomeComparison", "compare_on_outcomes", "compare_losses"]
+__all__ = ["OutcomeComparison", "compare_losses", "compare_on_outcomes"]
 
 MAX_ROWS = 200_000
 

@@ -45,9 +45,16 @@ def _join(state: ServerState, body: Any) -> JoinResult:
         return attempt()
 
 
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ERRORS[400]["model"], "description": "A malformed body or outcome (the error names it)"},
+    404: {"model": ERRORS[404]["model"], "description": "An outcome naming a request id or key nothing logged"},
+    413: ERRORS[413],
+    422: {"model": ERRORS[422]["model"], "description": "An outcome of the wrong type for the model"},
+}
+
+
 @router.post("/feedback", response_model=FeedbackResponse, openapi_extra=json_body(FeedbackRequest),
-             responses={s: ERRORS[s] for s in (400, 404, 413)} | {422: {
-                 "model": ERRORS[422]["model"], "description": "An outcome of the wrong type for the model"}},
+             responses=RESPONSES,
              summary="Outcomes of logged predictions (by request id and row, or by entity key and time)")
 async def feedback(request: Request) -> Response:
     """A list of ``{request_id, row?, actual}`` (or ``{key, at?, actual}``), or ``{"outcomes": [...]}``."""
