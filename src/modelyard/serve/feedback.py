@@ -10,6 +10,7 @@ and nothing is stored. Sending the same outcomes again is harmless: they are cou
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio.to_thread
@@ -36,13 +37,15 @@ def _join(state: ServerState, body: Any) -> JoinResult:
         return join_outcomes(state.registry.engine, parsed.outcomes, model=parsed.model, source="http",
                              strict=True, window=parsed.window, task_of=task_of)
 
-    try:
-        return attempt()
-    except UnknownRequestError:
-        if state.writer is None or not state.writer.pending:
-            raise
-        state.writer.flush()  # the prediction may still be on its way to the database
-        return attempt()
+    for wait in (0.0, 0.2, 0.5):  # the prediction may still be on its way from the log's segment
+        try:
+            return attempt()
+        except UnknownRequestError:
+            if state.writer is None:
+                raise
+            state.writer.flush(timeout=5.0)
+            time.sleep(wait)
+    return attempt()
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
