@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any, Protocol
 
 from modelyard.errors import BadRequestError, GateFailedError, RolloutError
@@ -112,8 +111,8 @@ def _judge_on_outcomes(registry: Registry, name: str, version: int, task: str, a
     primary = aliases.get(PRODUCTION)
     if live is None or primary is None or primary.version == version:
         return
-    since = live.updated_at if live.updated_at.tzinfo else live.updated_at.replace(tzinfo=UTC)
-    verdict = compare_on_outcomes(registry.engine, name, task, version, primary.version, since=since)
+    # every labelled row the two versions answered (a canary's weight changes, or its rollback, do not reset it)
+    verdict = compare_on_outcomes(registry.engine, name, task, version, primary.version, since=None)
     details["outcomes"] = verdict.to_dict()
     if verdict.worse:
         why = f"v{version} is worse than production v{primary.version} on labelled traffic: {verdict.summary()}"
