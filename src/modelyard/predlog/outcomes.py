@@ -95,7 +95,11 @@ def check_actual(actual: Any, task: str, classes: Sequence[Any] | None) -> str |
     if task == "regression":
         if isinstance(actual, bool) or not isinstance(actual, int | float):
             return f"'actual' must be a number for a regression model, not {type(actual).__name__}"
-        if not math.isfinite(float(actual)):
+        try:
+            finite = math.isfinite(float(actual))
+        except OverflowError:
+            finite = False
+        if not finite:
             return "'actual' must be a finite number"
         return None
     if actual is None or (isinstance(actual, dict | list | float) and not (
@@ -292,6 +296,8 @@ def _parse_time(value: Any, index: int) -> datetime | None:
         at = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequestError(f"'at' {value!r} is not an ISO 8601 time", field="at", row=index) from None
+    if not 1970 <= at.year <= 9000:
+        raise BadRequestError(f"'at' {value!r} is not a plausible time", field="at", row=index)
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
@@ -319,7 +325,7 @@ def parse_outcome(item: Any, index: int) -> Outcome:
                                   field="key", row=index)
         return Outcome(item["actual"], None, 0, key, at)
     rid = item.get("request_id")
-    if not isinstance(rid, str) or not rid or len(rid) > 100:
+    if not isinstance(rid, str) or not rid or len(rid) > 100 or "\x00" in rid:
         raise BadRequestError("'request_id' must be the request id a prediction answered with (a string)",
                               field="request_id", row=index)
     return Outcome(item["actual"], rid, row, None, at)
@@ -342,13 +348,15 @@ def parse_feedback(body: Any) -> FeedbackBody:
         if unknown:
             raise BadRequestError(f"unknown field '{unknown[0]}'", field=unknown[0])
         model = body.get("model")
-        if model is not None and (not isinstance(model, str) or not model):
+        if model is not None and (not isinstance(model, str) or not model or "\x00" in model):
             raise BadRequestError("'model' must be a model name", field="model")
         if body.get("window") is not None:
             try:
                 window = parse_duration(body["window"], what="window").total_seconds()
-            except ModelyardError as exc:
-                raise BadRequestError(exc.message, field="window") from None
+            except (ModelyardError, OverflowError, ValueError, TypeError) as exc:
+                raise BadRequestError(getattr(exc, "message", str(exc)), field="window") from None
+            if not 0 < window <= 366 * 86400:
+                raise BadRequestError("'window' must be more than 0 and at most a year", field="window")
         body = body.get("outcomes")
     if not isinstance(body, list) or not body:
         raise BadRequestError('the body must be a non-empty list of outcomes, or {"outcomes": [...]}',
