@@ -312,7 +312,7 @@ def parse_outcome(item: Any, index: int) -> Outcome:
     if "actual" not in item:
         raise BadRequestError("an outcome needs 'actual', the true value", field="actual", row=index)
     row = item.get("row", 0)
-    if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < 2**31:
         raise BadRequestError("'row' must be a row index (an integer from 0)", field="row", row=index)
     at = _parse_time(item.get("at"), index)
     if "key" in item:
