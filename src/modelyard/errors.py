@@ -10,9 +10,12 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
     │                              ``SchemaProblem`` (row, field, reason) found
     ├── BundleError
     │   └── IntegrityError         a checksum mismatch: the artifact is refused
+    ├── BadRequestError (400)
+    │   └── OutcomeError (422)     an outcome whose value is of the wrong type for the model
     ├── NotFoundError (404)
     │   ├── ModelNotFoundError
-    │   └── VersionNotFoundError
+    │   ├── VersionNotFoundError
+    │   └── UnknownRequestError    an outcome naming a request id (or entity key) nothing logged
     ├── RegistryError
     ├── ServiceUnavailableError (503)
     │   └── StoreUnavailable       the registry database cannot be reached
@@ -158,9 +161,18 @@ class IntegrityError(BundleError):
         self.file = file
 
 
+class OutcomeError(BadRequestError):
+    status_code = 422
+    code = "invalid_outcome"
+
+
 class NotFoundError(ModelyardError):
     status_code = 404
     code = "not_found"
+
+
+class UnknownRequestError(NotFoundError):
+    code = "unknown_request"
 
 
 class ModelNotFoundError(NotFoundError):

@@ -54,7 +54,7 @@ def test_verdicts_need_enough_traffic() -> None:
     rules = rules_for(manifest_of(REGRESSOR))
     quiet = Window("m", 1, NOW - timedelta(hours=1), NOW, requests=3, errors=3, predictions=[2e6] * 3)
     verdicts = {f.rule: f.firing for f in evaluate_rules(rules, quiet, None)}
-    assert verdicts == {"prediction_range": None, "error_rate": None, "latency": None}
+    assert verdicts == {"prediction_range": None, "error_rate": None, "latency": None, "performance": None}
     busy = Window(
         "m",
         1,

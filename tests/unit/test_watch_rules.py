@@ -30,19 +30,23 @@ def test_an_unknown_rule_is_a_configuration_error() -> None:
 
 def test_each_rule_object_reads_the_canary_figures() -> None:
     health = CanaryHealth("m", 2, 1, 0.2, "since", requests=100, errors=30, error_rate=0.3, p99_ms=80.0,
-                          primary_p99_ms=10.0, compared_rows=100, disagreement=0.5)
+                          primary_p99_ms=10.0, compared_rows=100, disagreement=0.5,
+                          outcomes={"worse": True, "p_value": 0.001, "test": "mcnemar exact (paired)",
+                                    "loss": "error rate", "canary_loss": 0.3, "primary_loss": 0.1})
     rules = canary_rules(WatchRules(max_p99_ms=50.0))
     assert [r.name for r in rules] == ["canary_error_rate", "canary_p99", "canary_p99_ratio",
-                                       "canary_disagreement"]
+                                       "canary_disagreement", "canary_outcomes"]
     findings = [f for rule in rules for f in rule.evaluate(health)]
     assert all(f.firing for f in findings) and all(f.model == "m" and f.version == 2 for f in findings)
     assert [f.message for f in findings] == [
         "error rate 30.0% > 5.0%", "p99 latency 80.0 ms > 50 ms",
         "p99 latency 80.0 ms > 3x the primary's 10.0 ms and > the 20 ms objective",
-        "disagreement with the primary 50.0% > 10.0%"]
+        "disagreement with the primary 50.0% > 10.0%",
+        "worse than the primary on labelled traffic: mcnemar exact (paired) p=0.001 < 0.01, error rate 0.3 vs 0.1"]
     quiet = CanaryHealth("m", 2, 1, 0.2, "since", requests=3)  # too few requests: nothing measured
-    assert [f.firing for rule in rules for f in rule.evaluate(quiet)] == [None] * 4
-    assert canary_rules(WatchRules(max_error_rate=None, max_p99_ratio=None, max_disagreement=None)) == []
+    assert [f.firing for rule in rules for f in rule.evaluate(quiet)] == [None] * 5
+    assert canary_rules(WatchRules(max_error_rate=None, max_p99_ratio=None, max_disagreement=None,
+                                   outcome_alpha=None)) == []
 
 
 def test_per_model_watch_rules_come_from_the_model_settings(sqlite_settings: Settings) -> None:

@@ -10,6 +10,7 @@ from modelyard.cli import (
     export,
     fleet,
     learn,
+    feedback,
     log,
     models,
     monitor,
@@ -41,6 +42,7 @@ deploy.deploy_app.command("prometheus")(monitor.prometheus_cmd)
 app.add_typer(deploy.deploy_app, name="deploy")
 rollout.register(app)
 app.command("score")(score.score_cmd)
+app.command("feedback")(feedback.feedback_cmd)
 app.command("stream")(stream.stream_cmd)
 app.command("learn")(learn.learn_cmd)
 app.command("serve")(serve.serve_cmd)

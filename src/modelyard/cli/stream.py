@@ -12,7 +12,7 @@ from modelyard.cli._common import err_console, friendly, settings
 from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry, parse_ref
-from modelyard.stream import ModelHolder, StreamConsumer, open_broker
+from modelyard.stream import FeedbackConsumer, ModelHolder, StreamConsumer, open_broker
 from modelyard.stream.base import safe_name
 
 
@@ -28,6 +28,8 @@ def stream_cmd(
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Messages predicted at once."),
     ack_wait: float = typer.Option(30.0, "--ack-wait", help="Seconds until redelivery."),
     no_log: bool = typer.Option(False, "--no-log", help="Do not write the prediction log."),
+    feedback: str | None = typer.Option(None, "--feedback", help="Labels subject: outcomes of answered "
+                                        "messages ({request_id: message id, actual}), joined to the log."),
 ) -> None:
     """Consume --in, predict in batches, publish answers to --out and bad messages to the dead letters."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,15 +47,25 @@ def stream_cmd(
                                          details={"in": in_subject, "out": out_subject}),
     )
 
+    labels = None if feedback is None else FeedbackConsumer(
+        open_broker(broker, feedback, durable=safe_name(f"{durable or f'modelyard-{name}-{in_subject}'}-labels"),
+                    ack_wait=ack_wait), registry, name)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         err_console.print(f"streaming {in_subject} → {out_subject} with {name} v{holder.model.version} "
-                          f"(dead letters: {consumer.dlq_subject}); SIGTERM drains and exits",
+                          f"(dead letters: {consumer.dlq_subject})"
+                          + (f"; outcomes from {feedback}" if feedback else "") + "; SIGTERM drains and exits",
                           highlight=False)
-        stats = await consumer.run(stop)
+        if labels is None:
+            stats = await consumer.run(stop)
+        else:
+            stats, got = await asyncio.gather(consumer.run(stop), labels.run(stop))
+            err_console.print(f"outcomes: {got.matched} matched, {got.duplicate} duplicate, {got.unmatched} "
+                              f"unmatched, {got.late} late, {got.invalid} invalid", highlight=False)
         err_console.print(f"drained: {stats.answered} answered, {stats.dead_lettered} dead-lettered, "
                           f"{stats.retried} left for redelivery", highlight=False)
 

@@ -22,6 +22,7 @@ import yaml
 from modelyard.deploy.common import promql_quote
 from modelyard.deploy.grafana import grafana_dashboard
 from modelyard.monitor.drift import PREDICTION
+from modelyard.monitor.quality import HIGHER_IS_BETTER
 
 __all__ = ["alerting_rules", "alertmanager_config", "grafana_dashboard", "scrape_config", "write_prometheus"]
 
@@ -115,6 +116,21 @@ def alerting_rules(
             "{{ $labels.model }} v{{ $labels.version }}: p95 latency {{ $value | humanizeDuration }}"
             f" above {float(r['p95_ms']):g} ms",
             rule="latency",
+        )
+    r = rules.get("performance") or {}
+    if r.get("enabled") and r.get("heldout") is not None:
+        metric, heldout, limit = str(r["metric"]), float(r["heldout"]), float(r["max_degradation"])
+        live = f'modelyard_live_metric{{{sel}, metric={promql_quote(metric)}}}'
+        higher = metric in HIGHER_IS_BETTER
+        bound = heldout - limit * abs(heldout) if higher else heldout + limit * abs(heldout)
+        labelled = f"on (model, version) modelyard_labelled_rows{{{sel}}} >= {int(r['min_labelled'])}"
+        add(
+            "ModelyardLivePerformance",
+            f"({live} {'<' if higher else '>'} {bound:g}) and {labelled}",
+            r["severity"],
+            "{{ $labels.model }} v{{ $labels.version }}: live "
+            f"{metric} {{{{ $value }}}} worse than {heldout:g} held out by more than {limit:.0%}",
+            rule="performance",
         )
     return {"groups": [{"name": f"modelyard-{model}", "rules": out}, prediction_log_rules()]}
 

@@ -24,6 +24,7 @@ from modelyard.monitor.alert_state import AlertBook, Transition
 from modelyard.monitor.alerts import DEFAULT_RULES, evaluate_rules, load_overrides, rules_for
 from modelyard.monitor.drift import DriftReport, evaluate_drift
 from modelyard.monitor.notify import Notifier, WebhookNotifier
+from modelyard.monitor.quality import LiveQuality, live_quality
 from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, RuleSetRun
 from modelyard.monitor.window import RecordSource, Window, split_windows
 from modelyard.predlog import log_reader, window_source
@@ -41,11 +42,13 @@ class VersionStatus:
     window: Window
     drift: DriftReport | None
     findings: list[Finding]
+    quality: LiveQuality | None = None
 
 
 @dataclass
 class AlertRun(RuleSetRun):
     reports: dict[tuple[str, int], DriftReport | None] = field(default_factory=dict)
+    quality: dict[tuple[str, int], LiveQuality | None] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     delivered: int = 0
     failed: int = 0
@@ -85,6 +88,7 @@ class AlertRuleSet:
         self.last_run: AlertRun | None = None
         self._manifests: dict[tuple[str, int], Manifest] = {}
         self._gauge_labels: set[tuple[Any, tuple[str, str, str]]] = set()
+        self._quality_labels: set[tuple[Any, tuple[str, ...]]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry) -> AlertRuleSet:
@@ -121,9 +125,11 @@ class AlertRuleSet:
             manifest = self.manifest(model, version)
             window = windows.get(version) or Window(model, version, since, now)
             drift = evaluate_drift(manifest, window) if window.rows else None
-            out.append(
-                VersionStatus(window, drift, evaluate_rules(rules_for(manifest, overrides), window, drift))
-            )
+            window.quality = live_quality(self.registry.engine, manifest, model, version, since, now,
+                                          window.records)
+            out.append(VersionStatus(window, drift,
+                                     evaluate_rules(rules_for(manifest, overrides), window, drift),
+                                     window.quality))
         return out
 
     def run(self, now: datetime | None = None, lease: HeldLease = NO_LEASE) -> AlertRun:
@@ -140,9 +146,11 @@ class AlertRuleSet:
                 continue
             for st in statuses:
                 run.reports[(model, st.window.version)] = st.drift
+                run.quality[(model, st.window.version)] = st.quality
                 run.findings += st.findings
         self.latest = dict(run.reports)
         self._set_gauges(run.reports)
+        self._set_quality_gauges(run.quality)
         retry = self.book.undelivered() if self.notifier else []
         run.transitions = self.book.apply(run.findings, now, served=served)
         if self.notifier is not None:
@@ -157,6 +165,31 @@ class AlertRuleSet:
     def standby(self) -> None:
         if not metrics.multiprocess_enabled():
             self._set_gauges({})  # the holder exports them: stale values here would keep alerts firing
+            self._set_quality_gauges({})
+
+    def _set_quality_gauges(self, quality: dict[tuple[str, int], LiveQuality | None]) -> None:
+        """Export live quality (``modelyard_live_metric``, coverage, delay, labelled rows); drop stale series."""
+        seen: set[tuple[Any, tuple[str, ...]]] = set()
+
+        def put(gauge: Any, labels: tuple[str, ...], value: float | None) -> None:
+            if value is not None:
+                gauge.labels(*labels).set(value)
+                seen.add((gauge, labels))
+
+        for (model, version), q in quality.items():
+            if q is None:
+                continue
+            v = str(version)
+            for name, value in q.metrics.items():
+                put(metrics.LIVE_METRIC, (model, v, name), value)
+            if "accuracy" in q.estimated:
+                put(metrics.LIVE_METRIC, (model, v, "estimated_accuracy"), q.estimated["accuracy"])
+            put(metrics.LABEL_COVERAGE, (model, v), q.coverage)
+            put(metrics.LABEL_DELAY, (model, v), q.delay_p50_s)
+            put(metrics.LABELLED_ROWS, (model, v), float(q.labelled))
+        for gauge, labels in self._quality_labels - seen:
+            metrics.drop_series(gauge, *labels)
+        self._quality_labels = seen
 
     def _set_gauges(self, reports: dict[tuple[str, int], DriftReport | None]) -> None:
         """Export this run's drift; drop the series this process exported before and not now."""

@@ -23,6 +23,7 @@ import numpy as np
 from modelyard.bundle import Manifest
 from modelyard.errors import BadRequestError, ModelNotFoundError
 from modelyard.monitor.drift import PREDICTION, DriftReport
+from modelyard.monitor.quality import HIGHER_IS_BETTER
 from modelyard.monitor.rules import Finding, Rule
 from modelyard.monitor.window import Window
 from modelyard.registry.db import Engine
@@ -41,6 +42,8 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
     "prediction_drift": {"enabled": True, "psi": 0.2, "min_rows": 200, "severity": "warning"},
     "error_rate": {"enabled": True, "max_rate": 0.05, "min_requests": 20, "severity": "critical"},
     "latency": {"enabled": True, "p95_ms": 500.0, "min_requests": 20, "severity": "warning"},
+    "performance": {"enabled": True, "metric": None, "max_degradation": 0.1, "min_labelled": 100,
+                    "heldout": None, "severity": "warning"},
 }
 
 
@@ -55,11 +58,15 @@ def rules_for(
     else:
         rules["prediction_range"]["low"] = output.min
         rules["prediction_range"]["high"] = output.max
+    perf = rules["performance"]
+    perf["metric"] = "mae" if manifest.task == "regression" else "accuracy"
     for layer in (manifest.monitoring.rules if manifest.monitoring else {}, overrides or {}):
         for rule, params in layer.items():
             if rule not in rules:
                 raise BadRequestError(f"unknown alert rule '{rule}' (known: {', '.join(DEFAULT_RULES)})")
             rules[rule].update(params)
+    if perf.get("heldout") is None and perf["metric"] in manifest.metrics:
+        perf["heldout"] = float(manifest.metrics[perf["metric"]])
     return rules
 
 
@@ -188,18 +195,53 @@ class PredictionDriftRule:
                         feature=PREDICTION, severity=r["severity"], details={"ks": pd_.ks, "n": pd_.n})]
 
 
+def worse_by(metric: str, live: float, heldout: float) -> float:
+    """How much worse ``live`` is than ``heldout``, relative to ``|heldout|`` (negative: better)."""
+    diff = (heldout - live) if metric in HIGHER_IS_BETTER else (live - heldout)
+    return diff / max(abs(heldout), 1e-12)
+
+
+class PerformanceRule:
+    """The live ``metric`` worse than the bundle's held-out figure by more than ``max_degradation``
+    (relative), given ``min_labelled`` labelled rows in the window; unknown without them."""
+
+    name = "performance"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def evaluate(self, window: Window) -> list[Finding]:
+        r, m, v = self.params, window.model, window.version
+        metric, heldout, limit = str(r["metric"]), r.get("heldout"), float(r["max_degradation"])
+        quality = window.quality
+        live = quality.metrics.get(metric) if quality is not None else None
+        labelled = quality.labelled if quality is not None else 0
+        if live is None or heldout is None or labelled < int(r["min_labelled"]):
+            why = ("no held-out figure in the bundle" if heldout is None
+                   else f"{labelled} labelled rows (need {r['min_labelled']})")
+            return [Finding(m, v, self.name, None, live, heldout, f"{m} v{v}: live {metric} unknown: {why}",
+                            severity=r["severity"], details={"metric": metric, "labelled": labelled})]
+        worse = worse_by(metric, live, float(heldout))
+        return [Finding(m, v, self.name, worse > limit, live, float(heldout),
+                        f"{m} v{v}: live {metric} {live:.4g} against {float(heldout):.4g} held out "
+                        f"({worse:+.1%} worse, limit {limit:.0%}) on {labelled} labelled rows",
+                        severity=r["severity"],
+                        details={"metric": metric, "labelled": labelled, "worse_by": worse})]
+
+
 RULE_TYPES: dict[str, Callable[[dict[str, Any]], Rule[Window]]] = {
     "prediction_range": PredictionRangeRule,
     "error_rate": ErrorRateRule,
     "latency": LatencyRule,
     "input_drift": InputDriftRule,
     "prediction_drift": PredictionDriftRule,
+    "performance": PerformanceRule,
 }
 
 
 def alert_rules(rules: dict[str, dict[str, Any]]) -> list[Rule[Window]]:
     """The enabled rules of a configuration (``rules_for``) as rule objects, in evaluation order."""
-    order = ("prediction_range", "error_rate", "latency", "input_drift", "prediction_drift")
+    order = ("prediction_range", "error_rate", "latency", "input_drift", "prediction_drift", "performance")
     return [RULE_TYPES[name](rules[name]) for name in order if rules[name].get("enabled", True)]
 
 

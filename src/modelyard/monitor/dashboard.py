@@ -24,6 +24,7 @@ from modelyard.monitor.alert_state import AlertBook
 from modelyard.monitor.alerts import load_overrides, rules_for
 from modelyard.monitor.drift import PREDICTION, DriftReport
 from modelyard.monitor.fleet import read_fleet
+from modelyard.monitor.quality import headline_metric, live_quality
 from modelyard.monitor.window import RecordSource
 from modelyard.predlog import Route, percentile
 from modelyard.registry import Registry
@@ -102,12 +103,29 @@ def dashboard_data(
                     "latency_p95_ms": rules["latency"]["p95_ms"],
                 },
                 "drift": _drift(registry, name, served, now, window, drift, records),
+                "quality": _quality(registry, name, served, since, now),
                 "alerts": [_jsonable(a) for a in book.recent(name, limit=15)],
                 "events": [_jsonable(vars(e)) for e in registry.events(name, limit=15)],
             }
         )
     return {"generated_at": now.isoformat(), "window_seconds": window.total_seconds(), "models": out,
             "fleet": read_fleet(registry, since=max(window, timedelta(hours=1)), now=now)}
+
+
+def _quality(registry: Registry, model: str, versions: set[int], since: datetime,
+             now: datetime) -> list[dict[str, Any]]:
+    """Per served version: the headline live metric over time beside the bundle's held-out figure, the
+    labelled rows and, for classifiers, the CBPE estimate of accuracy."""
+    out = []
+    for version in sorted(versions):
+        manifest = registry.get_version(model, version).manifest
+        q = live_quality(registry.engine, manifest, model, version, since, now)
+        name = headline_metric(manifest.task)
+        out.append({"version": version, "metric": name, "live": q.metrics.get(name),
+                    "heldout": q.heldout.get(name), "labelled": q.labelled, "late": q.late,
+                    "delay_p50_s": q.delay_p50_s, "estimated_accuracy": q.estimated.get("accuracy_labelled"),
+                    "series": q.series})
+    return out
 
 
 def _traffic(engine: Engine, model: str, since: datetime, now: datetime, buckets: int) -> dict[str, Any]:

@@ -144,6 +144,28 @@ SHADOW_DROPPED = Counter(
     "modelyard_shadow_dropped", "Shadow or mirror jobs dropped because the server's shadow queue was full.",
     ["model", "route"],
 )
+OUTCOMES = Counter(
+    "modelyard_outcomes", "Outcomes received (POST /v1/feedback, stream labels), by how they joined the log: "
+    "matched, duplicate, unmatched, late (late ones are matched too).",
+    ["model", "status"],
+)
+LIVE_METRIC = Gauge(
+    "modelyard_live_metric", "Quality on labelled live traffic over the monitor's window (mae, rmse, r2; "
+    "accuracy, f1, roc_auc, log_loss, ece; estimated_accuracy: CBPE before labels).",
+    ["model", "version", "metric"], multiprocess_mode="livemostrecent",
+)
+LABEL_COVERAGE = Gauge(
+    "modelyard_label_coverage", "Share of the window's answered rows that have an outcome.",
+    ["model", "version"], multiprocess_mode="livemostrecent",
+)
+LABEL_DELAY = Gauge(
+    "modelyard_label_delay_seconds", "Median time from a prediction to its outcome's arrival, over the window.",
+    ["model", "version"], multiprocess_mode="livemostrecent",
+)
+LABELLED_ROWS = Gauge(
+    "modelyard_labelled_rows", "Answered rows with an outcome in the monitor's window.",
+    ["model", "version"], multiprocess_mode="livemostrecent",
+)
 SHADOW_ERRORS = Counter(
     "modelyard_shadow_errors", "Shadow or mirror predictions that failed (never seen by the caller).",
     ["model", "version", "route"],

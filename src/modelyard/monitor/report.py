@@ -20,6 +20,7 @@ from modelyard.monitor.alerts import load_overrides, rules_for
 from modelyard.monitor.svg import hbar_chart, histogram_pair
 from modelyard.monitor.window import RecordSource
 from modelyard.registry import Registry
+from modelyard.registry.outcomes import SqlOutcomeStore
 
 
 def build_report(
@@ -55,6 +56,7 @@ def build_report(
                 "latency_p50_ms": w.latency_quantile(0.5),
                 "latency_p95_ms": w.latency_quantile(0.95),
                 "drift": st.drift.to_dict() if st.drift else None,
+                "quality": st.quality.to_dict() if st.quality else None,
                 "rules": [
                     {
                         "rule": f.rule,
@@ -69,8 +71,10 @@ def build_report(
                 "thresholds": rules_for(alerts.manifest(name, v), overrides),
             }
         )
+    counts = SqlOutcomeStore(registry.engine).counts(name, since=since)
     return {
         "model": name,
+        "outcomes": {"matched": counts.matched, "unmatched": counts.unmatched, "late": counts.late},
         "since": since.isoformat(),
         "until": now.isoformat(),
         "window_seconds": window.total_seconds(),
@@ -128,6 +132,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                     f"[red]{bar}[/]" if over else f"[green]{bar}[/]",
                 )
             console.print(table)
+        if v.get("quality"):
+            print_quality(v["quality"], console)
         rules = Table(title=f"rules for v{v['version']}")
         for col in ("rule", "status", "value", "limit", "detail"):
             rules.add_column(col)
@@ -143,11 +149,37 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                 r["message"],
             )
         console.print(rules)
+    oc = report.get("outcomes") or {}
+    if any(oc.values()):
+        console.print(f"\noutcomes in the window: {oc['matched']} joined to a prediction ({oc['late']} late), "
+                      f"{oc['unmatched']} unmatched")
     firing = [a for a in report["alerts"] if a["status"] == "firing"]
     if firing:
         console.print(f"\n[bold red]{len(firing)} recorded alert(s) firing:[/]")
         for a in firing:
             console.print(f"  since {a['started_at'][:19]}  {a['message']}")
+
+
+def print_quality(q: dict[str, Any], console: Console) -> None:
+    """Live quality beside the held-out figures, with coverage, delay and (classifiers) the CBPE estimate."""
+    coverage = "-" if q["coverage"] is None else f"{q['coverage']:.1%}"
+    delay = "-" if q["delay_p50_s"] is None else f"{q['delay_p50_s']:.0f}s (p90 {q['delay_p90_s']:.0f}s)"
+    console.print(f"live quality of v{q['version']}: {q['labelled']} labelled rows, coverage {coverage}, "
+                  f"label delay {delay}, {q['late']} late")
+    if not q["metrics"] and not q["estimated"]:
+        return
+    table = Table(title=f"quality of v{q['version']}: live against held out")
+    for col in ("metric", "live", "held out", "estimated (CBPE)"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    names = [*q["metrics"], *[k for k in q["heldout"] if k not in q["metrics"]]]
+    if "accuracy" in q["estimated"] and "accuracy" not in names:
+        names.append("accuracy")
+    for name in names:
+        est = q["estimated"].get(name) if name == "accuracy" else None
+        table.add_row(name, _fmt(q["metrics"].get(name), ".4g"), _fmt(q["heldout"].get(name), ".4g"),
+                      _fmt(est, ".4g") + (f" (labelled rows: {_fmt(q['estimated'].get('accuracy_labelled'), '.4g')})"
+                                          if est is not None and "accuracy_labelled" in q["estimated"] else ""))
+    console.print(table)
 
 
 def render_html(report: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from modelyard.predlog import PredictionRecord, Route, percentile
 
 if TYPE_CHECKING:
     from modelyard.monitor.drift import DriftReport
+    from modelyard.monitor.quality import LiveQuality
 
 __all__ = ["MAX_ROWS", "RecordSource", "Window", "split_windows"]
 
@@ -39,6 +40,10 @@ class Window:
     predictions: list[Any] = field(default_factory=list)
     drift: DriftReport | None = None
     """Set by the alert rule set when the window had traffic: the drift rules read it."""
+    quality: LiveQuality | None = None
+    """Set by the alert rule set: the version's quality on labelled rows (the performance rule reads it)."""
+    records: list[PredictionRecord] = field(default_factory=list)
+    """The window's records of this version (for label coverage and the CBPE estimate)."""
 
     @property
     def error_rate(self) -> float:
@@ -66,6 +71,7 @@ def split_windows(
             continue
         w = windows.setdefault(int(r.version), Window(model, int(r.version), since, until))
         w.requests += 1
+        w.records.append(r)
         if r.error:
             w.errors += 1
         if r.latency_ms is not None:

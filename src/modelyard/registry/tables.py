@@ -158,3 +158,25 @@ instances = Table(
     Column("details", JSON, nullable=True),
     Index("ix_instances_last_seen", "last_seen"),
 )
+
+outcomes = Table(
+    "modelyard_outcomes",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("request_id", String(100), nullable=False),  # unmatched: the id (or entity key) the outcome named
+    Column("row", Integer, nullable=False),
+    Column("route", String(20), nullable=False),  # the logged record's route; "unmatched" when none
+    Column("version", Integer, nullable=True),
+    Column("predicted_at", DateTime(timezone=True), nullable=True),
+    Column("predicted", JSON, nullable=True),
+    Column("probabilities", JSON, nullable=True),
+    Column("actual", JSON, nullable=True),
+    Column("observed_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("source", String(20), nullable=False),  # http | sql | stream
+    Column("matched", Boolean, nullable=False),
+    Column("late", Boolean, nullable=False, default=False),
+    UniqueConstraint("model", "request_id", "row", "route", name="uq_outcome_request_row_route"),
+    Index("ix_outcomes_model_predicted_at", "model", "predicted_at"),
+)

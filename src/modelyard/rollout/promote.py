@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from modelyard.errors import BadRequestError, GateFailedError, RolloutError
 from modelyard.registry import EventRecord, Registry
+from modelyard.rollout.judge import compare_on_outcomes
 from modelyard.rollout.policy import CANARY, PRODUCTION, SHADOW
 
 TARGETS = (PRODUCTION, CANARY, SHADOW)
@@ -70,9 +71,12 @@ def promote(
             raise BadRequestError(f"canary weight {weight} is not between 0 and 1", field="weight")
     elif weight is not None:
         raise BadRequestError(f"--weight applies to a canary only, not to {to}", field="weight")
-    registry.get_version(name, version)
-    current = registry.aliases(name).get(to)
+    record = registry.get_version(name, version)
+    aliases = registry.aliases(name)
+    current = aliases.get(to)
     details: dict[str, Any] = {"forced": force}
+    if to == PRODUCTION and not force:
+        _judge_on_outcomes(registry, name, version, record.manifest.task, aliases, details, actor)
     if force:
         details["gates"] = "skipped (--force)"
     elif to == SHADOW:
@@ -104,6 +108,26 @@ def promote(
             registry.remove_alias(name, CANARY, actor=actor, reason=f"v{version} was promoted to production")
             details["canary_retired"] = True
     return PromoteResult(name, version, to, current.version if current else None, weight, force, details)
+
+
+def _judge_on_outcomes(registry: Registry, name: str, version: int, task: str, aliases: dict[str, Any],
+                       details: dict[str, Any], actor: str | None) -> None:
+    """Promoting the live canary's (or shadow's) version to production: refuse it when it is significantly
+    worse than production on labelled live traffic (the watcher's test); the figures go into ``details``."""
+    live = next((a for a in (aliases.get(CANARY), aliases.get(SHADOW)) if a is not None and a.version == version),
+                None)
+    primary = aliases.get(PRODUCTION)
+    if live is None or primary is None or primary.version == version:
+        return
+    # every labelled row the two versions answered (a canary's weight changes, or its rollback, do not reset it)
+    verdict = compare_on_outcomes(registry.engine, name, task, version, primary.version, since=None)
+    details["outcomes"] = verdict.to_dict()
+    if verdict.worse:
+        why = f"v{version} is worse than production v{primary.version} on labelled traffic: {verdict.summary()}"
+        registry.record_event(name, "promote_refused", actor=actor, alias=PRODUCTION, reason=why,
+                              details={"version": version, "outcomes": verdict.to_dict()})
+        raise GateFailedError(f"{name} v{version} was not promoted to production: {why}", reasons=[why],
+                              model=name)
 
 
 def production_history(events: list[EventRecord]) -> list[int]:

@@ -2,10 +2,11 @@
 
 For every model whose canary has a weight above 0, ``CanaryRuleSet`` reads the canary's records since
 ``window`` seconds ago (or since the canary alias last changed, whichever is later) and measures its error
-rate, its p99 latency (absolute, and as a ratio to the primary's above an absolute objective), and its
+rate, its p99 latency (absolute, and as a ratio to the primary's above an absolute objective), its
 disagreement with the primary on requests both answered (canary requests the server mirrored to the
-primary, logged on route ``mirror``, or shadow records of the canary's version): a ``CanaryHealth``. The
-rules (``canary_rules``) read it; when one fires, the canary's weight is set to 0 and a ``rollback`` event
+primary, logged on route ``mirror``, or shadow records of the canary's version), and, once outcomes arrive,
+whether it is significantly worse than the primary on labelled rows since it went live (``rollout/judge.py``):
+a ``CanaryHealth``. The rules (``canary_rules``) read it; when one fires, the canary's weight is set to 0 and a ``rollback`` event
 records the figures.
 
 Thresholds: ``WatchRules`` defaults, then the server's ``MODELYARD_WATCH_RULES``, then the model's own
@@ -33,6 +34,7 @@ from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, Rule, RuleSetR
 from modelyard.predlog import Route, latencies, log_reader, pair_by_request, percentile, read_window
 from modelyard.registry import AliasRecord, Registry
 from modelyard.registry.settings import LATENCY_OBJECTIVE, latency_objective
+from modelyard.rollout.judge import compare_on_outcomes
 from modelyard.rollout.policy import CANARY, PRODUCTION
 
 __all__ = ["CanaryHealth", "CanaryRuleSet", "WatchRules", "WatchRun", "canary_rules", "disagreement",
@@ -61,6 +63,11 @@ class WatchRules:
     disagreement_rel_tol: float = 0.05
     """A regression row disagrees when the two answers differ by more than this, relatively."""
     min_pairs: int = 20
+    outcome_alpha: float | None = 0.01
+    """Roll back when the canary is worse on labelled live traffic with a one-sided p-value under this
+    (``rollout.judge``: paired Wilcoxon / McNemar where both versions saw the rows, else Mann-Whitney / Welch)."""
+    min_labelled: int = 30
+    """Fewer labelled rows (or pairs) than this: the outcome test says nothing."""
 
 
 def watch_rules(overrides: Mapping[str, Any], base: WatchRules | None = None, *,
@@ -70,7 +77,7 @@ def watch_rules(overrides: Mapping[str, Any], base: WatchRules | None = None, *,
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"{what}: unknown rule {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    values = {k: (int(v) if k in ("min_requests", "min_pairs") and v is not None else v)
+    values = {k: (int(v) if k in ("min_requests", "min_pairs", "min_labelled") and v is not None else v)
               for k, v in overrides.items()}
     return dataclasses.replace(base or WatchRules(), **values)
 
@@ -101,6 +108,8 @@ class CanaryHealth:
     primary_p99_ms: float | None = None
     compared_rows: int = 0
     disagreement: float | None = None
+    outcomes: dict[str, Any] | None = None
+    """The outcome test since the canary went live (``rollout.judge.OutcomeComparison``)."""
     breaches: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +200,22 @@ class DisagreementRule:
                         f"disagreement with the primary {d or 0:.1%} > {self.limit:.1%}")
 
 
+@dataclass(frozen=True)
+class OutcomeRule:
+    alpha: float
+    name: str = "canary_outcomes"
+
+    def evaluate(self, h: CanaryHealth) -> list[Finding]:
+        test = h.outcomes or {}
+        worse = test.get("worse")
+        p = test.get("p_value")
+        message = (f"worse than the primary on labelled traffic: {test.get('test')} p={p:.3g} < {self.alpha:g}, "
+                   f"{test.get('loss')} {test.get('canary_loss'):.4g} vs {test.get('primary_loss'):.4g}"
+                   if worse else "not significantly worse on labelled traffic" if worse is not None
+                   else "too few labelled rows for the outcome test")
+        return _finding(h, self.name, worse, p, self.alpha, message)
+
+
 def canary_rules(rules: WatchRules) -> list[Rule[CanaryHealth]]:
     """The rules ``rules`` switches on, in the order their breaches are reported."""
     out: list[Rule[CanaryHealth]] = []
@@ -202,6 +227,8 @@ def canary_rules(rules: WatchRules) -> list[Rule[CanaryHealth]]:
         out.append(P99RatioRule(rules.max_p99_ratio, rules.latency_p99_ms))
     if rules.max_disagreement is not None:
         out.append(DisagreementRule(rules.max_disagreement))
+    if rules.outcome_alpha is not None:
+        out.append(OutcomeRule(rules.outcome_alpha))
     return out
 
 
@@ -241,7 +268,9 @@ class CanaryRuleSet:
               (f"p99 > {r.max_p99_ratio:g}x the primary's"
                + (f" and > {r.latency_p99_ms:g} ms" if r.latency_p99_ms is not None else ""))
               if r.max_p99_ratio is not None else "",
-              f"disagreement > {r.max_disagreement:.1%}" if r.max_disagreement is not None else ""]
+              f"disagreement > {r.max_disagreement:.1%}" if r.max_disagreement is not None else "",
+              f"worse on outcomes at p < {r.outcome_alpha:g} (at least {r.min_labelled} labelled rows)"
+              if r.outcome_alpha is not None else ""]
         return (f"canary rollback every {format_duration(self.every)} over {format_duration(r.window)} "
                 f"({', '.join(x for x in on if x) or 'no rule on'}; at least {r.min_requests} requests; "
                 "per-model overrides from the model's settings)")
@@ -291,6 +320,10 @@ class CanaryRuleSet:
         base = read_window(source, name, since=since, routes=(Route.PRIMARY, Route.MIRROR), limit=MAX_RECORDS)
         records = own.on(Route.CANARY)
         health.requests = len(records)
+        if rules.outcome_alpha is not None:  # outcomes come late: every labelled row since the canary went live
+            health.outcomes = compare_on_outcomes(
+                self.registry.engine, name, self._task(name, canary.version), canary.version, health.primary_version,
+                since=_aware(canary.updated_at), alpha=rules.outcome_alpha, min_rows=rules.min_labelled).to_dict()
         if health.requests < rules.min_requests:
             return health
         health.errors = sum(r.error is not None for r in records)

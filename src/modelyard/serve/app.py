@@ -25,7 +25,7 @@ from modelyard.config import Settings
 from modelyard.monitor import metrics
 from modelyard.predlog import LogHooks, PredictionLogWriter
 from modelyard.registry import Registry
-from modelyard.serve import admin, dashboard, explain, repository_v2, v1, v2
+from modelyard.serve import admin, dashboard, explain, feedback, repository_v2, v1, v2
 from modelyard.serve.batching import Batching
 from modelyard.serve.http import install_error_handlers, json_response
 from modelyard.serve.inference import InferenceService
@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(repository_v2.router)  # the model repository extension
     app.include_router(explain.router)  # /v1/models/{name}/explain, /v1/predictions/{id}/explain
+    app.include_router(feedback.router)  # /v1/feedback: outcomes joined to the log
     dashboard.install(app)  # monitoring: /dashboard, its data and static files
     app.include_router(admin.router)
 

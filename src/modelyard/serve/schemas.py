@@ -162,7 +162,33 @@ class ModelReady(BaseModel):
     ready: bool
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, InferRequest)
+class OutcomeItem(BaseModel):
+    request_id: str | None = Field(None, description="The request id a prediction answered with.")
+    row: int = Field(0, ge=0, description="The row of that request (0 for a one-row request).")
+    key: dict[str, Any] | None = Field(None, description="Instead of request_id: input columns and values "
+                                       "naming the entity, e.g. {\"house_id\": 17}.")
+    at: str | None = Field(None, description="With key: when the outcome was observed (ISO 8601; default now); "
+                           "the latest prediction within `window` before it is joined.")
+    actual: Any = Field(..., description="The true value: a number (regression) or one of the classes.")
+
+
+class FeedbackRequest(BaseModel):
+    outcomes: list[OutcomeItem]
+    model: str | None = Field(None, description="Needed for outcomes by key.")
+    window: str | None = Field(None, description="How far before `at` a key looks for its prediction (1h).")
+
+
+class FeedbackResponse(BaseModel):
+    received: int
+    matched: int
+    duplicate: int
+    unmatched: int
+    late: int
+    rows_stored: int
+    unmatched_ids: list[str]
+
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, InferRequest, FeedbackRequest)
 
 
 def json_body(model: type[BaseModel], *parameters: dict[str, Any]) -> dict[str, Any]:

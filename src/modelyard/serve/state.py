@@ -8,6 +8,7 @@ from fastapi import Request
 
 from modelyard.config import Settings
 from modelyard.predlog import PredictionLogWriter
+from modelyard.predlog.outcomes import TaskOf
 from modelyard.registry import Registry
 from modelyard.serve.inference import InferenceService
 from modelyard.serve.repository import ModelRepository
@@ -23,6 +24,8 @@ class ServerState:
     service: InferenceService
     writer: PredictionLogWriter | None
     stopping: bool = False
+    task_of: TaskOf | None = None
+    """What a valid outcome of a version looks like (``POST /v1/feedback``), read once per version."""
 
 
 def server_state(request: Request) -> ServerState:

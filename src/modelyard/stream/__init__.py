@@ -5,7 +5,25 @@
 
 from modelyard.errors import StreamError
 from modelyard.stream.base import Broker, Message, OutMessage, open_broker
-from modelyard.stream.consumer import ModelHolder, StreamConsumer, StreamStats, predict_rows
+from modelyard.stream.consumer import (
+    FeedbackConsumer,
+    FeedbackStats,
+    ModelHolder,
+    StreamConsumer,
+    StreamStats,
+    predict_rows,
+)
 
-__all__ = ["Broker", "Message", "ModelHolder", "OutMessage", "StreamConsumer", "StreamError", "StreamStats",
-           "open_broker", "predict_rows"]
+__all__ = [
+    "Broker",
+    "FeedbackConsumer",
+    "FeedbackStats",
+    "Message",
+    "ModelHolder",
+    "OutMessage",
+    "StreamConsumer",
+    "StreamError",
+    "StreamStats",
+    "open_broker",
+    "predict_rows",
+]

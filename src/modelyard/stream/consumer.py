@@ -6,6 +6,8 @@ only then are the inputs acknowledged (overlapping with the next batch). A crash
 a redelivery, and the answer's dedup id makes the second publish a no-op: at-least-once processing,
 exactly-once answers. A message that is not JSON or fails the schema is dead-lettered with the reason;
 nothing a message contains stops the loop. ``stop`` (SIGTERM) lets the batch in hand finish, then closes.
+
+``FeedbackConsumer`` reads a labels subject beside it: outcomes of the answered messages, joined to the log.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 import orjson
 
-from modelyard.errors import SchemaError
+from modelyard.errors import ModelyardError, SchemaError
 from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter, PredictionRecord
+from modelyard.predlog.outcomes import DEFAULT_KEY_WINDOW, Outcome, join_outcomes, parse_outcome, task_of_registry
 from modelyard.registry import Registry, parse_ref
 from modelyard.runtime import AliasFollower, Model, ModelLoader
 from modelyard.stream.base import Broker, Message, OutMessage
@@ -211,7 +214,8 @@ class StreamConsumer:
             records = [PredictionRecord(
                 request_id=parsed[i].id, model=model.name, version=int(model.version or 0), route="stream",
                 inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms,
-                meta={"subject": self.broker.in_subject, "delivery": parsed[i].delivery})
+                meta={"subject": self.broker.in_subject, "delivery": parsed[i].delivery,
+                      **({"probabilities": [probas[n]]} if probas is not None else {})})
                 for n, i in enumerate(good)]
             records += [PredictionRecord(
                 request_id=m.id, model=model.name, version=int(model.version or 0), route="stream",
@@ -249,6 +253,81 @@ class StreamConsumer:
         self.stats.answered += answered
         self.stats.dead_lettered += len(done) - answered
         self.stats.batches += 1
+
+
+@dataclass
+class FeedbackStats:
+    received: int = 0
+    matched: int = 0
+    duplicate: int = 0
+    unmatched: int = 0
+    late: int = 0
+    invalid: int = 0
+
+
+class FeedbackConsumer:
+    """Outcomes from a labels subject (``modelyard stream ... --feedback SUBJECT``), joined to the log.
+
+    A message is one outcome (``{"request_id": <the input message's id>, "row"?: 0, "actual": ...}`` or
+    ``{"key": {...}, "at"?: ..., "actual": ...}``) or a list of them. Each batch is joined and stored
+    (``predlog.outcomes``, not strict: unknown ids are kept and counted as unmatched) before it is acked;
+    a message that is not an outcome goes to the labels' dead-letter subject with the reason.
+    """
+
+    def __init__(self, broker: Broker, registry: Registry, model: str, *, dlq_subject: str | None = None,
+                 batch_size: int = 500, fetch_timeout: float = 1.0, window: float = DEFAULT_KEY_WINDOW) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.model = model
+        self.dlq_subject = dlq_subject or f"{broker.in_subject}.dlq"
+        self.batch_size = batch_size
+        self.fetch_timeout = fetch_timeout
+        self.window = window
+        self.stats = FeedbackStats()
+        self._task_of = task_of_registry(registry)
+
+    async def run(self, stop: asyncio.Event) -> FeedbackStats:
+        await self.broker.connect()
+        try:
+            await self.broker.ensure_subject(self.dlq_subject)
+            while not stop.is_set():
+                try:
+                    messages = await self.broker.fetch(self.batch_size, self.fetch_timeout)
+                    if messages:
+                        await self.handle(messages)
+                except Exception as exc:  # unacked labels are redelivered
+                    log.warning("labels batch failed (%s); it will be redelivered", exc)
+                    await _sleep_unless(stop, 1.0)
+        finally:
+            await self.broker.close()
+        return self.stats
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        outcomes: list[Outcome] = []
+        dead: list[tuple[Message, str]] = []
+        for m in messages:
+            try:
+                value = orjson.loads(m.data)
+                items = value if isinstance(value, list) else [value]
+                outcomes += [parse_outcome(item, i) for i, item in enumerate(items)]
+            except orjson.JSONDecodeError as exc:
+                dead.append((m, f"not valid JSON: {exc}"))
+            except ModelyardError as exc:
+                dead.append((m, exc.message))
+        if outcomes:
+            result = await asyncio.to_thread(join_outcomes, self.registry.engine, outcomes, model=self.model,
+                                             source="stream", window=self.window, task_of=self._task_of)
+            for name in ("received", "matched", "duplicate", "unmatched", "late"):
+                setattr(self.stats, name, getattr(self.stats, name) + getattr(result, name))
+        if dead:
+            letters = [OutMessage(f"dlq:{m.id}", orjson.dumps({"id": m.id, "reason": reason,
+                                                                "data": m.data.decode("utf-8", "replace")}),
+                                  {"Modelyard-Reason": reason[:200].replace("\n", " ")}) for m, reason in dead]
+            errors = await self.broker.publish(self.dlq_subject, letters)
+            if any(e is not None for e in errors):
+                raise RuntimeError(f"could not dead-letter {len(dead)} label messages")
+            self.stats.invalid += len(dead)
+        await self.broker.ack(messages)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

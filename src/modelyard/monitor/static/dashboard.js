@@ -80,7 +80,8 @@
          panel("Requests per second, by version", "rate-" + id),
          panel("Latency", "latency-" + id),
          panel("Error rate", "errors-" + id),
-         panel("Drift per feature (PSI vs training reference)", "drift-" + id, "wide")),
+         panel("Drift per feature (PSI vs training reference)", "drift-" + id, "wide"),
+         panel("Live quality on labelled rows vs held out", "quality-" + id, "wide")),
       el("div", { class: "lists" },
          el("div", {}, el("h3", { text: "Recent alerts" }), el("ul", { class: "feed alerts" })),
          el("div", {}, el("h3", { text: "Alias events" }), el("ul", { class: "feed events" }))));
@@ -141,6 +142,16 @@
     });
     const box = document.getElementById("drift-" + id).parentElement;
     box.dataset.empty = versions.length ? "" : "no traffic in the window";
+
+    const quality = (m.quality || []).filter((q) => q.series.length);
+    const heldout = quality.length ? quality[0].heldout : null;
+    draw("quality-" + id, lineConfig(quality.map((q) => ({
+      label: `v${q.version} ${q.metric} (${q.labelled} labelled)` +
+             (q.estimated_accuracy != null ? `, CBPE ${q.estimated_accuracy.toFixed(3)}` : ""),
+      points: q.series.map((p) => ({ x: p.t, y: p.value })) })),
+      quality.length ? `${quality[0].metric} (held out ${heldout ?? "–"})` : "", heldout));
+    document.getElementById("quality-" + id).parentElement.dataset.empty =
+      quality.length ? "" : "no outcomes in the window";
 
     const alerts = card.querySelector("ul.alerts");
     alerts.replaceChildren(...(m.alerts.length ? m.alerts.map((a) => el("li", { class: a.status },

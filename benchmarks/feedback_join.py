@@ -1,0 +1,78 @@
+"""``benchmarks/feedback_join.py [--rows N]``: join N outcomes to N logged predictions on PostgreSQL, rows/s.
+
+A fresh database (dropped at the end) gets N one-row prediction records (``modelyard_predictions``, made in
+the database by ``generate_series`` so the setup is not what is measured), then the outcomes are joined the
+way ``modelyard feedback --request-ids`` and ``POST /v1/feedback`` join them: ``predlog.outcomes.
+join_outcomes`` in chunks of ``--chunk`` outcomes (look the request ids up, check what is already stored,
+COPY the joined rows in). A second pass over the same outcomes measures the duplicate path (nothing new
+stored). Goal: at least 100k rows/s.
+
+    python benchmarks/feedback_join.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+
+from modelyard.predlog.outcomes import Outcome, join_outcomes
+from modelyard.registry.db import get_engine
+
+ADMIN = os.environ.get("MODELYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+MODEL = "bench-houses"
+
+
+def _task_of(model: str, version: int) -> tuple[str, list[object] | None]:
+    return "regression", None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chunk", type=int, default=50_000)
+    args = parser.parse_args()
+    name = f"modelyard_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        engine = get_engine(url)  # migrated
+        started = time.perf_counter()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO modelyard_predictions (request_id, route, ts, model, version, inputs, outputs, n_rows) "
+                "SELECT 'r' || g, 'primary', now() - interval '1 hour', %s, 1, "
+                "json_build_array(json_build_object('id', g, 'area_sqm', 50 + g %% 200)), "
+                "json_build_array(100000.0 + g %% 5000), 1 FROM generate_series(1, %s) AS g",
+                (MODEL, args.rows))
+            conn.execute("ANALYZE modelyard_predictions")
+        print(f"logged {args.rows:,} predictions in {time.perf_counter() - started:.1f}s (setup, not measured)")
+        now = datetime.now(UTC)
+        outcomes = [Outcome(100000.0 + (i * 7) % 5000, f"r{i}") for i in range(1, args.rows + 1)]
+        for label in ("join", "again (duplicates)"):
+            matched = duplicate = 0
+            started = time.perf_counter()
+            for i in range(0, len(outcomes), args.chunk):
+                got = join_outcomes(engine, outcomes[i:i + args.chunk], model=MODEL, source="sql",
+                                    task_of=_task_of, now=now)
+                matched += got.matched
+                duplicate += got.duplicate
+            seconds = time.perf_counter() - started
+            print(f"{label}: {args.rows:,} outcomes in {seconds:.2f}s = {args.rows / seconds:,.0f} rows/s "
+                  f"(matched {matched:,}, duplicate {duplicate:,}; chunks of {args.chunk:,})")
+        with engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT count(*) FROM modelyard_outcomes").scalar_one()
+        print(f"outcome rows stored: {stored:,}")
+    finally:
+        get_engine(url).dispose()
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
