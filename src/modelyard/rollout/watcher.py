@@ -6,7 +6,8 @@ rate, its p99 latency (absolute, and as a ratio to the primary's above an absolu
 disagreement with the primary on requests both answered (canary requests the server mirrored to the
 primary, logged on route ``mirror``, or shadow records of the canary's version), and, once outcomes arrive,
 whether it is significantly worse than the primary on labelled rows since it went live (``rollout/judge.py``):
-a ``CanaryHealth``. The rules (``canary_rules``) read it; when one fires, the canary's weight is set to 0 and a ``rollback`` event
+a ``CanaryHealth``. The rules (``canary_rules``) read it; when one fires, the canary's weight is set to 0
+and a ``rollback`` event
 records the figures.
 
 Thresholds: ``WatchRules`` defaults, then the server's ``MODELYARD_WATCH_RULES``, then the model's own
