@@ -118,13 +118,14 @@ def prepare(spec: TrainSpec, data: LoadedData) -> tuple[pd.DataFrame, Any]:
 
 
 def train(spec: TrainSpec, *, progress: Progress | None = None, data: LoadedData | None = None,
-          window: DataWindow | str | timedelta | None = None) -> TrainResult:
+          window: DataWindow | str | timedelta | None = None, now: datetime | None = None) -> TrainResult:
     """Fit and evaluate ``spec``; ``window`` (or the spec's ``[data] window``) binds a windowed query.
 
-    A fit over the spec's ``[budget]`` raises ``BudgetExceededError``."""
+    A length of window ends ``now`` (default: the current time). A fit over the spec's ``[budget]`` raises
+    ``BudgetExceededError``."""
     say = progress or (lambda _msg: None)
     say("reading data")
-    bound = resolve_window(spec, window)
+    bound = resolve_window(spec, window, now=now)
     data = data or load_training_data(spec, bound)
     X, y = prepare(spec, data)
     pipeline = build_pipeline(spec)

@@ -55,11 +55,12 @@ def promote(
     gate: Callable[[], GateOutcome] | None = None,
     actor: str | None = None,
     reason: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> PromoteResult:
     """Point ``to`` at ``version`` once ``gate`` passed (``force`` skips it, and the event says so).
 
     A shadow never answers a caller, so it is not gated. Promoting the canary's version to production
-    retires the canary alias.
+    retires the canary alias. ``details`` are added to the event (``retrain`` records its trigger there).
     """
     if to not in TARGETS:
         raise BadRequestError(f"--to must be one of {', '.join(TARGETS)}, not '{to}'", field="to")
@@ -71,7 +72,7 @@ def promote(
         raise BadRequestError(f"--weight applies to a canary only, not to {to}", field="weight")
     registry.get_version(name, version)
     current = registry.aliases(name).get(to)
-    details: dict[str, Any] = {"forced": force}
+    details = {**(details or {}), "forced": force}
     if force:
         details["gates"] = "skipped (--force)"
     elif to == SHADOW:
@@ -83,8 +84,8 @@ def promote(
         details["gates"] = outcome.summary()
         if not outcome.passed:
             why = "; ".join(outcome.reasons)
-            registry.record_event(name, "promote_refused", actor=actor, alias=to, reason=why,
-                                  details={"version": version, "gates": details["gates"]})
+            registry.record_event(name, "promote_refused", actor=actor, alias=to, reason=why, to_version=version,
+                                  details={**details, "version": version})
             raise GateFailedError(f"{name} v{version} was not promoted to {to}: {why}",
                                   reasons=outcome.reasons, model=name)
     why = reason or f"promote v{version} to {to}" + (" (forced, gates skipped)" if force else "")
