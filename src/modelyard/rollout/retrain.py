@@ -30,6 +30,8 @@ from typing import Any
 
 from modelyard.durations import format_duration, parse_duration
 from modelyard.errors import BadRequestError, BudgetExceededError, GateFailedError, ModelyardError, SpecError
+from modelyard.monitor.alert_state import Transition
+from modelyard.monitor.alerting import Action
 from modelyard.monitor.rules import NO_LEASE, HeldLease, RuleSetRun
 from modelyard.pipeline import TrainSpec, load_spec, parse_spec, train
 from modelyard.registry import Registry, VersionRecord
@@ -38,7 +40,7 @@ from modelyard.rollout.policy import CANARY, PRODUCTION
 from modelyard.rollout.promote import GateOutcome, promote
 
 __all__ = ["GateFactory", "RetrainConfig", "RetrainResult", "RetrainRuleSet", "RetrainRun", "Trigger",
-           "request_retrain", "retrain", "retrain_config", "set_retrain_config", "spec_for"]
+           "alert_actions", "request_retrain", "retrain", "retrain_config", "set_retrain_config", "spec_for"]
 
 log = logging.getLogger("modelyard.rollout")
 SETTINGS_KEY = "retrain"  # in the model's "rollout" settings section
@@ -168,9 +170,10 @@ def retrain(registry: Registry, name: str, *, gates: GateFactory, trigger: Trigg
     production and, if it passes, make it the canary (or production, when there is none yet).
 
     Never raises because the candidate is bad: the result (and the events) say what happened."""
-    config = config or retrain_config(registry.model_settings(name))
+    known = name in registry.models()  # a first version may come from --spec
+    config = config or retrain_config(registry.model_settings(name) if known else None)
     now = now or datetime.now(UTC)
-    aliases = registry.aliases(name)
+    aliases = registry.aliases(name) if known else {}
     production, canary = aliases.get(PRODUCTION), aliases.get(CANARY)
     result = RetrainResult(name, trigger, "skipped", against=production.version if production else None)
     actor = trigger.actor
@@ -258,6 +261,15 @@ def request_retrain(registry: Registry, name: str, trigger: Trigger, *, now: dat
     registry.record_event(name, "retrain_requested", actor=trigger.actor, reason=trigger.reason,
                           details={"queued": queued})
     return queued
+
+
+def alert_actions(registry: Registry) -> dict[str, Action]:
+    """The alert actions this package provides: ``"retrain"`` queues a retrain of the alert's model."""
+
+    def retrain_on_alert(transition: Transition) -> None:
+        request_retrain(registry, str(transition.alert["model"]), Trigger.alert(transition.alert))
+
+    return {"retrain": retrain_on_alert}
 
 
 @dataclass

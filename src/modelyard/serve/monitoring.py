@@ -28,14 +28,13 @@ from fastapi import Request
 from modelyard.checks import gate_factory
 from modelyard.config import Settings
 from modelyard.durations import parse_duration
-from modelyard.monitor.alert_state import Transition
-from modelyard.monitor.alerting import Action, AlertRuleSet
+from modelyard.monitor.alerting import AlertRuleSet
 from modelyard.monitor.drift import DriftReport
 from modelyard.monitor.rules import RuleSet
 from modelyard.monitor.scheduler import LEASE, Scheduler, SchedulerRun
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
-from modelyard.rollout.retrain import RetrainRuleSet, Trigger, request_retrain
+from modelyard.rollout.retrain import RetrainRuleSet, alert_actions
 from modelyard.rollout.watcher import CanaryRuleSet, watch_rules
 from modelyard.serve.repository import ModelRepository
 
@@ -54,7 +53,7 @@ class ServerScheduler:
         self.window: timedelta = parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW")
         self.interval = settings.monitor_interval
         self.repository = repository
-        self.alerts = AlertRuleSet.from_settings(settings, registry, actions=retrain_actions(registry))
+        self.alerts = AlertRuleSet.from_settings(settings, registry, actions=alert_actions(registry))
         rule_sets: list[RuleSet] = [self.alerts] if self.interval > 0 else []
         if settings.watch_interval > 0:
             rule_sets.append(CanaryRuleSet(registry, watch_rules(settings.watch_rules),
@@ -124,15 +123,6 @@ class ServerScheduler:
                     log.exception("dashboard: drift of %s could not be computed", model)
             self._cache = (time.monotonic(), reports)
             return reports
-
-
-def retrain_actions(registry: Registry) -> dict[str, Action]:
-    """The alert actions a server knows: ``"retrain"`` queues a retrain of the alert's model."""
-
-    def retrain(transition: Transition) -> None:
-        request_retrain(registry, str(transition.alert["model"]), Trigger.alert(transition.alert))
-
-    return {"retrain": retrain}
 
 
 def server_scheduler(request: Request) -> ServerScheduler:
