@@ -7,10 +7,10 @@ How it is measured, and why:
   ``process_time`` (every thread of the process), memory is ``getrusage(RUSAGE_SELF).ru_maxrss`` before and
   after: the process's high-water mark and how far the fit raised it. Both cost nothing during the fit,
   unlike ``tracemalloc``, which slows a big fit many times over and misses native (NumPy, OpenMP) buffers.
-- **A budget** (``max_seconds`` or ``max_memory_mb``): the fit runs in a child interpreter
-  (``python -m modelyard.pipeline.budget``). A fit cannot be interrupted from inside: scikit-learn spends
-  its time in native code, which neither a signal (main thread only, and only between bytecodes) nor a
-  thread can stop; a child can be killed at the bound. Its memory is read from outside while it runs
+- **A budget** (``max_seconds`` or ``max_memory_mb``): the fit runs in a child interpreter (``CHILD``).
+  A fit cannot be interrupted from inside: scikit-learn spends its time in native code, which neither a
+  signal (main thread only, and only between bytecodes) nor a thread can stop; a child can be killed at
+  the bound. Its memory is read from outside while it runs
   (``VmHWM``, the kernel's high-water mark, so a spike between two reads is still seen), and its own
   ``getrusage`` gives exact CPU time and peak. A fresh interpreter rather than ``fork``: a forked child of a
   process that already ran OpenMP (HistGradientBoosting) can hang in libgomp, and a multi-threaded server
@@ -83,24 +83,30 @@ def _fit_here(pipeline: Any, X: Any, y: Any) -> tuple[Any, TrainingCost]:
                                   measured_in="process")
 
 
-def _child_main(folder: Path) -> None:
-    """In the child (``python -m modelyard.pipeline.budget FOLDER``): load the job, say so, fit, write back."""
-    pipeline, X, y = pickle.loads((folder / "job.pkl").read_bytes())
-    (folder / "started").touch()
-    try:
-        wall, cpu = time.perf_counter(), time.process_time()
-        pipeline.fit(X, y)
-        figures = {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
-                   "peak_memory_mb": _maxrss_mb()}
-        answer: tuple[Any, ...] = ("done", pipeline, figures)
-    except Exception as exc:  # handed to the parent, which raises it as the fit's error
-        answer = ("failed", exc)
-    try:
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        data = pickle.dumps(("failed", RuntimeError(f"{type(exc).__name__}: {exc}")))
-    (folder / "answer.tmp").write_bytes(data)
-    (folder / "answer.tmp").rename(folder / "answer.pkl")  # whole or absent: never read half-written
+CHILD = """
+import pickle, resource, sys, time
+from pathlib import Path
+folder = Path(sys.argv[1])
+pipeline, X, y = pickle.loads((folder / "job.pkl").read_bytes())
+(folder / "started").touch()
+try:
+    wall, cpu = time.perf_counter(), time.process_time()
+    pipeline.fit(X, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    answer = ("done", pipeline, {"wall_seconds": time.perf_counter() - wall,
+                                 "cpu_seconds": time.process_time() - cpu, "peak_memory_mb": peak})
+except Exception as exc:
+    answer = ("failed", exc)
+try:
+    data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+except Exception as exc:
+    data = pickle.dumps(("failed", RuntimeError(f"{type(exc).__name__}: {exc}")))
+(folder / "answer.tmp").write_bytes(data)
+(folder / "answer.tmp").rename(folder / "answer.pkl")
+"""
+"""The child's program (``python -c CHILD FOLDER``): load the job, say so, fit, write the answer whole (a
+rename, so it is never read half-written). Standard library only, so the child imports no more than the
+pipeline's own classes."""
 
 
 def _high_water_mb(pid: int) -> float | None:
@@ -155,7 +161,7 @@ def _fit_in_child(pipeline: Any, X: Any, y: Any, budget: Budget, name: str | Non
         folder = Path(tmp)
         (folder / "job.pkl").write_bytes(pickle.dumps((pipeline, X, y), protocol=pickle.HIGHEST_PROTOCOL))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        proc = subprocess.Popen([sys.executable, "-m", "modelyard.pipeline.budget", str(folder)], env=env,
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(folder)], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             message = _wait(proc, folder, budget, name)
@@ -173,6 +179,3 @@ def _fit_in_child(pipeline: Any, X: Any, y: Any, budget: Budget, name: str | Non
                         max_seconds=budget.max_seconds, max_memory_mb=budget.max_memory_mb)
     return fitted, cost
 
-
-if __name__ == "__main__":
-    _child_main(Path(sys.argv[1]))

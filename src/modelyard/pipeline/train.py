@@ -101,7 +101,8 @@ def resolve_window(spec: TrainSpec, window: DataWindow | str | timedelta | None 
     length = window if window is not None else spec.data.window
     if length is None or (window is None and not is_windowed(spec.data.query)):
         return None
-    return window_ending(now or datetime.now(UTC), parse_duration(length, what="--window"))
+    bound = window_ending(now or datetime.now(UTC), parse_duration(length, what="--window"))
+    return bound.model_copy(update={"length": length}) if isinstance(length, str) else bound
 
 
 def load_training_data(spec: TrainSpec, window: DataWindow | None = None) -> LoadedData:

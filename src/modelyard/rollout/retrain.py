@@ -258,8 +258,8 @@ def request_retrain(registry: Registry, name: str, trigger: Trigger, *, now: dat
         return True
 
     queued = SqlSettingsStore(registry.engine).change(name, change)
-    registry.record_event(name, "retrain_requested", actor=trigger.actor, reason=trigger.reason,
-                          details={"queued": queued})
+    if queued:  # several alerts of one drift (one per feature) make one request, and one event
+        registry.record_event(name, "retrain_requested", actor=trigger.actor, reason=trigger.reason)
     return queued
 
 
