@@ -74,3 +74,17 @@ def test_benchmark_gate_fails_a_fit_much_slower_or_bigger_than_the_current() -> 
     other = TrainingCost(wall_seconds=2.0, peak_memory_mb=5000.0, measured_in="process")
     assert "train_memory_ratio" not in training_figures(cur, other)
     assert training_figures(None, cur)["note"] == "no training cost recorded for the current version"
+
+
+def test_the_webhook_receiver_takes_our_alert_body_as_the_trigger() -> None:
+    from modelyard.monitor.alert_state import Transition
+    from modelyard.monitor.notify import alert_payload
+    from modelyard.serve.admin import RetrainRequest, _retrain_trigger
+
+    alert = {"id": 1, "model": "house-prices", "version": 3, "rule": "input_drift", "message": "area_sqm drifted",
+             "value": 0.4, "threshold": 0.2, "started_at": T0, "details": {"feature": "area_sqm"}}
+    body = RetrainRequest.model_validate(alert_payload(Transition("firing", alert)))
+    trigger = _retrain_trigger(body, "admin-api")
+    assert trigger.actor == "webhook:input_drift" and "area_sqm drifted" in trigger.reason
+    plain = _retrain_trigger(RetrainRequest(reason="new data landed"), "admin-api:ops")
+    assert (plain.actor, plain.reason) == ("admin-api:ops", "new data landed")
