@@ -53,6 +53,7 @@ def one_loop(folder: Path, rows: int, canary_requests: int, database_url: str | 
     (folder / "spec.toml").write_text((ROOT / "examples" / "house_prices" / "spec.toml").read_text())
     settings = Settings(home=folder / ".modelyard", database_url=database_url)
     registry = Registry(settings)
+    print("setup: fitting production", flush=True)
     train(load_spec(folder / "spec.toml")).write_bundle(folder / "bundle")
     registry.publish(folder / "bundle", alias="production", reason="benchmark: production")
     save_overrides(registry.engine, MODEL, {"input_drift": {"action": "retrain"}})
@@ -68,9 +69,11 @@ def one_loop(folder: Path, rows: int, canary_requests: int, database_url: str | 
     fired = alerts.run(now=datetime.now(UTC))
     t1 = time.perf_counter()
     assert fired.actions, f"no alert action ran: {fired.errors}"
+    print(f"  alert fired and queued a retrain: {t1 - t0:.2f} s", flush=True)
     (result,) = retrainer.run(now=datetime.now(UTC)).results
     t2 = time.perf_counter()
     assert result.outcome == "canary", result.reasons
+    print(f"  retrained v{result.version}, gates passed, canary: {t2 - t1:.2f} s", flush=True)
     log_traffic(settings, f"{MODEL}@canary", generate(canary_requests, seed=5), datetime.now(UTC),
                 per_request=1, route="canary")
     t3 = time.perf_counter()

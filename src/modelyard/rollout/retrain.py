@@ -39,8 +39,21 @@ from modelyard.registry.settings import ModelSettings, SqlSettingsStore
 from modelyard.rollout.policy import CANARY, PRODUCTION
 from modelyard.rollout.promote import GateOutcome, promote
 
-__all__ = ["GateFactory", "RetrainConfig", "RetrainResult", "RetrainRuleSet", "RetrainRun", "Trigger",
-           "alert_actions", "request_retrain", "retrain", "retrain_config", "set_retrain_config", "spec_for"]
+__all__ = [
+    "GateFactory",
+    "RetrainConfig",
+    "RetrainResult",
+    "RetrainRuleSet",
+    "RetrainRun",
+    "Trigger",
+    "alert_actions",
+    "request_retrain",
+    "retrain",
+    "retrain_config",
+    "roll_out",
+    "set_retrain_config",
+    "spec_for",
+]
 
 log = logging.getLogger("modelyard.rollout")
 SETTINGS_KEY = "retrain"  # in the model's "rollout" settings section
@@ -215,6 +228,17 @@ def retrain(registry: Registry, name: str, *, gates: GateFactory, trigger: Trigg
                           details={"trigger": trigger.reason, "window": result.window,
                                    "data_sha256": trained.data.sha256, "rows": len(trained.data.frame),
                                    "metrics": trained.metrics, "training_cost": result.training_cost})
+    return _gate_and_roll_out(registry, name, version, result, config, gates)
+
+
+def roll_out(registry: Registry, name: str, version: int, *, gates: GateFactory, trigger: Trigger,
+             config: RetrainConfig | None = None) -> RetrainResult:
+    """Take a published candidate (retrained, or from ``learn``) through the gates to a canary: a ``check``
+    event, then ``promote`` to canary or ``promote_refused``; the watcher decides from there."""
+    config = config or retrain_config(registry.model_settings(name))
+    production = registry.aliases(name).get(PRODUCTION)
+    result = RetrainResult(name, trigger, "skipped", version=version,
+                           against=production.version if production else None)
     return _gate_and_roll_out(registry, name, version, result, config, gates)
 
 
