@@ -64,6 +64,8 @@ class Settings(BaseSettings):
                                 "'mirror', never returned) so the watcher can measure disagreement.")
     watch_interval: float = Field(default=5.0, ge=0, description="Seconds between canary watcher runs in "
                                   "servers (one replica acts, by lease); 0 = off.")
+    retrain_interval: float = Field(default=10.0, ge=0, description="Seconds between the servers' checks "
+                                    "for due or requested retrains (one replica acts, by lease); 0 = off.")
     watch_rules: dict[str, float | None] = Field(
         default_factory=dict, description='Canary watcher thresholds as JSON, e.g. {"window": 300, '
         '"max_error_rate": 0.05}; the names are the fields of rollout.WatchRules, null turns a rule off.')

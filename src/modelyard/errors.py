@@ -6,6 +6,7 @@ The server maps any ``ModelyardError`` to ``{"error": {"code", "message", "field
     ├── ConfigError
     ├── SpecError                  a training spec that cannot be used
     ├── DataSourceError            data that cannot be read
+    ├── BudgetExceededError        a fit ran over the spec's [budget] (seconds or memory) and was stopped
     ├── SchemaError                input that does not fit the model's schema (422), with every
     │                              ``SchemaProblem`` (row, field, reason) found
     ├── BundleError
@@ -66,6 +67,21 @@ class SpecError(ModelyardError):
 class DataSourceError(ModelyardError):
     status_code = 400
     code = "data_source_error"
+
+
+class BudgetExceededError(ModelyardError):
+    """A fit went over the spec's ``[budget]``; ``limit`` names it (``max_seconds`` or ``max_memory_mb``),
+    ``used`` is what the fit had used when it was stopped, ``allowed`` the bound."""
+
+    status_code = 422
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, limit: str, used: float, allowed: float,
+                 model: str | None = None) -> None:
+        super().__init__(message, limit=limit, used=used, allowed=allowed, model=model)
+        self.limit = limit
+        self.used = used
+        self.allowed = allowed
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ Format history (``format_version``):
 - 1: the untyped manifest of modelyard before the typed model (a manifest without ``format_version``
   counts as 1). Its keys are the ones format 2 types, so it loads as it is.
 - 2: the typed ``Manifest`` below; adds ``global_importance`` and ``training_cost`` (both optional).
+  Later optional fields (``lineage.data.window``, ``training_cost.measured_in`` and the budget) keep
+  format 2: a bundle without them loads as before, and an older reader keeps them as unknown keys.
 
 A manifest whose ``format_version`` is newer than ``FORMAT_VERSION`` is refused with a ``BundleError``
 (a newer modelyard wrote it; this one would misread it). Unknown keys are *kept*: every model here allows
@@ -35,6 +37,7 @@ __all__ = [
     "MANIFEST",
     "ColumnProfile",
     "DataLineage",
+    "DataWindow",
     "Environment",
     "FastPathDecision",
     "GitState",
@@ -64,14 +67,24 @@ class Environment(_Section):
     packages: dict[str, str] = Field(default_factory=dict)
 
 
+class DataWindow(_Section):
+    """The moving window a windowed query read: ``{window_start}`` and ``{window_end}`` (ISO, UTC) and the
+    length asked for (``30d``). ``reproduce`` binds the same two values again."""
+
+    start: str
+    end: str
+    length: str | None = None
+
+
 class DataLineage(_Section):
-    """The data a model was fitted on: where it was, its SHA-256, its shape."""
+    """The data a model was fitted on: where it was, its SHA-256, its shape (and its window, if any)."""
 
     sha256: str | None = None
     location: str | None = None
     description: str | None = None
     rows: int | None = None
     columns: list[str] = Field(default_factory=list)
+    window: DataWindow | None = None
 
 
 class SplitLineage(_Section):
@@ -121,11 +134,20 @@ class FastPathDecision(_Section):
 
 
 class TrainingCost(_Section):
-    """What fitting the model cost, as measured by the trainer."""
+    """What fitting the model cost, as measured by the trainer (``pipeline/budget.py``).
+
+    ``measured_in`` says how: ``"child"`` (a budgeted fit runs in a child process: ``peak_memory_mb`` is that
+    process's own high-water mark, interpreter included) or ``"process"`` (in the trainer's process:
+    ``peak_memory_mb`` is the process's high-water mark, ``memory_growth_mb`` how far the fit raised it, a
+    lower bound of what the fit itself needed). Bundles before these fields load with them unset."""
 
     wall_seconds: float | None = None
     cpu_seconds: float | None = None
     peak_memory_mb: float | None = None
+    memory_growth_mb: float | None = None
+    measured_in: Literal["process", "child"] | None = None
+    max_seconds: float | None = None
+    max_memory_mb: float | None = None
 
 
 class Monitoring(_Section):

@@ -7,7 +7,7 @@ each other).
 
 from modelyard.checks.benchmark import BenchmarkConfig, benchmark_test
 from modelyard.checks.differential import differential_test
-from modelyard.checks.gates import gate_runner, run_gates
+from modelyard.checks.gates import gate_factory, gate_runner, run_gates
 from modelyard.checks.loadtest import LoadConfig, LoadResult, StressResult, load, stress
 from modelyard.checks.results import Finding, GateReport, GateResult, Tolerances
 from modelyard.checks.shadow import shadow_report
@@ -23,6 +23,7 @@ __all__ = [
     "Tolerances",
     "benchmark_test",
     "differential_test",
+    "gate_factory",
     "gate_runner",
     "load",
     "run_gates",

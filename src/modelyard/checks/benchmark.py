@@ -2,7 +2,9 @@
 
 Both versions are measured in the same process, alternating call by call (and swapping who goes first), so
 a noisy neighbour, a CPU frequency change or a warm cache hits both alike. The gate compares ratios, never
-absolute times: "the candidate is at most ``max_slowdown`` times slower than what serves today".
+absolute times: "the candidate is at most ``max_slowdown`` times slower than what serves today". It also
+compares what the two fits cost, from their manifests (``training_cost``): the fit's wall time
+(``max_train_slowdown``) and peak memory (``max_train_memory_ratio``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from modelyard.bundle import TrainingCost
 from modelyard.checks.results import GateResult, Tolerances
 from modelyard.errors import ModelyardError
 from modelyard.predlog import percentile
@@ -95,9 +98,38 @@ def _measure(current: Model, candidate: Model, config: BenchmarkConfig) -> dict[
     return out
 
 
+def training_figures(current: TrainingCost | None, candidate: TrainingCost | None) -> dict[str, Any]:
+    """What the two fits cost (their manifests' ``training_cost``) and the ratios the gate bounds.
+
+    Memory is compared only when both fits were measured the same way (``measured_in``): a child process's
+    own peak and a whole trainer process's high-water mark are not the same quantity."""
+    out: dict[str, Any] = {"current": current.model_dump(exclude_none=True) if current else None,
+                           "candidate": candidate.model_dump(exclude_none=True) if candidate else None}
+    if current is None or candidate is None:
+        out["note"] = "no training cost recorded for " + ("either version" if current is candidate else
+                                                          "the current version" if current is None else
+                                                          "the candidate")
+        return out
+    if current.wall_seconds and candidate.wall_seconds is not None:
+        out["train_time_ratio"] = candidate.wall_seconds / current.wall_seconds
+    if current.measured_in is not None and current.measured_in == candidate.measured_in and \
+            current.peak_memory_mb and candidate.peak_memory_mb is not None:
+        out["train_memory_ratio"] = candidate.peak_memory_mb / current.peak_memory_mb
+    return out
+
+
 def judge(figures: dict[str, Any], tol: Tolerances) -> GateResult:
     """Turn measured figures into a gate result (kept apart from timing so it can be tested exactly)."""
     result = GateResult("benchmark", figures=figures)
+    training = figures.get("training") or {}
+    if "train_time_ratio" in training:
+        result.bound("train_time_ratio", training["train_time_ratio"], tol.max_train_slowdown,
+                     what=f"candidate fit took {training['candidate']['wall_seconds']:.3g} s, "
+                          f"{training['train_time_ratio']:.2f}x the current's; ratio")
+    if "train_memory_ratio" in training:
+        result.bound("train_memory_ratio", training["train_memory_ratio"], tol.max_train_memory_ratio,
+                     what=f"candidate fit peaked at {training['candidate']['peak_memory_mb']:.4g} MiB, "
+                          f"{training['train_memory_ratio']:.2f}x the current's; ratio")
     result.bound("latency_ratio", figures["latency_ratio"], tol.max_slowdown,
                  what=f"candidate p50 latency {figures['candidate']['latency_ms_p50']:.3g} ms is "
                       f"{figures['latency_ratio']:.2f}x the current's; ratio")
@@ -109,4 +141,7 @@ def judge(figures: dict[str, Any], tol: Tolerances) -> GateResult:
 
 def benchmark_test(current: Model, candidate: Model, tol: Tolerances | None = None,
                    config: BenchmarkConfig | None = None) -> GateResult:
-    return judge(measure(current, candidate, config), tol or Tolerances())
+    figures = measure(current, candidate, config)
+    figures["training"] = training_figures(current.bundle_.manifest.training_cost,
+                                           candidate.bundle_.manifest.training_cost)
+    return judge(figures, tol or Tolerances())

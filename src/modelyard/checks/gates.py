@@ -54,3 +54,8 @@ def run_gates(
 def gate_runner(registry: Registry, name: str, version: int, **options: object) -> Callable[[], GateReport]:
     """A zero-argument callable for ``rollout.promote(gate=...)``: rollout does not import checks."""
     return lambda: run_gates(registry, name, version, **options)  # type: ignore[arg-type]
+
+
+def gate_factory(**options: object) -> Callable[[Registry, str, int], Callable[[], GateReport]]:
+    """What ``rollout.retrain`` asks for: (registry, name, version) → a gate callable, with ``options``."""
+    return lambda registry, name, version: gate_runner(registry, name, version, **options)

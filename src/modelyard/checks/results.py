@@ -31,6 +31,11 @@ class Tolerances:
     """A candidate that needs a column the live version did not: callers do not send it yet."""
     max_slowdown: float | None = 1.5
     """Benchmark: candidate latency (and inverse throughput) may be at most this many times the current's."""
+    max_train_slowdown: float | None = 3.0
+    """Benchmark: the candidate's fit (wall time, from the manifests) may take at most this many times the
+    current's. Loose on purpose: a moving window grows and shrinks the data, and fit times are noisy."""
+    max_train_memory_ratio: float | None = 2.0
+    """Benchmark: the candidate fit's peak memory over the current's (when both were measured the same way)."""
     min_importance_ratio: float | None = 0.1
     """Importance: a top feature of the live version must keep at least this fraction of its share."""
     importance_top_k: int = 5

@@ -15,6 +15,7 @@ from modelyard.cli import (
     models,
     monitor,
     predictions,
+    retrain,
     rollout,
     score,
     serve,
@@ -41,6 +42,7 @@ app.command("monitor")(monitor.monitor_cmd)
 deploy.deploy_app.command("prometheus")(monitor.prometheus_cmd)
 app.add_typer(deploy.deploy_app, name="deploy")
 rollout.register(app)
+app.command("retrain")(retrain.retrain_cmd)
 app.command("score")(score.score_cmd)
 app.command("feedback")(feedback.feedback_cmd)
 app.command("stream")(stream.stream_cmd)

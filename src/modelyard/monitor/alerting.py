@@ -6,12 +6,16 @@ exporting drift gauges of its own (single-process mode; in prometheus_client's m
 worker may hold the lease and its values win as the most recent ones).
 
 The CLI report and the dashboard call ``evaluate`` directly: the same rules, without recording anything.
+
+A rule's config may name an ``action`` (``{"input_drift": {"action": "retrain"}}`` in the model's
+``monitor.rules`` settings): when one of its alerts starts firing, the handler registered under that name
+(``actions``) is called with the transition, once, by the lease holder.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,9 +34,12 @@ from modelyard.monitor.window import RecordSource, Window, split_windows
 from modelyard.predlog import log_reader, window_source
 from modelyard.registry import Registry
 
-__all__ = ["AlertRuleSet", "AlertRun", "VersionStatus", "default_gauges"]
+__all__ = ["Action", "AlertRuleSet", "AlertRun", "VersionStatus", "default_gauges"]
 
 log = logging.getLogger("modelyard.monitor")
+Action = Callable[[Transition], None]
+"""What an alert rule's ``action`` runs when its alert starts firing (``"retrain"``: the server wires
+``rollout.retrain.request_retrain``; monitor does not import rollout)."""
 
 
 @dataclass
@@ -52,6 +59,8 @@ class AlertRun(RuleSetRun):
     transitions: list[Transition] = field(default_factory=list)
     delivered: int = 0
     failed: int = 0
+    actions: list[tuple[str, str, str]] = field(default_factory=list)
+    """(model, rule, action) of every action a newly firing alert ran."""
 
 
 class AlertRuleSet:
@@ -74,6 +83,7 @@ class AlertRuleSet:
         psi_gauge: Any = None,
         ks_gauge: Any = None,
         served: Callable[[], dict[str, set[int]]] | None = None,
+        actions: Mapping[str, Action] | None = None,
     ) -> None:
         self.registry = registry
         self.records = records
@@ -83,6 +93,7 @@ class AlertRuleSet:
         self.psi_gauge = psi_gauge
         self.ks_gauge = ks_gauge
         self.served = served or self._served_by_alias
+        self.actions: dict[str, Action] = dict(actions or {})
         self.book = AlertBook(registry.engine)
         self.latest: dict[tuple[str, int], DriftReport | None] = {}
         self.last_run: AlertRun | None = None
@@ -91,13 +102,15 @@ class AlertRuleSet:
         self._quality_labels: set[tuple[Any, tuple[str, ...]]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings, registry: Registry) -> AlertRuleSet:
+    def from_settings(cls, settings: Settings, registry: Registry,
+                      actions: Mapping[str, Action] | None = None) -> AlertRuleSet:
         """The server's alert rule set: ``MODELYARD_MONITOR_INTERVAL`` / ``_WINDOW``, the webhook, the gauges."""
         psi, ks = default_gauges()
         return cls(registry, window_source(log_reader(settings, registry.engine)),
                    window=parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW"),
                    every=max(settings.monitor_interval, 1.0), psi_gauge=psi, ks_gauge=ks,
-                   notifier=WebhookNotifier(settings.alert_webhook) if settings.alert_webhook else None)
+                   notifier=WebhookNotifier(settings.alert_webhook) if settings.alert_webhook else None,
+                   actions=actions)
 
     def describe(self) -> str:
         return (f"alerts every {format_duration(self.every)} over {format_duration(self.window)} "
@@ -159,8 +172,37 @@ class AlertRuleSet:
                 self.book.mark(int(tr.alert["id"]), tr.status, ok)
                 run.delivered += ok
                 run.failed += not ok
+        for tr in run.transitions:
+            if tr.status == "firing":
+                self._act(tr, lease, run)
         self.last_run = run
         return run
+
+    def action_of(self, alert: Mapping[str, Any]) -> str | None:
+        """The ``action`` the alert's rule config names (``{"input_drift": {"action": "retrain"}}``), if any."""
+        model, version = str(alert["model"]), int(alert["version"])
+        rules = rules_for(self.manifest(model, version), load_overrides(self.registry.engine, model))
+        action = (rules.get(str(alert["rule"])) or {}).get("action")
+        return None if action is None else str(action)
+
+    def _act(self, transition: Transition, lease: HeldLease, run: AlertRun) -> None:
+        """Run the action a newly firing alert's rule names (once: only the lease holder records alerts)."""
+        alert = transition.alert
+        try:
+            action = self.action_of(alert)
+            if action is None:
+                return
+            handler = self.actions.get(action)
+            if handler is None:
+                log.warning("alert %s of %s names action %r, which this process does not know (known: %s)",
+                            alert["rule"], alert["model"], action, ", ".join(sorted(self.actions)) or "none")
+                return
+            if lease.renew():
+                handler(transition)
+                run.actions.append((str(alert["model"]), str(alert["rule"]), action))
+        except Exception as exc:  # an action that fails must not stop the alerts being recorded
+            log.exception("alert action for %s failed", alert.get("model"))
+            run.errors[str(alert.get("model"))] = f"action: {type(exc).__name__}: {exc}"
 
     def standby(self) -> None:
         if not metrics.multiprocess_enabled():

@@ -7,7 +7,8 @@ with what it does on its findings, run every ``every`` seconds:
 - ``monitor.alerting.AlertRuleSet`` ("alerts"): drift, prediction range, error rate and latency of every
   served version; findings are recorded in ``my_alerts`` and notified;
 - ``rollout.watcher.CanaryRuleSet`` ("canary"): error rate, latency and disagreement of every live canary;
-  a firing finding rolls the canary back.
+  a firing finding rolls the canary back, a healthy canary past its ``promote_after`` is promoted;
+- ``rollout.retrain.RetrainRuleSet`` ("retrain"): scheduled and requested retrains, gated, to canary.
 """
 
 from __future__ import annotations

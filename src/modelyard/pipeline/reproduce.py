@@ -44,7 +44,8 @@ def reproduce(bundle: Bundle) -> ReproduceReport:
         )
     base_dir = Path(lineage.spec_dir) if lineage.spec_dir else None
     spec = parse_spec(lineage.spec, base_dir=base_dir, origin=f"{bundle.name} v{bundle.version} manifest")
-    data = load_training_data(spec)
+    window = lineage.data.window if lineage.data else None  # a windowed query reads the same window again
+    data = load_training_data(spec, window)
     recorded = lineage.data.sha256 if lineage.data else None
     if recorded is None:
         raise SpecError(f"{bundle.name} v{bundle.version}'s lineage records no data SHA-256: "
@@ -56,7 +57,7 @@ def reproduce(bundle: Bundle) -> ReproduceReport:
             recorded=recorded,
             actual=data.sha256,
         )
-    result = train(spec, data=data)
+    result = train(spec, data=data, window=window)
     report = _compare(bundle, result.pipeline, data.sha256, spec.model.estimator)
     if not report.identical:
         raise LineageMismatchError(

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modelyard.errors import SpecError
+from modelyard.durations import parse_duration
+from modelyard.errors import ModelyardError, SpecError
 
 
 class _Strict(BaseModel):
@@ -22,8 +23,21 @@ class _Strict(BaseModel):
 
 class DataSpec(_Strict):
     source: str = Field(description="A CSV or Parquet path (relative to the spec), or a SQLAlchemy URL.")
-    query: str | None = Field(default=None, description="SQL to run when source is a database URL.")
+    query: str | None = Field(default=None, description="SQL to run when source is a database URL; it may "
+                              "hold {window_start} / {window_end}, bound as parameters (never formatted in).")
     target: str
+    window: str | None = Field(default=None, description="The moving window a windowed query reads when "
+                               "none is given (`modelyard retrain --window`), e.g. 30d.")
+
+    @field_validator("window")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value, what="data.window")
+            except ModelyardError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
 
 class FeaturesSpec(_Strict):
@@ -85,6 +99,17 @@ class SchemaSpec(_Strict):
     unseen_categories: Literal["allow", "reject"] = "allow"
 
 
+class BudgetSpec(_Strict):
+    """What one fit may use; a fit over either bound is stopped (``BudgetExceededError``)."""
+
+    max_seconds: float | None = Field(default=None, gt=0)
+    max_memory_mb: float | None = Field(default=None, gt=0)
+
+    @property
+    def limited(self) -> bool:
+        return self.max_seconds is not None or self.max_memory_mb is not None
+
+
 class TrainSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = 42
@@ -98,6 +123,7 @@ class TrainSpec(_Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     metrics: list[str] = Field(default_factory=list)
     schema_: SchemaSpec = Field(default_factory=SchemaSpec, alias="schema")
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
     base_dir: Path | None = Field(default=None, exclude=True)
 
     @property

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,15 @@ import pandas as pd
 from sklearn.base import is_classifier
 from sklearn.model_selection import train_test_split
 
-from modelyard.bundle import DataLineage, Lineage, Manifest, SplitLineage, TrainingCost
-from modelyard.errors import DataSourceError, SpecError
+from modelyard.bundle import DataLineage, DataWindow, Lineage, Manifest, SplitLineage, TrainingCost
+from modelyard.durations import parse_duration
+from modelyard.errors import BudgetExceededError, DataSourceError, SpecError
 from modelyard.pipeline.assemble import assemble_bundle
+from modelyard.pipeline.budget import Budget, fit_measured
 from modelyard.pipeline.build import build_pipeline
 from modelyard.pipeline.evaluate import DEFAULT_METRICS, check_metric_names, evaluate
 from modelyard.pipeline.lineage import environment, git_state
-from modelyard.pipeline.sources import LoadedData, read_source
+from modelyard.pipeline.sources import LoadedData, is_windowed, read_source, window_ending
 from modelyard.pipeline.spec import TrainSpec
 from modelyard.schema import InputSchema
 
@@ -39,6 +40,7 @@ class TrainResult:
     y_train: Any
     y_test: Any
     training_cost: TrainingCost | None = None
+    window: DataWindow | None = None
 
     def lineage(self) -> Lineage:
         return Lineage(
@@ -50,6 +52,7 @@ class TrainResult:
                 sha256=self.data.sha256,
                 rows=len(self.data.frame),
                 columns=[str(c) for c in self.data.frame.columns],
+                window=self.window,
             ),
             seed=self.spec.seed,
             split=SplitLineage(test_size=self.spec.split.test_size, train_rows=len(self.X_train),
@@ -89,8 +92,21 @@ def check_data(spec: TrainSpec, frame: pd.DataFrame, origin: str) -> None:
         raise DataSourceError(f"{origin} has {len(frame)} rows: too few to split and evaluate")
 
 
-def load_training_data(spec: TrainSpec) -> LoadedData:
-    data = read_source(spec.data.source, query=spec.data.query, base_dir=spec.base_dir)
+def resolve_window(spec: TrainSpec, window: DataWindow | str | timedelta | None = None, *,
+                   now: datetime | None = None) -> DataWindow | None:
+    """The window a windowed query reads: as given (a ``DataWindow``, or a length ending ``now``), else the
+    spec's ``[data] window`` ending now; None for a query without placeholders and no window asked for."""
+    if isinstance(window, DataWindow):
+        return window
+    length = window if window is not None else spec.data.window
+    if length is None or (window is None and not is_windowed(spec.data.query)):
+        return None
+    bound = window_ending(now or datetime.now(UTC), parse_duration(length, what="--window"))
+    return bound.model_copy(update={"length": length}) if isinstance(length, str) else bound
+
+
+def load_training_data(spec: TrainSpec, window: DataWindow | None = None) -> LoadedData:
+    data = read_source(spec.data.source, query=spec.data.query, base_dir=spec.base_dir, window=window)
     check_data(spec, data.frame, data.location)
     return data
 
@@ -102,10 +118,16 @@ def prepare(spec: TrainSpec, data: LoadedData) -> tuple[pd.DataFrame, Any]:
     return schema.validate_rows(X), data.frame[spec.data.target].to_numpy()
 
 
-def train(spec: TrainSpec, *, progress: Progress | None = None, data: LoadedData | None = None) -> TrainResult:
+def train(spec: TrainSpec, *, progress: Progress | None = None, data: LoadedData | None = None,
+          window: DataWindow | str | timedelta | None = None, now: datetime | None = None) -> TrainResult:
+    """Fit and evaluate ``spec``; ``window`` (or the spec's ``[data] window``) binds a windowed query.
+
+    A length of window ends ``now`` (default: the current time). A fit over the spec's ``[budget]`` raises
+    ``BudgetExceededError``."""
     say = progress or (lambda _msg: None)
     say("reading data")
-    data = data or load_training_data(spec)
+    bound = resolve_window(spec, window, now=now)
+    data = data or load_training_data(spec, bound)
     X, y = prepare(spec, data)
     pipeline = build_pipeline(spec)
     task = "classification" if is_classifier(pipeline) else "regression"
@@ -118,23 +140,13 @@ def train(spec: TrainSpec, *, progress: Progress | None = None, data: LoadedData
         X, y, test_size=spec.split.test_size, random_state=spec.seed, stratify=stratify
     )
     say(f"fitting {spec.model.estimator} on {len(X_train)} rows")
-    wall, cpu = time.perf_counter(), time.process_time()
+    budget = Budget(spec.budget.max_seconds, spec.budget.max_memory_mb)
     try:
-        pipeline.fit(X_train, y_train)
+        pipeline, cost = fit_measured(pipeline, X_train, y_train, budget, name=spec.name)
+    except (BudgetExceededError, SpecError):
+        raise
     except Exception as exc:
         raise SpecError(f"fitting {spec.model.estimator} failed: {exc}".splitlines()[0]) from exc
-    cost = TrainingCost(wall_seconds=round(time.perf_counter() - wall, 3),
-                        cpu_seconds=round(time.process_time() - cpu, 3), peak_memory_mb=peak_memory_mb())
     say(f"evaluating on {len(X_test)} held-out rows")
     metrics = evaluate(pipeline, X_test, y_test, task, metric_names)
-    return TrainResult(spec, data, pipeline, task, metrics, X_train, X_test, y_train, y_test, cost)
-
-
-def peak_memory_mb() -> float | None:
-    """The peak resident memory of this process so far (Linux and macOS), in MiB; None elsewhere."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
+    return TrainResult(spec, data, pipeline, task, metrics, X_train, X_test, y_train, y_test, cost, bound)

@@ -343,10 +343,14 @@ class Registry:
                         actor=actor, reason=reason)
 
     def record_event(self, name: str, kind: str, *, actor: str | None = None, reason: str | None = None,
-                     alias: str | None = None, details: dict[str, Any] | None = None) -> None:
+                     alias: str | None = None, details: dict[str, Any] | None = None,
+                     to_version: int | None = None, create: bool = False) -> None:
+        """Append an event that changes nothing else (a check, a refused promotion, an aborted fit);
+        ``create`` files it under a model not in the registry yet (its first fit was aborted)."""
         with self.engine.begin() as conn:
-            self._event(conn, self._model_id(conn, name), kind, alias=alias,
-                        actor=actor or default_actor(self.settings), reason=reason, details=details)
+            self._event(conn, self._model_id(conn, name, create=create), kind, alias=alias,
+                        to_version=to_version, actor=actor or default_actor(self.settings), reason=reason,
+                        details=details)
 
     @staticmethod
     def _event(conn: Connection, model_id: int, kind: str, **values: Any) -> None:

@@ -10,6 +10,7 @@ lineage, is the same as when that bundle was trained and ``reproduce`` still mat
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -43,10 +44,10 @@ def user_engine(url: str) -> Engine:
         return _engines[url]
 
 
-def read_query(url: str, query: str) -> pd.DataFrame:
-    """The whole result of one SELECT as a frame."""
+def read_query(url: str, query: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The whole result of one SELECT as a frame; ``params`` are bound to its ``:name`` parameters."""
     with user_engine(url).connect() as conn:
-        return pd.read_sql_query(text(query), conn)
+        return pd.read_sql_query(text(query), conn, params=dict(params) if params else None)
 
 
 def redact(url: str) -> str:

@@ -5,6 +5,7 @@ The server's part, in three calls and no HTTP:
     policy = RoutingPolicy(name, registry.aliases(name))        # on every alias reload
     route = policy.choose(routing_key(request_id, header=...))  # per request: who answers, who shadows
     CanaryRuleSet(registry, rules)  # the watcher's rule set, run by monitor.scheduler.Scheduler (a lease)
+    RetrainRuleSet(registry, gates)  # scheduled and alert-requested retrains, on the same scheduler
 """
 
 from modelyard.rollout.policy import (
@@ -29,6 +30,17 @@ from modelyard.rollout.promote import (
     set_weight,
     stop_canary,
 )
+from modelyard.rollout.retrain import (
+    RetrainConfig,
+    RetrainResult,
+    RetrainRuleSet,
+    RetrainRun,
+    Trigger,
+    request_retrain,
+    retrain,
+    retrain_config,
+    set_retrain_config,
+)
 from modelyard.rollout.watcher import (
     CanaryHealth,
     CanaryRuleSet,
@@ -50,9 +62,14 @@ __all__ = [
     "CanaryRuleSet",
     "GateOutcome",
     "PromoteResult",
+    "RetrainConfig",
+    "RetrainResult",
+    "RetrainRuleSet",
+    "RetrainRun",
     "RollbackResult",
     "Route",
     "RoutingPolicy",
+    "Trigger",
     "WatchRules",
     "WatchRun",
     "bucket",
@@ -61,8 +78,12 @@ __all__ = [
     "latency_verdict",
     "production_history",
     "promote",
+    "request_retrain",
+    "retrain",
+    "retrain_config",
     "rollback",
     "routing_key",
+    "set_retrain_config",
     "set_watch_rules",
     "set_weight",
     "stop_canary",

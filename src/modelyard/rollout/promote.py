@@ -56,12 +56,14 @@ def promote(
     gate: Callable[[], GateOutcome] | None = None,
     actor: str | None = None,
     reason: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> PromoteResult:
     """Point ``to`` at ``version`` once ``gate`` passed (``force`` skips it, and the event says so).
 
     A shadow never answers a caller, so it is not gated. Promoting the canary's version to production
     retires the canary alias. A refusal (a failed gate, or a gate that raised) is a ``promote_refused``
-    event with the gates' figures or the error.
+    event with the gates' figures or the error. ``details`` are added to the event (``retrain`` records its
+    trigger there).
     """
     if to not in TARGETS:
         raise BadRequestError(f"--to must be one of {', '.join(TARGETS)}, not '{to}'", field="to")
@@ -74,7 +76,7 @@ def promote(
     record = registry.get_version(name, version)
     aliases = registry.aliases(name)
     current = aliases.get(to)
-    details: dict[str, Any] = {"forced": force}
+    details = {**(details or {}), "forced": force}
     if to == PRODUCTION and not force:
         _judge_on_outcomes(registry, name, version, record.manifest.task, aliases, details, actor)
     if force:
@@ -95,8 +97,8 @@ def promote(
         details["gates"] = outcome.summary()
         if not outcome.passed:
             why = "; ".join(outcome.reasons)
-            registry.record_event(name, "promote_refused", actor=actor, alias=to, reason=why,
-                                  details={"version": version, "gates": details["gates"]})
+            registry.record_event(name, "promote_refused", actor=actor, alias=to, reason=why, to_version=version,
+                                  details={**details, "version": version})
             raise GateFailedError(f"{name} v{version} was not promoted to {to}: {why}",
                                   reasons=outcome.reasons, model=name)
     why = reason or f"promote v{version} to {to}" + (" (forced, gates skipped)" if force else "")

@@ -7,8 +7,10 @@ disagreement with the primary on requests both answered (canary requests the ser
 primary, logged on route ``mirror``, or shadow records of the canary's version), and, once outcomes arrive,
 whether it is significantly worse than the primary on labelled rows since it went live (``rollout/judge.py``):
 a ``CanaryHealth``. The rules (``canary_rules``) read it; when one fires, the canary's weight is set to 0
-and a ``rollback`` event
-records the figures.
+and a ``rollback`` event records the figures. When none fires, the canary has at least ``min_requests``
+requests and has served ``promote_after`` seconds (the rules', or the canary's own from its promote event:
+``retrain`` sets it), it is promoted to production (a ``promote`` event by ``watcher:<holder>``) and the
+canary alias is retired.
 
 Thresholds: ``WatchRules`` defaults, then the server's ``MODELYARD_WATCH_RULES``, then the model's own
 settings (``my_models.settings["rollout"]["watch_rules"]``, set with ``set_watch_rules``), as the alert
@@ -69,6 +71,10 @@ class WatchRules:
     (``rollout.judge``: paired Wilcoxon / McNemar where both versions saw the rows, else Mann-Whitney / Welch)."""
     min_labelled: int = 30
     """Fewer labelled rows (or pairs) than this: the outcome test says nothing."""
+    promote_after: float | None = None
+    """Seconds a canary must have served, healthy, before the watcher promotes it to production; None: the
+    watcher only rolls back. A canary put there by ``retrain`` carries its own (``promote_after`` in its
+    promote event's details), which wins."""
 
 
 def watch_rules(overrides: Mapping[str, Any], base: WatchRules | None = None, *,
@@ -122,6 +128,7 @@ class WatchRun(RuleSetRun):
     leader: bool = True
     checked: list[CanaryHealth] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
+    promoted: list[str] = field(default_factory=list)
 
 
 def disagreement(pairs: list[tuple[Any, Any]], task: str, rel_tol: float) -> float:
@@ -367,11 +374,48 @@ class CanaryRuleSet:
                 continue
             run.checked.append(health)
             run.findings += findings
-            if health.breaches and self._roll_back(health, self.rules_for(name, settings.get(name)), lease):
+            rules = self.rules_for(name, settings.get(name))
+            if health.breaches and self._roll_back(health, rules, lease):
                 log.warning("canary watcher rolled back %s v%d: %s", health.model, health.canary_version,
                             "; ".join(health.breaches))
                 run.rolled_back.append(name)
+            elif not health.breaches and self._promote(health, aliases, rules, run.at, lease):
+                log.info("canary watcher promoted %s v%d to production", health.model, health.canary_version)
+                run.promoted.append(name)
         return run
+
+    def promote_after(self, name: str, canary: AliasRecord, rules: WatchRules) -> float | None:
+        """Seconds of health before promotion: the canary's own (set by whoever made it canary), else the rules'."""
+        for e in self.registry.events(name, limit=200):
+            if e.alias == CANARY and e.to_version == canary.version and e.kind == "promote":
+                own = (e.details or {}).get("promote_after")
+                return float(own) if own is not None else rules.promote_after
+        return rules.promote_after
+
+    def _promote(self, health: CanaryHealth, aliases: Mapping[str, AliasRecord], rules: WatchRules,
+                 now: datetime, lease: HeldLease) -> bool:
+        """Promote a healthy canary that has served long enough, with enough requests to judge it."""
+        canary = aliases.get(CANARY)
+        if canary is None or health.error_rate is None:  # too few requests to say it is healthy
+            return False
+        after = self.promote_after(health.model, canary, rules)
+        served = (now - _aware(canary.updated_at)).total_seconds()
+        if after is None or served < after:
+            return False
+        current = self.registry.aliases(health.model).get(CANARY)  # re-read: act on what is live now
+        if current is None or not current.weight or current.version != health.canary_version:
+            return False
+        if not lease.renew():
+            return False
+        actor = f"watcher:{lease.holder}"
+        self.registry.set_alias(
+            health.model, PRODUCTION, health.canary_version, kind="promote", actor=actor,
+            reason=f"canary v{health.canary_version} healthy for {format_duration(served)} over "
+                   f"{health.requests} requests (error rate {health.error_rate:.1%}): promoted by the watcher",
+            details={**health.to_dict(), "rules": asdict(rules), "promote_after": after, "watcher": lease.holder})
+        self.registry.remove_alias(health.model, CANARY, actor=actor,
+                                   reason=f"v{health.canary_version} was promoted to production")
+        return True
 
     def standby(self) -> None:
         """Nothing to drop: the canary rules export nothing."""

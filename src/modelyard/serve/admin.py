@@ -1,4 +1,5 @@
-"""The admin API, ``/v1/admin/...``: move an alias, set the canary's weight, roll production back.
+"""The admin API, ``/v1/admin/...``: move an alias, set the canary's weight, roll production back, queue a
+retrain (``POST /v1/admin/models/{name}/retrain``: the receiver an alert webhook can point at).
 
 Off unless ``MODELYARD_ADMIN_TOKEN`` is set (every route answers 404, as if it did not exist). Each call
 needs ``Authorization: Bearer <token>``; a missing or wrong token is answered 401 and logged with the
@@ -22,7 +23,7 @@ from starlette.responses import Response
 
 from modelyard.errors import BadRequestError
 from modelyard.registry import Registry
-from modelyard.rollout import CANARY, PRODUCTION, rollback, set_weight
+from modelyard.rollout import CANARY, PRODUCTION, Trigger, request_retrain, rollback, set_weight
 from modelyard.serve.http import json_response
 from modelyard.serve.schemas import errors
 from modelyard.serve.state import server_state
@@ -129,3 +130,32 @@ async def post_rollback(name: str, request: Request, body: Rollback | None = Non
     result = await anyio.to_thread.run_sync(lambda: rollback(registry, name, actor=actor, reason=reason))
     return await _done(request, name, "rollback", from_version=result.from_version,
                        to_version=result.to_version)
+
+
+class RetrainRequest(BaseModel):
+    """A retrain request: a reason, or an alert webhook body (modelyard's or Alertmanager's ``alerts``)."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+    alerts: list[dict[str, Any]] | None = Field(default=None, description="Alertmanager-style alerts: the "
+                                                "first firing one's rule and summary become the trigger.")
+
+
+def _retrain_trigger(body: RetrainRequest | None, actor: str) -> Trigger:
+    firing = [a for a in (body.alerts if body and body.alerts else []) if a.get("status", "firing") == "firing"]
+    if firing:
+        labels, notes = firing[0].get("labels") or {}, firing[0].get("annotations") or {}
+        rule = labels.get("rule") or labels.get("alertname") or "alert"
+        return Trigger(f"webhook:{rule}", f"alert {rule} (via {actor}): {notes.get('summary') or ''}".rstrip(": "))
+    return Trigger(actor, (body.reason if body else None) or f"retrain requested through the admin API by {actor}")
+
+
+@router.post("/models/{name}/retrain", summary="Queue a retrain (the alert webhook receiver)", status_code=202)
+async def post_retrain(name: str, request: Request, body: RetrainRequest | None = None,
+                       actor: str = Depends(authorize)) -> Response:
+    """Queue a retrain of NAME for the scheduler's retrain rule set (one replica runs it, gated, to canary).
+    Point an alert webhook here to retrain on an alert."""
+    registry = server_state(request).registry
+    trigger = _retrain_trigger(body, actor)
+    queued = await anyio.to_thread.run_sync(lambda: request_retrain(registry, name, trigger))
+    return json_response({"model": name, "action": "retrain", "queued": queued, "actor": trigger.actor,
+                          "reason": trigger.reason}, status=202)

@@ -1,12 +1,15 @@
 """The scheduler inside the server: one task running the alert rules and the canary rollback rules.
 
-Every worker process runs one ``monitor.scheduler.Scheduler`` with two rule sets: the monitor's alert rules
+Every worker process runs one ``monitor.scheduler.Scheduler`` with up to three rule sets: the monitor's alert rules
 (drift, range, errors, latency) every ``MODELYARD_MONITOR_INTERVAL`` seconds over the last
 ``MODELYARD_MONITOR_WINDOW`` of the prediction log, recorded and sent to ``MODELYARD_ALERT_WEBHOOK``; and the
 canary watcher's rollback rules every ``MODELYARD_WATCH_INTERVAL`` seconds (thresholds from
-``MODELYARD_WATCH_RULES``, then each model's settings). One lease among all replicas lets exactly one process
-act; the others skip their runs. An interval of 0 turns its rule set off; without the prediction log there is
-nothing to read and neither rule set runs. After a rollback this process re-reads its aliases at once.
+``MODELYARD_WATCH_RULES``, then each model's settings); and the retrain rule set every
+``MODELYARD_RETRAIN_INTERVAL`` seconds (scheduled retrains, and the ones an alert whose rule names
+``action = "retrain"`` requested), gated by ``checks`` before the canary. One lease among all replicas lets
+exactly one process act; the others skip their runs. An interval of 0 turns its rule set off; without the
+prediction log there is nothing to read and no rule set runs. After a rollback, a promotion by the watcher or
+a retrain, this process re-reads its aliases at once.
 
 The same loop carries this process's fleet heartbeat (``monitor.fleet.FleetMember``, a chore run in every
 process, lease or not, every ``MODELYARD_HEARTBEAT_INTERVAL`` seconds): the versions and aliases it serves,
@@ -26,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import Request
 
+from modelyard.checks import gate_factory
 from modelyard.config import Settings
 from modelyard.durations import parse_duration
 from modelyard.monitor.alerting import AlertRuleSet
@@ -35,6 +39,7 @@ from modelyard.monitor.rules import RuleSet
 from modelyard.monitor.scheduler import LEASE, Scheduler, SchedulerRun
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
+from modelyard.rollout.retrain import RetrainRuleSet, alert_actions
 from modelyard.rollout.watcher import CanaryRuleSet, watch_rules
 from modelyard.serve.repository import ModelRepository
 
@@ -53,16 +58,18 @@ class ServerScheduler:
         self.window: timedelta = parse_duration(settings.monitor_window, what="MODELYARD_MONITOR_WINDOW")
         self.interval = settings.monitor_interval
         self.repository = repository
-        self.alerts = AlertRuleSet.from_settings(settings, registry)
+        self.alerts = AlertRuleSet.from_settings(settings, registry, actions=alert_actions(registry))
         self.registry = registry
         rule_sets: list[RuleSet] = [self.alerts] if self.interval > 0 else []
         self.canary: CanaryRuleSet | None = None
         if settings.watch_interval > 0:
             self.canary = CanaryRuleSet(registry, watch_rules(settings.watch_rules), every=settings.watch_interval)
             rule_sets.append(self.canary)
+        if settings.retrain_interval > 0:
+            rule_sets.append(RetrainRuleSet(registry, gate_factory(), every=settings.retrain_interval))
         self._off = None if rule_sets and settings.prediction_log else (
             "no prediction log" if not settings.prediction_log else
-            "MODELYARD_MONITOR_INTERVAL and MODELYARD_WATCH_INTERVAL are 0")
+            "MODELYARD_MONITOR_INTERVAL, MODELYARD_WATCH_INTERVAL and MODELYARD_RETRAIN_INTERVAL are 0")
         if not settings.prediction_log:
             rule_sets = []  # nothing to read
         self.member = FleetMember.from_settings(settings, registry.engine, "server", self.serving,
@@ -92,7 +99,9 @@ class ServerScheduler:
 
     async def _after(self, run: SchedulerRun) -> None:
         watched = run.results.get(CanaryRuleSet.name)
-        if watched is not None and getattr(watched, "rolled_back", None):
+        retrained = run.results.get(RetrainRuleSet.name)
+        if (watched is not None and (getattr(watched, "rolled_back", None) or getattr(watched, "promoted", None))) \
+                or (retrained is not None and getattr(retrained, "results", None)):
             await self.repository.refresh()
 
     async def stop(self) -> None:
