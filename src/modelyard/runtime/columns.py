@@ -130,9 +130,9 @@ def frame_as_is(schema: InputSchema, frame: pd.DataFrame) -> pd.DataFrame | None
                 return None
             if not col.nullable and series.isna().any():
                 return None
-            if schema.unseen_categories == "reject" and col.categories is not None:
-                if not set(series.dropna().unique()) <= set(col.categories):
-                    return None
+            if (schema.unseen_categories == "reject" and col.categories is not None
+                    and not set(series.dropna().unique()) <= set(col.categories)):
+                return None
     selected = frame[schema.names]
     return selected if isinstance(frame.index, pd.RangeIndex) else selected.reset_index(drop=True)
 

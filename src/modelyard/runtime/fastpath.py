@@ -4,8 +4,9 @@ At publish time ``compile_fast_path`` converts the pipeline (``onnxconv``), runs
 set plus a few probe rows the reference set may lack (each nullable column missing, each categorical
 column holding a category never seen), and keeps it only when it agrees with scikit-learn: regression
 within an absolute tolerance; classification with identical labels and probabilities within tolerance.
-XGBoost and LightGBM (through onnxmltools' float32 trees) are held to
-``FLOAT32_RTOL``/``FLOAT32_PROBABILITY_TOL`` instead. The decision, the reason and the measured maximum difference go to the manifest's ``fast_path``
+XGBoost and LightGBM (through onnxmltools' float32 trees) are held
+to ``FLOAT32_RTOL``/``FLOAT32_PROBABILITY_TOL`` instead. The decision, the reason and the measured maximum
+difference go to the manifest's ``fast_path``
 (``FastPathDecision``); anything else (a step ONNX cannot express, a mismatch, an error) is recorded and
 scikit-learn serves.
 

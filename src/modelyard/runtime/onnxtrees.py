@@ -128,7 +128,7 @@ def _build(op: Any) -> tuple[_Ensemble, int, str]:
                 _hist_tree(ensemble, predictor, j)
         return ensemble, k, "raw"
     if hasattr(op, "learning_rate") and hasattr(op, "init_"):  # GradientBoosting*
-        n_stages, k = op.estimators_.shape
+        k = op.estimators_.shape[1]
         if isinstance(op.init_, str):
             start = np.zeros(k)
         elif type(op.init_).__name__ in ("DummyRegressor", "DummyClassifier"):
