@@ -34,7 +34,7 @@ from modelyard.config import Settings  # noqa: E402
 from modelyard.registry import Registry  # noqa: E402
 from modelyard.runtime import Model  # noqa: E402
 
-print = functools.partial(print, flush=True)  # noqa: A001 (progress shows even when piped)
+print = functools.partial(print, flush=True)  # each line shows even when piped
 ADMIN = os.environ.get("MODELYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
