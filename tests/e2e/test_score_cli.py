@@ -97,10 +97,10 @@ def _kill_mid_way_then_resume(settings: Settings, frame, *extra: str) -> None:  
     assert summary["resumed"] and summary["rows_scored"] == ROWS - len(BAD)
     assert summary["rows_rejected"] == len(BAD)
 
-    out = read_sql(url, "SELECT key, prediction FROM scores ORDER BY key")
-    assert out["key"].is_unique and len(out) == ROWS - len(BAD)  # exactly one row per key
+    out = read_sql(url, "SELECT id, prediction FROM scores ORDER BY id")
+    assert out["id"].is_unique and len(out) == ROWS - len(BAD)  # exactly one row per key
     good = frame.drop(index=list(BAD))
-    assert out["key"].tolist() == good["id"].tolist()
+    assert out["id"].tolist() == good["id"].tolist()
     expected = modelyard.load("house-prices", settings=settings).predict(good.drop(columns=["id"]))
     np.testing.assert_allclose(out["prediction"].to_numpy(), expected, rtol=1e-9)
     rejected = read_sql(url, "SELECT key, reason FROM scores_rejected ORDER BY position")

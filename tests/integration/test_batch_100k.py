@@ -29,8 +29,8 @@ def test_100k_rows_postgres_to_postgres_every_key_once_equal_to_in_process(house
     result = score("house-prices", source="SELECT * FROM houses_100k", target="scores_100k",
                    settings=pg_settings, key="id", chunk_size=10_000)
     assert (result.rows_scored, result.rows_rejected, result.row_count) == (100_000, 0, 100_000)
-    out = read_sql(url, "SELECT key, prediction, version FROM scores_100k ORDER BY key")
-    assert out["key"].tolist() == frame["id"].tolist()  # every key, once, nothing else
+    out = read_sql(url, "SELECT id, prediction, version FROM scores_100k ORDER BY id")
+    assert out["id"].tolist() == frame["id"].tolist()  # every key, once, nothing else
     expected = modelyard.load("house-prices", settings=pg_settings).predict(frame.drop(columns=["id"]))
     np.testing.assert_allclose(out["prediction"].to_numpy(), expected, rtol=1e-9)
     assert set(out["version"]) == {1}

@@ -58,12 +58,12 @@ def test_scores_every_row_once_with_in_process_values_and_records_the_run(house_
                    settings=settings, key="id", chunk_size=400)
     assert (result.rows_scored, result.rows_rejected, result.row_count) == (2500, 0, 2500)
     out = read_sql(url, "SELECT * FROM house_scores")
-    assert len(out) == 2500 and out["key"].is_unique
-    assert set(out.columns) == {"run_id", "key", "prediction", "model", "version", "scored_at"}
+    assert len(out) == 2500 and out["id"].is_unique  # the user's key keeps its own name
+    assert set(out.columns) == {"run_id", "id", "prediction", "model", "version", "scored_at"}
     assert (out["run_id"] == result.run_id).all() and (out["model"] == "house-prices").all()
     assert (out["version"] == 1).all()
     expected = _expected(settings, frame)
-    np.testing.assert_allclose(out.set_index("key")["prediction"].sort_index(), expected.sort_index(),
+    np.testing.assert_allclose(out.set_index("id")["prediction"].sort_index(), expected.sort_index(),
                                rtol=1e-9)
     run = read_sql(url, f"SELECT * FROM modelyard_batch_runs WHERE run_id = '{result.run_id}'").iloc[0]
     assert run["status"] == "done" and run["version"] == 1 and run["row_count"] == 2500
@@ -88,8 +88,40 @@ def test_rows_failing_the_schema_go_to_the_rejected_table_and_the_run_goes_on(ho
     assert rejected["field"].tolist() == ["area_sqm", "bedrooms", "house_type", "area_sqm"]
     assert "'huge' is not a number" in rejected["reason"][0] and "row 3" in rejected["reason"][0]
     assert "value is required" in rejected["reason"][1]
-    scored = read_sql(url, "SELECT key FROM scores")["key"]
+    scored = read_sql(url, "SELECT id FROM scores")["id"]
     assert set(scored) == set(range(1, 1201)) - {4, 701, 702, 1101}
+
+
+def test_keep_carries_input_columns_through_beside_the_key(house_model: Settings) -> None:
+    settings = house_model
+    url = settings.resolved_database_url
+    frame = spoil(houses_input(600), {5: ("area_sqm", "x")})
+    write_table(url, "houses", frame)
+    result = score("house-prices", source="houses", target="kept", settings=settings, key="id",
+                   chunk_size=250, keep=("neighborhood", "bedrooms", "id"))
+    assert (result.rows_scored, result.rows_rejected) == (599, 1)
+    out = read_sql(url, "SELECT * FROM kept ORDER BY id")
+    assert list(out.columns)[:4] == ["run_id", "id", "neighborhood", "bedrooms"]
+    good = frame.drop(index=[5]).reset_index(drop=True)
+    assert out["id"].tolist() == good["id"].tolist()
+    assert out["neighborhood"].tolist() == good["neighborhood"].tolist()
+    np.testing.assert_array_equal(out["bedrooms"].to_numpy(dtype=float), good["bedrooms"].to_numpy(dtype=float))
+    with pytest.raises(BatchError, match="--keep column 'nope'"):
+        score("house-prices", source="houses", target="kept2", settings=settings, key="id", keep=("nope",))
+    with pytest.raises(BatchError, match="its own column 'prediction'"):
+        score("house-prices", source="houses", target="kept3", settings=settings, keep=("prediction",))
+
+
+def test_a_source_without_rows_scores_zero_rows(house_model: Settings, tmp_path: Path) -> None:
+    settings = house_model
+    url = settings.resolved_database_url
+    write_table(url, "houses", houses_input(50))
+    result = score("house-prices", source="SELECT * FROM houses WHERE id < 0", target="none",
+                   settings=settings, key="id")
+    assert (result.rows_scored, result.rows_rejected, result.row_count, result.status) == (0, 0, 0, "done")
+    houses_input(3).head(0).to_csv(tmp_path / "empty.csv", index=False)  # a header and nothing else
+    result = score("house-prices", source=str(tmp_path / "empty.csv"), target="none2", settings=settings)
+    assert (result.rows_scored, result.status) == (0, "done")
 
 
 def test_a_finished_run_id_is_not_scored_twice(house_model: Settings) -> None:
@@ -117,7 +149,7 @@ def test_a_run_resumes_after_the_committed_prefix_and_keeps_its_version(house_mo
     engine = get_engine(url)
 
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM s WHERE key > 600"))
+        conn.execute(text("DELETE FROM s WHERE id > 600"))
         conn.execute(text("DELETE FROM s_rejected"))
         conn.execute(text("UPDATE modelyard_batch_runs SET status = 'failed'"))
     assert publish(house_bundle, settings) == 2  # production moves on to version 2
@@ -125,8 +157,8 @@ def test_a_run_resumes_after_the_committed_prefix_and_keeps_its_version(house_mo
                     chunk_size=100)
     assert resumed.resumed and resumed.version == 1
     assert (resumed.rows_scored, resumed.rows_rejected) == (999, 1)
-    out = read_sql(url, "SELECT key, version FROM s")
-    assert out["key"].is_unique and len(out) == 999 and set(out["version"]) == {1}
+    out = read_sql(url, "SELECT id, version FROM s")
+    assert out["id"].is_unique and len(out) == 999 and set(out["version"]) == {1}
     run = read_sql(url, "SELECT * FROM modelyard_batch_runs").iloc[0]
     details = run["details"] if isinstance(run["details"], dict) else json.loads(run["details"])
     assert details["attempts"] == 2 and details["resumed_at_row"] == 600
@@ -186,7 +218,7 @@ def test_a_run_id_being_scored_elsewhere_is_refused_and_left_alone(house_bundle:
           chunk_size=30)
     with get_engine(url).begin() as conn:
         conn.execute(text("UPDATE modelyard_batch_runs SET status = 'running'"))
-        conn.execute(text("DELETE FROM s WHERE key > 50"))
+        conn.execute(text("DELETE FROM s WHERE id > 50"))
     holder = get_engine(url).connect()  # another live process, as far as PostgreSQL can tell
     try:
         holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key("busy")})

@@ -134,3 +134,23 @@ values = st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=True, allo
 def test_any_mix_of_values_validates_like_the_schema(rows: list[dict[str, Any]], unseen: str) -> None:
     assert_same(make_schema(unseen), rows)
     assert_same(make_schema(unseen), pd.DataFrame(rows))
+
+
+def test_the_sklearn_path_predicts_the_callers_frame_as_validation_would() -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from modelyard.runtime.columns import frame_as_is
+
+    frame = pd.DataFrame({"x": [1, 2, 3, 4], "f": [0.5, np.nan, 1.5, 2.0],
+                          "c": pd.array(["a", None, "b", "a"], dtype="str")}, index=[7, 8, 9, 10])
+    schema = InputSchema.infer(frame, categorical=["c"])
+    as_is = frame_as_is(schema, frame)
+    assert as_is is not None and list(as_is.columns) == schema.names and list(as_is.index) == [0, 1, 2, 3]
+    assert frame_as_is(schema, frame.assign(x=["1", "2", "3", "4"])) is None  # schema.py must parse these
+    assert frame_as_is(schema, frame.assign(f=[1.0, np.inf, 2.0, 3.0])) is None
+    ref = schema.validate_rows(frame)
+    np.testing.assert_array_equal(as_is["x"].astype("float64"), ref["x"])
+    assert as_is["c"].isna().tolist() == ref["c"].isna().tolist()
+    assert as_is["c"].dropna().tolist() == ref["c"].dropna().tolist()
+    fit = LinearRegression().fit(ref[["x", "f"]].fillna(0), [1, 2, 3, 4])
+    np.testing.assert_array_equal(fit.predict(as_is[["x", "f"]].fillna(0)), fit.predict(ref[["x", "f"]].fillna(0)))

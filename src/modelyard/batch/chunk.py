@@ -40,6 +40,7 @@ class ScoredChunk:
     probabilities: list[dict[str, float]] | None
     rejected: list[Rejected] = field(default_factory=list)
     inputs: list[dict[str, Any]] | None = None  # the scored rows, only when per-row logging asks for them
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # --keep: input columns of the scored rows
 
     @property
     def n_rows(self) -> int:
@@ -52,7 +53,7 @@ def _row_json(frame: pd.DataFrame, position: int) -> dict[str, Any]:
 
 
 def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int = 0,
-                *, with_inputs: bool = False) -> ScoredChunk:
+                *, with_inputs: bool = False, keep: tuple[str, ...] = ()) -> ScoredChunk:
     """Score one chunk. ``key`` names the key column; without one the key is the row's input position."""
     frame = frame.reset_index(drop=True)
     if key is None:
@@ -85,7 +86,9 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
     inputs = None
     if with_inputs and len(scored_positions):
         inputs = json.loads(frame.iloc[scored_positions].to_json(orient="records", date_format="iso"))
+    kept = {name: frame[name].to_numpy()[scored_positions] for name in keep if name != key}
     return ScoredChunk(
+        kept=kept,
         keys=keys[scored_positions],
         predictions=predictions,
         probabilities=probabilities,
@@ -116,6 +119,7 @@ def load_pinned(settings: Settings, name: str, version: int) -> Model:
 
 
 def score_chunk_remote(settings: Settings, name: str, version: int, frame: pd.DataFrame, key: str | None,
-                       offset: int, with_inputs: bool = False) -> ScoredChunk:
+                       offset: int, with_inputs: bool = False, keep: tuple[str, ...] = ()) -> ScoredChunk:
     """``score_chunk`` where the model is loaded by the worker itself (checksums verified there)."""
-    return score_chunk(load_pinned(settings, name, version), frame, key, offset, with_inputs=with_inputs)
+    return score_chunk(load_pinned(settings, name, version), frame, key, offset, with_inputs=with_inputs,
+                       keep=keep)

@@ -67,7 +67,7 @@ class DaskExecutor:
     """Scores on a Dask cluster; each worker loads the pinned version from the registry once."""
 
     def __init__(self, address: str, settings: Settings, name: str, version: int, key: str | None,
-                 with_inputs: bool) -> None:
+                 with_inputs: bool, keep: tuple[str, ...] = ()) -> None:
         from dask.distributed import Client
 
         try:
@@ -75,12 +75,12 @@ class DaskExecutor:
         except OSError as exc:
             raise BatchError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
         self.args = (settings, name, version)
-        self.key, self.with_inputs = key, with_inputs
+        self.key, self.with_inputs, self.keep = key, with_inputs, keep
         self.window = max(2, 2 * sum(self.client.nthreads().values()))  # type: ignore[no-untyped-call]
 
     def submit(self, frame: pd.DataFrame, offset: int) -> Any:
         return self.client.submit(score_chunk_remote, *self.args, frame, self.key, offset, self.with_inputs,
-                                  pure=False)
+                                  self.keep, pure=False)
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
@@ -118,6 +118,8 @@ def run_stages(chunks: Iterator[pd.DataFrame], executor: Executor,
         offset = 0
         try:
             for frame in chunks:
+                if not len(frame):  # a header-only file or an empty batch: nothing to score
+                    continue
                 if not _put(q_in, (offset, frame), stop):
                     return
                 offset += len(frame)

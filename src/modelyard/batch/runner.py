@@ -75,10 +75,12 @@ def portable_settings(settings: Settings) -> Settings:
 def score(ref: str, *, source: str, target: str, settings: Settings, db: str | None = None,
           key: str | None = None, chunk_size: int = 10_000, run_id: str | None = None,
           cluster: str | None = None, log_rows: bool = False, progress: ProgressFn | None = None,
-          threads: int | None = 1) -> BatchResult:
+          threads: int | None = 1, keep: tuple[str, ...] = ()) -> BatchResult:
     """Score ``source`` with model ``ref`` into ``target``; rerunning a ``run_id`` resumes it.
 
-    ``threads`` caps the OpenMP threads of in-process predictions (None: the library's default).
+    ``threads`` caps the OpenMP threads of in-process predictions (None: the library's default). The
+    output table holds the key under the ``key`` column's own name (``key`` without one) and the input
+    columns named in ``keep``.
     """
     if chunk_size < 1:
         raise BatchError("--chunk-size must be at least 1")
@@ -102,7 +104,7 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
     member.beat_if_due()
     job = _Job(run=run, registry=registry, settings=settings, src=src, engine=user_engine(db_url, settings),
                target=target, key=key, chunk_size=chunk_size, cluster=cluster, log_rows=log_rows,
-               progress=progress, threads=threads, member=member)
+               progress=progress, threads=threads, member=member, keep=tuple(keep))
     try:
         return job.execute()
     except RunBusyError:
@@ -133,6 +135,7 @@ class _Job:
     log_rows: bool
     progress: ProgressFn | None
     threads: int | None
+    keep: tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)
     skip: int = 0
     recorded: float = 0.0
@@ -155,7 +158,8 @@ class _Job:
         model = load_pinned(self.settings, run.model, run.version)
         if self.key is not None:
             self.src.check_key(self.engine if self.src.kind != "file" else None, self.key)
-        self.sink = Sink(self.engine, self.target, task=model.task, classes=model.classes_)
+        self.sink = Sink(self.engine, self.target, task=model.task, classes=model.classes_, key=self.key,
+                         keep=self.keep)
         self.writer: ChunkWriter = self.sink.writer()
         self.writer.open(run.run_id)  # the run's lock, before counting what is already there
         try:
@@ -171,10 +175,11 @@ class _Job:
             executor: Executor
             if self.cluster:
                 executor = DaskExecutor(self.cluster, portable_settings(self.settings), run.model,
-                                        run.version, self.key, self.log_rows)
+                                        run.version, self.key, self.log_rows, self.keep)
             else:
                 executor = LocalExecutor(lambda frame, offset: score_chunk(
-                    model, frame, self.key, self.skip + offset, with_inputs=self.log_rows), self.threads)
+                    model, frame, self.key, self.skip + offset, with_inputs=self.log_rows, keep=self.keep),
+                    self.threads)
             try:
                 chunks = self.src.chunks(self.engine if self.src.kind != "file" else None, self.chunk_size,
                                          key=self.key, skip=self.skip)
@@ -190,13 +195,17 @@ class _Job:
         if self.key is not None and self.key not in frame.columns:
             columns = ", ".join(map(str, frame.columns))
             raise BatchError(f"the key column '{self.key}' is not in the input (columns: {columns})")
+        missing = [c for c in self.keep if c not in frame.columns]
+        if missing:
+            columns = ", ".join(map(str, frame.columns))
+            raise BatchError(f"--keep column '{missing[0]}' is not in the input (columns: {columns})")
         if self.sink.ready:
             return
         sample: Any = self.skip + offset
         if self.key is not None and self.key in frame.columns and frame[self.key].notna().any():
             value = frame[self.key].dropna().iloc[0]
             sample = value.item() if hasattr(value, "item") else value
-        self.sink.create(sample)
+        self.sink.create(sample, frame)
 
     def write(self, offset: int, chunk: ScoredChunk) -> None:
         run = self.run

@@ -41,6 +41,7 @@ from modelyard.batch.chunk import ScoredChunk
 from modelyard.errors import BatchError, RunBusyError
 
 OUTPUT_COLUMNS = ("run_id", "key", "prediction", "model", "version", "scored_at")
+OURS = frozenset({*OUTPUT_COLUMNS, "probabilities"}) - {"key"}
 REJECTED_COLUMNS = ("run_id", "key", "reason", "field", "row", "rejected_at")
 
 
@@ -55,6 +56,19 @@ def _json_type() -> Any:
 
 def _key_type(sample: Any) -> Any:
     return BigInteger() if isinstance(sample, int) and not isinstance(sample, bool) else Text()
+
+
+def _kept_type(values: Any) -> Any:
+    """The SQL type of a column carried through with ``--keep``, after its pandas dtype."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values):
+        return Boolean()
+    if pd.api.types.is_integer_dtype(values):
+        return BigInteger()
+    if pd.api.types.is_float_dtype(values):
+        return Float()
+    return Text()
 
 
 def _prediction_type(task: str, classes: list[Any] | None) -> Any:
@@ -72,7 +86,14 @@ def _prediction_type(task: str, classes: list[Any] | None) -> Any:
 class Sink:
     """The two tables of one run, created when missing and checked when present."""
 
-    def __init__(self, engine: Engine, name: str, *, task: str, classes: list[Any] | None) -> None:
+    def __init__(self, engine: Engine, name: str, *, task: str, classes: list[Any] | None,
+                 key: str | None = None, keep: tuple[str, ...] = ()) -> None:
+        self.key = key or "key"  # the user's key column keeps its own name; without one, "key"
+        self.keep = tuple(c for c in keep if c != self.key)
+        clash = sorted({self.key, *self.keep} & OURS)
+        if clash:
+            raise BatchError(f"the output table has its own column '{clash[0]}': rename it in the query "
+                             f"(SELECT {clash[0]} AS ...) to use it as --key or --keep")
         self.engine = engine
         self.schema, self.name = _split(name)
         self.rejected_name = f"{self.name}_rejected"
@@ -93,7 +114,9 @@ class Sink:
             return
         md = MetaData()
         table = Table(self.name, md, schema=self.schema, autoload_with=self.engine)
-        missing = [c for c in OUTPUT_COLUMNS if c not in table.c]
+        missing = [c for c in (*OUTPUT_COLUMNS, *self.keep) if c not in table.c and c != "key"]
+        if self.key not in table.c:
+            missing.insert(0, self.key)
         if missing:
             raise BatchError(f"table '{self.name}' exists but is not a modelyard output table "
                              f"(no column {', '.join(missing)}); choose another --to")
@@ -102,18 +125,24 @@ class Sink:
                     if insp.has_table(self.rejected_name, schema=self.schema) else None)
         self.table, self.rejected = table, rejected
         if rejected is None:
-            self._create(table.c.key.type)
+            self._create(table.c[self.key].type, {})
 
-    def create(self, sample_key: Any) -> None:
-        """Create the tables, typing ``key`` after the first key seen (integer or text)."""
+    def create(self, sample_key: Any, frame: Any = None) -> None:
+        """Create the tables, typing the key after the first key seen (integer or text) and each ``--keep``
+        column after its dtype in ``frame`` (the first chunk)."""
+        missing = [c for c in self.keep if frame is None or c not in frame.columns]
+        if missing:
+            columns = ", ".join(map(str, frame.columns)) if frame is not None else ""
+            raise BatchError(f"--keep column '{missing[0]}' is not in the input (columns: {columns})")
         if self.table is None or self.rejected is None:
-            self._create(_key_type(sample_key))
+            self._create(_key_type(sample_key), {c: _kept_type(frame[c]) for c in self.keep})
 
-    def _create(self, key_type: Any) -> None:
+    def _create(self, key_type: Any, kept: dict[str, Any]) -> None:
         md = MetaData()
         cols = [
             Column("run_id", String(100), nullable=False),
-            Column("key", key_type, nullable=False),
+            Column(self.key, key_type, nullable=False),
+            *(Column(name, kind, nullable=True) for name, kind in kept.items()),
             Column("prediction", _prediction_type(self.task, self.classes), nullable=True),
         ]
         if self.with_proba:
@@ -124,7 +153,7 @@ class Sink:
             Column("scored_at", DateTime(timezone=True), nullable=False),
         ]
         table = self.table if self.table is not None else Table(
-            self.name, md, *cols, UniqueConstraint("run_id", "key", name=f"uq_{self.name}_run_key"[:63]),
+            self.name, md, *cols, UniqueConstraint("run_id", self.key, name=f"uq_{self.name}_run_key"[:63]),
             schema=self.schema)
         rejected = Table(
             self.rejected_name, md,
@@ -196,7 +225,7 @@ class ChunkWriter:
         """Insert one chunk's predictions and rejections in a single transaction."""
         assert self.conn is not None and self.sink.table is not None and self.sink.rejected is not None
         now = datetime.now(UTC)
-        key_is_int = isinstance(self.sink.table.c.key.type, (BigInteger, Integer))
+        key_is_int = isinstance(self.sink.table.c[self.sink.key].type, (BigInteger, Integer))
         keys = np.asarray(chunk.keys, dtype=np.int64) if key_is_int else np.asarray(chunk.keys).astype(str)
         rejected_rows = [
             {"run_id": run_id, "key": None if r.key is None else str(r.key),  # text: keys may be empty
@@ -219,7 +248,7 @@ class ChunkWriter:
                 f"({str(exc.orig).splitlines()[0]})") from exc
 
     def _columns(self) -> list[str]:
-        cols = ["run_id", "key", "prediction"]
+        cols = ["run_id", self.sink.key, *self.sink.keep, "prediction"]
         if self.sink.with_proba:
             cols.append("probabilities")
         return [*cols, "model", "version", "scored_at"]
@@ -236,8 +265,10 @@ class ChunkWriter:
         sql = (f"COPY {prep.format_table(self.sink.table)} ({', '.join(prep.quote(c) for c in cols)}) "
                "FROM STDIN (FORMAT csv)")
         n = len(keys)
-        data: dict[str, Any] = {"run_id": pa.repeat(pa.scalar(run_id), n), "key": pa.array(keys),
-                                "prediction": pa.array(chunk.predictions)}
+        data: dict[str, Any] = {"run_id": pa.repeat(pa.scalar(run_id), n), self.sink.key: pa.array(keys)}
+        for name in self.sink.keep:
+            data[name] = pa.array(chunk.kept[name], from_pandas=True)
+        data["prediction"] = pa.array(chunk.predictions)
         if self.sink.with_proba:
             proba: list[dict[str, float] | None] = list(chunk.probabilities) if chunk.probabilities else [None] * n
             data["probabilities"] = pa.array([None if p is None else orjson.dumps(p).decode() for p in proba],
@@ -254,8 +285,13 @@ class ChunkWriter:
                 now: datetime) -> None:
         assert self.conn is not None and self.sink.table is not None
         proba = chunk.probabilities if self.sink.with_proba else None
-        rows = [{"run_id": run_id, "key": k, "prediction": p, "model": model, "version": version,
+        key = self.sink.key
+        rows = [{"run_id": run_id, key: k, "prediction": p, "model": model, "version": version,
                  "scored_at": now} for k, p in zip(keys.tolist(), chunk.predictions.tolist(), strict=True)]
+        for name in self.sink.keep:
+            values = chunk.kept[name]
+            for row, v in zip(rows, values.tolist(), strict=True):
+                row[name] = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
         if proba is not None:
             for row, pr in zip(rows, proba, strict=True):
                 row["probabilities"] = pr

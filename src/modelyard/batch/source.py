@@ -186,14 +186,19 @@ def _pg_copy_chunks(engine: Engine, sql: str, chunk_size: int) -> Iterator[pd.Da
                 raise BatchError(f"the input has duplicate column names: {', '.join(names)}")
             types = {d.name: getattr(pa, _PG_ARROW.get(d.type_code, "string"))() for d in cur.description}
         with conn.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:  # type: ignore[union-attr]
-            reader = pacsv.open_csv(
-                io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20),
-                read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=types, null_values=[""], strings_can_be_null=True,
-                    quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
-            )
+            try:
+                reader = pacsv.open_csv(
+                    io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20),
+                    read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=types, null_values=[""], strings_can_be_null=True,
+                        quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
+                )
+            except pa.ArrowInvalid as exc:  # COPY sent nothing: the query has no rows
+                if "Empty CSV file" in str(exc):
+                    return
+                raise
             pending: list[Any] = []
             rows = 0
             for batch in reader:

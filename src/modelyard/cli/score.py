@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from modelyard.batch import score
@@ -25,7 +33,10 @@ def score_cmd(
     source: str = typer.Option(..., "--from", help="A SELECT query, a table name, or a .csv/.parquet file."),
     target: str = typer.Option(..., "--to", help="Output table (created when missing)."),
     db: str | None = typer.Option(None, "--db", help="Database of input and output (default: registry's)."),
-    key: str | None = typer.Option(None, "--key", help="Unique key column (default: the row's position)."),
+    key: str | None = typer.Option(None, "--key", help="Unique key column, kept under its own name "
+                                   "(default: the row's position, in a column 'key')."),
+    keep: str | None = typer.Option(None, "--keep", metavar="COLUMNS",
+                                    help="Input columns to carry into the output, comma-separated."),
     chunk_size: int = typer.Option(10_000, "--chunk-size", min=1, help="Rows per chunk."),
     run_id: str | None = typer.Option(None, "--run-id", help="Resume this run (or name a new one)."),
     cluster: str | None = typer.Option(None, "--cluster", help="Score chunks on a Dask scheduler tcp://HOST:PORT."),
@@ -34,12 +45,14 @@ def score_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Score the rows of --from with the model and write (key, prediction, model, version, run_id) to --to."""
+    """Score the rows of --from with the model and write (key, kept columns, prediction, model, version,
+    run_id) to --to."""
     name, _ = parse_ref(ref)
     run_id = run_id or new_run_id(name)
     err_console.print(f"run [bold]{run_id}[/] (rerun with --run-id {run_id} to resume)", highlight=False)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/"
-               "{task.fields[total_text]} rows"), _RowsPerSecond(), TimeElapsedColumn()]
+               "{task.fields[total_text]} rows"), _RowsPerSecond(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, disable=quiet or json_out, transient=False) as bar:
         task = bar.add_task(name, total=None, total_text="?")
 
@@ -49,7 +62,8 @@ def score_cmd(
 
         result = score(ref, source=source, target=target, settings=settings(), db=db, key=key,
                        chunk_size=chunk_size, run_id=run_id, cluster=cluster, log_rows=log_rows,
-                       progress=progress, threads=threads or None)
+                       progress=progress, threads=threads or None,
+                       keep=tuple(c.strip() for c in (keep or "").split(",") if c.strip()))
     if json_out:
         console.print_json(json.dumps({
             "run_id": result.run_id, "model": result.model, "version": result.version, "table": result.table,

@@ -101,6 +101,42 @@ def _parse_frame(schema: InputSchema, frame: pd.DataFrame) -> Columns | None:
     return Columns(data, n)
 
 
+def frame_as_is(schema: InputSchema, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The schema's columns of ``frame`` unconverted, when its dtypes already say every check passes.
+
+    What the scikit-learn path feeds its pipeline: converting each column to numpy and building a new
+    frame (pandas then re-encodes every string column) costs more than the pipeline's own conversion.
+    Numbers of a numeric dtype are taken as they are (the pipeline casts them to float64 as
+    ``schema.py`` would); categories only in a string dtype whose missing value is NaN (what
+    ``schema.py`` produces). Anything else is ``None``: the caller validates and converts.
+    """
+    if len(frame) == 0 or frame.columns.has_duplicates or any(c.name not in frame.columns for c in schema.columns):
+        return None
+    for col in schema.columns:
+        series = frame[col.name]
+        if col.kind == "numeric":
+            if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+                return None
+            if pd.api.types.is_float_dtype(series):
+                values = series.to_numpy()
+                if not np.isfinite(values).all() and (np.isinf(values).any() or not col.nullable):
+                    return None
+            elif series.dtype.kind not in "iu":  # nullable Int64 and friends: pd.NA, not NaN
+                return None
+        else:
+            dtype = series.dtype
+            if not isinstance(dtype, pd.StringDtype) or not (isinstance(dtype.na_value, float)
+                                                              and np.isnan(dtype.na_value)):
+                return None
+            if not col.nullable and series.isna().any():
+                return None
+            if (schema.unseen_categories == "reject" and col.categories is not None
+                    and not set(series.dropna().unique()) <= set(col.categories)):
+                return None
+    selected = frame[schema.names]
+    return selected if isinstance(frame.index, pd.RangeIndex) else selected.reset_index(drop=True)
+
+
 def _parse_clean(schema: InputSchema, records: list[Any]) -> Columns | None:
     """Columns for clean input; ``None`` whenever ``schema.py`` must decide (and explain)."""
     n = len(records)

@@ -5,9 +5,9 @@ Three gaps in skl2onnx (1.20) would make the compiled model differ from scikit-l
   use), and stores numeric fill values as float32: ours fills in the input's own precision. A missing
   category is fed to the graph as ``MISSING_STRING`` (the empty string);
 - it joins columns with ``FeatureVectorizer``, whose output is always float32: we rewrite it to ``Concat``;
-- it writes ``HistGradientBoostingRegressor`` as the old ``TreeEnsembleRegressor`` with float32 thresholds
-  and a float32 output: ours is one ai.onnx.ml 5 ``TreeEnsemble`` that compares and sums in double, with
-  scikit-learn's own float64 thresholds. (Its classifier converter also passes booleans onnx now refuses.)
+- it writes every forest and boosted-tree model as the old ``TreeEnsembleRegressor``/``Classifier``, with
+  float32 thresholds or double outputs ONNX Runtime refuses: ours (``onnxtrees``) is one ai.onnx.ml 5
+  ``TreeEnsemble`` that compares and sums as scikit-learn does.
 Every input is one graph input per schema column: ``double [N, 1]`` or ``string [N, 1]``.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.runtime.onnxtrees import tree_converters
 from modelyard.schema import InputSchema
 
 MISSING_STRING = ""
@@ -32,15 +33,16 @@ def convert(pipeline: Any, schema: InputSchema, *, task: str) -> bytes:
         (c.name, DoubleTensorType([None, 1]) if c.kind == "numeric" else StringTensorType([None, 1]))
         for c in schema.columns
     ]
+    _register_boosters()
     options = {"zipmap": False} if task == "classification" else None
     model = convert_sklearn(
         pipeline,
         initial_types=inputs,
         target_opset=TARGET_OPSET,
         options=options,
-        custom_conversion_functions={SimpleImputer: _convert_simple_imputer, **_hist_gradient_boosting()},
+        custom_conversion_functions={SimpleImputer: _convert_simple_imputer, **tree_converters()},
     )
-    data: bytes = _needs_ml5(_exact_concat(model)).SerializeToString()
+    data: bytes = _needs_ml5(_double_tree_outputs(_exact_concat(model))).SerializeToString()
     return data
 
 
@@ -59,6 +61,38 @@ def _exact_concat(model: Any) -> Any:
     return model
 
 
+def float32_graph(pipeline: Any) -> bool:
+    """Whether the final estimator converts through onnxmltools' float32 trees (XGBoost, LightGBM)."""
+    final = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    return type(final).__module__.split(".")[0] in ("xgboost", "lightgbm")
+
+
+def _double_tree_outputs(model: Any) -> Any:
+    """Cast the float32 scores of the old ``TreeEnsembleRegressor``/``Classifier`` to the double declared.
+
+    onnxmltools' XGBoost and LightGBM converters declare double outputs for double inputs, but those
+    operators only ever answer float32: ONNX Runtime refuses the graph. The cast makes it run; what the
+    float32 step costs in precision is what the parity check (with the float32 tolerance) measures.
+    """
+    from onnx import TensorProto, helper
+
+    nodes = []
+    for node in model.graph.node:
+        nodes.append(node)
+        if node.domain != "ai.onnx.ml" or node.op_type not in ("TreeEnsembleRegressor", "TreeEnsembleClassifier"):
+            continue
+        index = 0 if node.op_type == "TreeEnsembleRegressor" else 1
+        if len(node.output) <= index:
+            continue
+        double = node.output[index]
+        node.output[index] = f"{double}_float32"
+        nodes.append(helper.make_node("Cast", [node.output[index]], [double], to=TensorProto.DOUBLE,
+                                      name=f"{node.name}_to_double"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def _needs_ml5(model: Any) -> Any:
     """Declare ai.onnx.ml 5 when our ``TreeEnsemble`` is in the graph (skl2onnx only lets us say 3)."""
     if any(n.op_type == "TreeEnsemble" and n.domain == "ai.onnx.ml" for n in model.graph.node):
@@ -66,111 +100,6 @@ def _needs_ml5(model: Any) -> Any:
             if opset.domain == "ai.onnx.ml":
                 opset.version = 5
     return model
-
-
-def _convert_hgb_regressor(scope: Any, operator: Any, container: Any) -> None:
-    """HistGradientBoostingRegressor as one ai.onnx.ml 5 ``TreeEnsemble`` in double precision.
-
-    skl2onnx writes the old ``TreeEnsembleRegressor`` with float32 thresholds and a float32 output, which
-    can send a row down the other branch of a split that scikit-learn compares in float64.
-    """
-    from onnx import numpy_helper
-    from skl2onnx.common.data_types import DoubleTensorType
-
-    op = operator.raw_operator
-    if not isinstance(operator.inputs[0].type, DoubleTensorType):
-        raise NotImplementedError("HistGradientBoostingRegressor is converted for double inputs only")
-    if getattr(op, "_preprocessor", None) is not None or op.n_trees_per_iteration_ != 1:
-        raise NotImplementedError("HistGradientBoostingRegressor with native categorical features")
-    link = type(op._loss.link).__name__
-    if link not in ("IdentityLink", "LogLink"):
-        raise NotImplementedError(f"HistGradientBoostingRegressor with a {link}")
-    attrs: dict[str, list[Any]] = {k: [] for k in (
-        "nodes_featureids", "nodes_modes", "nodes_splits", "nodes_missing_value_tracks_true",
-        "nodes_truenodeids", "nodes_trueleafs", "nodes_falsenodeids", "nodes_falseleafs", "tree_roots",
-        "leaf_weights")}
-    # scikit-learn starts every row at the baseline and adds the trees in order; the baseline as the first
-    # tree makes ONNX Runtime add the same numbers in the same order, so the sums match to the last bit
-    _single_leaf_tree(attrs, float(np.ravel(op._baseline_prediction)[0]))
-    for (predictor,) in op._predictors:
-        nodes = predictor.nodes
-        if nodes["is_categorical"].any():
-            raise NotImplementedError("a HistGradientBoosting split on a native categorical feature")
-        if nodes["is_leaf"][0]:
-            _single_leaf_tree(attrs, float(nodes["value"][0]))
-            continue
-        leaf = np.cumsum(nodes["is_leaf"]) - 1 + len(attrs["leaf_weights"])
-        branch = np.cumsum(1 - nodes["is_leaf"]) - 1 + len(attrs["nodes_modes"])
-        attrs["leaf_weights"].extend(nodes["value"][nodes["is_leaf"] == 1].tolist())
-        attrs["tree_roots"].append(int(branch[0]))
-        for node in nodes[nodes["is_leaf"] == 0]:
-            attrs["nodes_featureids"].append(int(node["feature_idx"]))
-            attrs["nodes_modes"].append(0)  # BRANCH_LEQ: x <= threshold goes left, as in scikit-learn
-            attrs["nodes_splits"].append(float(node["num_threshold"]))
-            attrs["nodes_missing_value_tracks_true"].append(int(node["missing_go_to_left"]))
-            for side, child in (("true", int(node["left"])), ("false", int(node["right"]))):
-                is_leaf = int(nodes["is_leaf"][child])
-                attrs[f"nodes_{side}nodeids"].append(int(leaf[child] if is_leaf else branch[child]))
-                attrs[f"nodes_{side}leafs"].append(is_leaf)
-    leaves = np.asarray(attrs.pop("leaf_weights"), dtype=np.float64)
-    out = operator.outputs[0].full_name
-    raw = scope.get_unique_variable_name("raw") if link == "LogLink" else out
-    container.add_node(
-        "TreeEnsemble", operator.inputs[0].full_name, raw, op_domain="ai.onnx.ml", op_version=3,
-        name=scope.get_unique_operator_name("TreeEnsemble"), n_targets=1, aggregate_function=1,
-        post_transform=0, tree_roots=attrs.pop("tree_roots"),
-        nodes_modes=numpy_helper.from_array(np.asarray(attrs.pop("nodes_modes"), dtype=np.uint8)),
-        nodes_splits=numpy_helper.from_array(np.asarray(attrs.pop("nodes_splits"), dtype=np.float64)),
-        leaf_weights=numpy_helper.from_array(leaves), leaf_targetids=[0] * len(leaves), **attrs,
-    )
-    if link == "LogLink":
-        container.add_node("Exp", [raw], [out])
-
-
-def _single_leaf_tree(attrs: dict[str, list[Any]], value: float) -> None:
-    """A tree that always answers ``value``: one split whose both sides reach the same leaf."""
-    leaf = len(attrs["leaf_weights"])
-    attrs["leaf_weights"].append(value)
-    attrs["tree_roots"].append(len(attrs["nodes_modes"]))
-    for key, item in (("nodes_featureids", 0), ("nodes_modes", 0), ("nodes_splits", 0.0),
-                      ("nodes_missing_value_tracks_true", 0), ("nodes_truenodeids", leaf),
-                      ("nodes_trueleafs", 1), ("nodes_falsenodeids", leaf), ("nodes_falseleafs", 1)):
-        attrs[key].append(item)
-
-
-def _hist_gradient_boosting() -> dict[type, Any]:
-    """skl2onnx's HistGradientBoosting converters, with the boolean missing-value flags onnx now refuses.
-
-    skl2onnx 1.20 passes ``nodes_missing_value_tracks_true`` as booleans; onnx >= 1.17 wants integers.
-    """
-    from skl2onnx.common._registration import get_converter
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-    out: dict[type, Any] = {HistGradientBoostingRegressor: _convert_hgb_regressor}
-    for cls in (HistGradientBoostingClassifier,):
-        original = get_converter(f"Sklearn{cls.__name__}")
-
-        def conv(scope: Any, operator: Any, container: Any, _original: Any = original) -> None:
-            _original(scope, operator, _IntFlags(container))
-
-        out[cls] = conv
-    return out
-
-
-class _IntFlags:
-    """A converter container that turns lists of booleans in node attributes into lists of integers."""
-
-    def __init__(self, container: Any) -> None:
-        self._container = container
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._container, name)
-
-    def add_node(self, *args: Any, **attrs: Any) -> Any:
-        for key, value in attrs.items():
-            if isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in value):
-                attrs[key] = [int(v) for v in value]
-        return self._container.add_node(*args, **attrs)
 
 
 def _convert_simple_imputer(scope: Any, operator: Any, container: Any) -> None:
@@ -209,3 +138,32 @@ def _convert_simple_imputer(scope: Any, operator: Any, container: Any) -> None:
         container.add_initializer(fill, proto, [1, len(numeric)], numeric.astype(dtype).tolist())
         container.add_node("IsNaN", [features], [mask])
     container.add_node("Where", [mask, fill, features], [out])
+
+
+def _register_boosters() -> None:
+    """Teach skl2onnx XGBoost's and LightGBM's estimators (onnxmltools' converters), when installed."""
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    try:
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    except ImportError:
+        return
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    for module, prefix, converter in (("xgboost", "XGBoost", convert_xgboost),
+                                      ("lightgbm", "LightGbm", convert_lightgbm)):
+        try:
+            mod = __import__(module)
+        except ImportError:
+            continue
+        short = "XGB" if module == "xgboost" else "LGBM"
+        update_registered_converter(getattr(mod, f"{short}Regressor"), f"{prefix}{short}Regressor",
+                                    calculate_linear_regressor_output_shapes, converter,
+                                    options={"split": None} if module == "lightgbm" else None)
+        update_registered_converter(getattr(mod, f"{short}Classifier"), f"{prefix}{short}Classifier",
+                                    calculate_linear_classifier_output_shapes, converter,
+                                    options=classifier_options)

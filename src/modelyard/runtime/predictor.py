@@ -21,7 +21,7 @@ import pandas as pd
 
 from modelyard.bundle import ONNX_FILE, Bundle, Manifest, load_bundle, sha256_bytes
 from modelyard.errors import BundleError, IntegrityError, ModelyardError, PredictionError
-from modelyard.runtime.columns import Columns, validate_columns
+from modelyard.runtime.columns import Columns, frame_as_is, validate_columns
 from modelyard.runtime.fastpath import OnnxRunner
 from modelyard.schema import InputSchema, OutputSchema, Rows
 
@@ -150,14 +150,20 @@ class Model:
 
     def predict(self, rows: Rows) -> np.ndarray:
         """Predictions for ``rows``: a DataFrame, a list of dicts or one dict."""
-        if self.runner_ is None:
-            return self.predict_frame(self.validate(rows))
-        return self.predict_frame(validate_columns(self.schema, rows))
+        return self.predict_frame(self._validated(rows))
 
     def predict_proba(self, rows: Rows) -> np.ndarray:
-        if self.runner_ is None:
-            return self.predict_proba_frame(self.validate(rows))
-        return self.predict_proba_frame(validate_columns(self.schema, rows))
+        return self.predict_proba_frame(self._validated(rows))
+
+    def _validated(self, rows: Rows) -> Validated:
+        """Columns for ONNX; for scikit-learn, the caller's own frame when its dtypes already pass."""
+        if self.runner_ is not None:
+            return validate_columns(self.schema, rows)
+        if isinstance(rows, pd.DataFrame):
+            as_is = frame_as_is(self.schema, rows)
+            if as_is is not None:
+                return as_is
+        return self.validate(rows)
 
     def predict_frame(self, frame: Validated) -> np.ndarray:
         """Predict rows already validated (a frame from ``validate`` or ``Columns``): what servers call."""
