@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# One OpenMP thread per process (set before scikit-learn loads): the suite runs on xdist workers beside the
+# servers it starts, and OpenMP's spinning threads on an oversubscribed machine make a 5 s fit take minutes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import subprocess
 import sys
 import uuid

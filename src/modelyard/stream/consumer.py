@@ -105,7 +105,7 @@ class StreamConsumer:
 
     def __init__(self, broker: Broker, holder: ModelHolder, *, out_subject: str,
                  dlq_subject: str | None = None, log: PredictionLogWriter | None = None, batch_size: int = 500,
-                 fetch_timeout: float = 1.0, window: int = 4) -> None:
+                 fetch_timeout: float = 1.0, window: int = 2) -> None:
         self.broker = broker
         self.holder = holder
         self.out_subject = out_subject
