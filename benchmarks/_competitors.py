@@ -154,11 +154,12 @@ class Server:
 
 def modelyard_server(home: Path, port: int, workers: int, workdir: Path, *, log: bool = True,
                      database_url: str | None = None, durability: str | None = None,
-                     settings: dict[str, str] | None = None) -> Server:
-    """``settings``: more ``MODELYARD_*`` variables for the server (e.g. ``{"MODELYARD_LOG_TARGET": "parquet"}``)."""
+                     settings: dict[str, str] | None = None, src: Path | None = None) -> Server:
+    """``modelyard serve`` of this tree (or of the ``src`` folder of another checkout, for a before/after);
+    ``settings``: more ``MODELYARD_*`` variables for the server (e.g. ``{"MODELYARD_LOG_TARGET": "parquet"}``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(settings or {})
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(src or ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["MODELYARD_HOME"] = str(home)
     env["MODELYARD_PREDICTION_LOG"] = "true" if log else "false"
     if database_url:
@@ -172,6 +173,42 @@ def modelyard_server(home: Path, port: int, workers: int, workdir: Path, *, log:
                   logfile=workdir / f"modelyard-{port}.log", body_key="instances",
                   note=f"ONNX fast path, micro-batching, prediction log {'on' if log else 'off'} "
                        f"({'PostgreSQL' if database_url else 'SQLite'})")
+
+
+FLOOR_APP = '''"""The floor: a bare Starlette endpoint that parses the JSON body and returns a constant."""
+import orjson
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+ANSWER = orjson.dumps({"predictions": [0.0], "model": {"name": "floor", "version": 1}, "request_id": "-"})
+
+
+async def predict(request):
+    orjson.loads(await request.body())
+    return Response(ANSWER, media_type="application/json")
+
+
+async def ready(request):
+    return Response(b"ok")
+
+
+app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/readyz", ready)])
+'''
+
+
+def floor_server(port: int, workers: int, workdir: Path) -> Server:
+    """The HTTP floor of this machine: the same uvicorn (httptools, uvloop), a Starlette route that parses
+    the body with orjson and answers a constant, ``workers`` processes."""
+    folder = workdir / "floor"
+    folder.mkdir(exist_ok=True)
+    (folder / "floor_app.py").write_text(FLOOR_APP)
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    return Server("floor", command, url=f"{base}/predict", ready=f"{base}/readyz", env=dict(os.environ),
+                  cwd=folder, logfile=workdir / f"floor-{port}.log", body_key="instances",
+                  note=f"bare Starlette + orjson under uvicorn, {workers} workers")
 
 
 def mlflow_server(python: Path, model_file: Path, sample: Path, port: int, workers: int,

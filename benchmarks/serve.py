@@ -5,6 +5,7 @@
     python benchmarks/serve.py                            # modelyard with the prediction log on vs off
     python benchmarks/serve.py --database-url postgresql://postgres@127.0.0.1:5432/bench   # log in PostgreSQL
     python benchmarks/serve.py --durability async,process,machine   # the log's durability levels compared
+    python benchmarks/serve.py --floor                    # modelyard against a bare Starlette endpoint
 
 ``--compare``: the example house-price pipeline (100 trees) behind each server with 2 workers, 1-row
 requests at concurrency 1, 8, 32 and 1000-row requests at concurrency 1 and 4, beside raw in-process
@@ -18,6 +19,12 @@ requests at each ``--concurrency``; figures are averages.
 ``--durability``: one server per ``MODELYARD_LOG_DURABILITY`` level side by side, alternating per round:
 throughput at c=32 and p50 at c=1 with 1-row requests, as ratios to ``async`` (goals: process >= 0.95x,
 machine >= 0.85x, p50 of process at most +0.1 ms).
+
+``--floor``: modelyard (prediction log on, durability ``process``) beside the machine's HTTP floor, a bare
+Starlette endpoint under the same uvicorn that parses the JSON body and returns a constant, 2 workers each,
+1-row requests of the example model (20,000 training rows), alternating per round; beside them the model's
+in-process 1-row ``Model.predict`` (one thread). Goals (issue 17): c=32 throughput >= 0.4x the floor's, and
+c=1 p50 <= the floor's p50 + the in-process predict + 0.1 ms.
 
 Servers and the load generator run as separate processes: ``wrk`` when installed, otherwise an async httpx
 client in a subprocess.
@@ -38,7 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "examples" / "house_prices"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _competitors import modelyard_server  # noqa: E402
+from _competitors import floor_server, modelyard_server  # noqa: E402
 from _loadgen import free_port, measure, pick_client, write_body  # noqa: E402
 
 ROW = {"area_sqm": 120.0, "bedrooms": 3, "bathrooms": 2, "year_built": 1990, "year_renovated": None,
@@ -98,8 +105,16 @@ def main() -> None:
     parser.add_argument("--client", choices=["auto", "wrk", "async"], default="auto")
     parser.add_argument("--durability", metavar="async,process,machine",
                         help="Compare prediction-log durability levels instead of log on/off.")
+    parser.add_argument("--floor", action="store_true",
+                        help="Compare with a bare Starlette endpoint (parse the JSON body, return a constant).")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="--floor: also serve the src/ folder of another checkout (before/after in one run).")
     args = parser.parse_args()
-    if args.durability:
+    if args.floor:
+        args.workers = args.workers or 2
+        args.rows = args.rows or 20_000
+        against_floor(args)
+    elif args.durability:
         args.workers = args.workers or 1
         args.rows = args.rows or 3000
         durability_levels(args)
@@ -223,6 +238,104 @@ def durability_levels(args: argparse.Namespace) -> None:
         goal = f"  (goal >= {goals[lv]:.2f}x)" if lv in goals else ""
         print(f"{lv:<10} | {rps:10.1f} {rps / avg('async', 32, 'rps'):8.3f} | {p50:10.3f} "
               f"{p50 - avg('async', 1, 'p50'):+10.3f}{goal}")
+    print(f"prediction log: {logged} records in the database after the servers stopped")
+
+
+def inprocess_single_ms(home: Path, database_url: str | None, calls: int) -> float:
+    """The median of ``calls`` in-process 1-row ``Model.predict`` calls (one native thread), in ms."""
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from modelyard import load
+    from modelyard.config import Settings
+
+    model = load("house-prices@production", settings=Settings(home=home, database_url=database_url))
+    times = []
+    with threadpool_limits(limits=1):
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            model.predict([ROW])
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in the process group ``pgid`` (Linux ``/proc``)."""
+    import os
+
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def against_floor(args: argparse.Namespace) -> None:
+    client = pick_client(args.client)
+    tmp = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    home = tmp / ".modelyard"
+    body = write_body(tmp, "one-row", {"instances": [ROW]})
+    cells = (32, 1)
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    try:
+        print(f"training the house-price model on {args.rows} rows ...", flush=True)
+        prepare(home, args.database_url, args.rows)
+        servers = {"modelyard": modelyard_server(home, free_port(), args.workers, tmp, log=True,
+                                                 database_url=args.database_url, durability="process"),
+                   "floor": floor_server(free_port(), args.workers, tmp)}
+        if args.baseline_src is not None:
+            servers["baseline"] = modelyard_server(home, free_port(), args.workers, tmp, log=True,
+                                                   database_url=args.database_url, durability="process",
+                                                   src=args.baseline_src.resolve())
+        try:
+            for server in servers.values():
+                server.wait_ready()
+                measure(client, server.url, body, 8, 2)  # warm-up
+            for round_ in range(args.rounds):
+                order = list(servers) if round_ % 2 == 0 else list(servers)[::-1]
+                for c in cells:
+                    for name in order:
+                        cpu = group_cpu_seconds(servers[name].proc.pid)
+                        r = measure(client, servers[name].url, body, c, args.duration)
+                        r["cpu_ms"] = (group_cpu_seconds(servers[name].proc.pid) - cpu) * 1000 / max(1, r["requests"])
+                        results.setdefault((name, c), []).append(r)
+                        print(f"  round {round_ + 1} {name:<9} c={c:<3} {r['rps']:8.1f} req/s  p50 "
+                              f"{r['p50']:6.3f} ms  p99 {r['p99']:7.2f} ms  CPU {r['cpu_ms']:.3f} ms/request  "
+                              f"errors {r['errors']}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+        single = inprocess_single_ms(home, args.database_url, args.single)
+        logged = logged_count(home, args.database_url)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def avg(name: str, c: int, key: str) -> float:
+        return statistics.fmean(r[key] for r in results[(name, c)])
+
+    print(f"\n{args.workers} workers each, 1-row requests, load by {client}, {args.rounds} rounds x "
+          f"{args.duration:.0f}s per cell (averages); modelyard with the prediction log on (process)")
+    print(f"{'server':<10} | {'c=32 req/s':>10} {'x floor':>8} {'CPU ms/req':>10} {'floor/it':>8} | "
+          f"{'c=1 p50 ms':>10} {'c=1 p99 ms':>10}")
+    for name in servers:
+        print(f"{name:<10} | {avg(name, 32, 'rps'):10.1f} {avg(name, 32, 'rps') / avg('floor', 32, 'rps'):8.3f} "
+              f"{avg(name, 32, 'cpu_ms'):10.3f} {avg('floor', 32, 'cpu_ms') / avg(name, 32, 'cpu_ms'):8.3f} | "
+              f"{avg(name, 1, 'p50'):10.3f} {avg(name, 1, 'p99'):10.3f}")
+    print("(CPU ms/req: the server's process group's CPU time per answered request at c=32; floor/it, the "
+          "floor's CPU per request over this server's, is the throughput ratio an idle machine would show)")
+    ratio = avg("modelyard", 32, "rps") / avg("floor", 32, "rps")
+    budget = avg("floor", 1, "p50") + single + 0.1
+    print(f"in-process 1-row Model.predict (one thread, median of {args.single}): {single:.3f} ms")
+    print(f"goal c=32 throughput >= 0.40x the floor's: {ratio:.3f}x -> {'met' if ratio >= 0.4 else 'NOT met'}")
+    print(f"goal c=1 p50 <= floor p50 + predict + 0.1 ms = {budget:.3f} ms: {avg('modelyard', 1, 'p50'):.3f} ms -> "
+          f"{'met' if avg('modelyard', 1, 'p50') <= budget else 'NOT met'}")
     print(f"prediction log: {logged} records in the database after the servers stopped")
 
 

@@ -115,3 +115,78 @@ def test_the_consumer_refuses_a_version_that_cannot_predict_and_keeps_answering_
     good, preds, _, bad = predict_rows(holder.model, [{"a": 1.0, "b": 0.0}])
     assert good == [0] and bad == {} and preds[0] == pytest.approx(3.0)
     assert holder.refusals == 1
+
+
+class _GatedBroker:
+    """A broker whose publish confirmations wait for ``gate``: what the consumer does meanwhile is recorded."""
+
+    in_subject = "in"
+
+    def __init__(self, batches: list[list[Any]], gate: asyncio.Event, events: list[tuple[str, str]]) -> None:
+        self.batches, self.gate, self.events = batches, gate, events
+
+    async def connect(self) -> None: ...
+
+    async def ensure_subject(self, subject: str) -> None: ...
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Any]:
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.sleep(0.01)
+        return []
+
+    async def send(self, subject: str, messages: Any) -> Any:
+        self.events += [("sent", m.id) for m in messages]
+
+        async def confirmed() -> list[BaseException | None]:
+            await self.gate.wait()
+            return [None for _ in messages]
+        return confirmed()
+
+    async def ack(self, messages: Any) -> None:
+        self.events += [("acked", m.id) for m in messages]
+
+    async def nak(self, messages: Any, delay: float = 1.0) -> None:
+        raise AssertionError("nothing is nak'd here")
+
+    async def close(self) -> None: ...
+
+
+def test_batches_are_pipelined_and_a_message_is_acked_only_once_logged_and_confirmed(model: Model) -> None:
+    from modelyard.stream import StreamConsumer
+    from modelyard.stream.base import Message
+
+    rows = json.loads(houses_input(15).drop(columns=["id"]).to_json(orient="records"))
+    messages = [Message(id=f"m{i}", data=json.dumps(r).encode(), raw=None) for i, r in enumerate(rows)]
+    events: list[tuple[str, str]] = []
+
+    class Log:
+        async def commit(self, records: Any) -> None:
+            events.extend(("logged", r.request_id) for r in records)
+
+    class Holder:
+        follows_alias = False
+
+        def __init__(self) -> None:
+            self.model = model
+
+    async def scenario() -> None:
+        gate, stop = asyncio.Event(), asyncio.Event()
+        broker = _GatedBroker([messages[0:5], messages[5:10], messages[10:15]], gate, events)
+        consumer = StreamConsumer(broker, Holder(), out_subject="out", log=Log(), batch_size=5,  # type: ignore[arg-type]
+                                  window=2)
+        task = asyncio.create_task(consumer.run(stop))
+        while sum(e == "sent" for e, _ in events) < 10:  # the second batch goes out unconfirmed first one
+            await asyncio.sleep(0.005)
+        assert not any(e == "acked" for e, _ in events)
+        gate.set()
+        while sum(e == "acked" for e, _ in events) < 15:
+            await asyncio.sleep(0.005)
+        stop.set()
+        stats = await asyncio.wait_for(task, 30)
+        assert stats.answered == 15 and stats.batches == 3
+
+    asyncio.run(scenario())
+    for m in messages:
+        order = [e for e, mid in events if mid == m.id]
+        assert order == ["logged", "sent", "acked"], (m.id, order)

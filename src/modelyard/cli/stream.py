@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 import typer
 
@@ -16,6 +17,16 @@ from modelyard.stream import FeedbackConsumer, ModelHolder, StreamConsumer, open
 from modelyard.stream.base import safe_name
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (uvicorn[standard] brings it): the consumer's loop runs
+    fetches, publishes and acks for every message."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 @friendly
 def stream_cmd(
     ref: str = typer.Argument(..., metavar="NAME[@ALIAS]", help="The model; an alias is followed live."),
@@ -25,7 +36,7 @@ def stream_cmd(
     dlq: str | None = typer.Option(None, "--dlq", help="Dead-letter subject (default: IN.dlq)."),
     durable: str | None = typer.Option(None, "--durable", help="Consumer name shared by the processes of "
                                        "one deployment (default: modelyard-NAME-IN)."),
-    batch_size: int = typer.Option(100, "--batch-size", min=1, help="Messages predicted at once."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Messages fetched and predicted at once."),
     ack_wait: float = typer.Option(30.0, "--ack-wait", help="Seconds until redelivery."),
     no_log: bool = typer.Option(False, "--no-log", help="Do not write the prediction log."),
     feedback: str | None = typer.Option(None, "--feedback", help="Labels subject: outcomes of answered "
@@ -70,7 +81,8 @@ def stream_cmd(
                           f"{stats.retried} left for redelivery", highlight=False)
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     finally:
         if writer is not None:
             writer.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,17 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, subject: str, messages: Sequence[OutMessage]) -> list[BaseException | None]:
         """Publish all, deduplicated on ``OutMessage.id``; wait for the broker; one error (or None) each."""
+
+    async def send(self, subject: str, messages: Sequence[OutMessage]) -> Awaitable[list[BaseException | None]]:
+        """Start publishing ``messages`` (in order, before any later ``send``) and return what waits for the
+        broker's confirmations, so that a consumer can go on while they come. The default sends and
+        confirms at once (``publish``); a broker with asynchronous confirmations overrides it."""
+        errors = await self.publish(subject, messages)
+
+        async def confirmed() -> list[BaseException | None]:
+            return errors
+
+        return confirmed()
 
     @abc.abstractmethod
     async def ack(self, messages: Sequence[Message]) -> None:

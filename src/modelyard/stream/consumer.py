@@ -2,7 +2,10 @@
 
 Order of effects per batch: the prediction records are written ahead (the log's segment, durable at
 ``MODELYARD_LOG_DURABILITY``), answers and dead letters are published and confirmed by the broker, and
-only then are the inputs acknowledged (overlapping with the next batch). A crash anywhere before the ack means
+only then are the inputs acknowledged. The batches are pipelined: the next batch is fetched while one is
+predicted, and a batch's confirmations and acks are awaited while the following batches are predicted
+(at most ``window`` batches wait to be settled), so the loop works at the model's and the broker's pace
+rather than at the sum of their round trips. A crash anywhere before the ack means
 a redelivery, and the answer's dedup id makes the second publish a no-op: at-least-once processing,
 exactly-once answers. A message that is not JSON or fails the schema is dead-lettered with the reason;
 nothing a message contains stops the loop. ``stop`` (SIGTERM) lets the batch in hand finish, then closes.
@@ -16,9 +19,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -120,8 +124,8 @@ class StreamConsumer:
     """One consumer process's loop over ``broker``; see the module docstring for the guarantees."""
 
     def __init__(self, broker: Broker, holder: ModelHolder, *, out_subject: str,
-                 dlq_subject: str | None = None, log: PredictionLogWriter | None = None, batch_size: int = 100,
-                 fetch_timeout: float = 1.0, member: FleetMember | None = None) -> None:
+                 dlq_subject: str | None = None, log: PredictionLogWriter | None = None, batch_size: int = 500,
+                 fetch_timeout: float = 1.0, window: int = 2, member: FleetMember | None = None) -> None:
         self.broker = broker
         self.holder = holder
         self.out_subject = out_subject
@@ -130,6 +134,7 @@ class StreamConsumer:
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
         self.member = member  # this consumer's fleet heartbeat, beaten from the fetch loop when due
+        self.window = window  # batches published and waiting for their confirmations and acks
         self.stats = StreamStats()
         self._settling: deque[asyncio.Task[None]] = deque()
         self._predictor = ThreadPoolExecutor(1, thread_name_prefix="stream-predict",
@@ -138,18 +143,19 @@ class StreamConsumer:
     async def run(self, stop: asyncio.Event) -> StreamStats:
         await self.broker.connect()
         follower = asyncio.create_task(self.holder.follow(stop)) if self.holder.follows_alias else None
+        fetching: asyncio.Task[list[Message]] | None = None
         try:
             await self.broker.ensure_subject(self.out_subject)
             await self.broker.ensure_subject(self.dlq_subject)
-            while not stop.is_set():
+            fetching = asyncio.create_task(self._fetch(stop))
+            while True:
+                messages = await fetching  # whatever was fetched is handled, even once stop is set
+                if stop.is_set() and not messages:
+                    break
+                # the next batch is fetched while this one is predicted, logged and published
+                fetching = asyncio.create_task(self._fetch(stop))
                 if self.member is not None and self.member.due():
                     await asyncio.to_thread(self.member.beat_if_due)
-                try:
-                    messages = await self.broker.fetch(self.batch_size, self.fetch_timeout)
-                except Exception as exc:
-                    log.warning("fetch failed (%s); retrying", exc)
-                    await _sleep_unless(stop, 1.0)
-                    continue
                 if not messages:
                     continue
                 try:
@@ -160,6 +166,8 @@ class StreamConsumer:
         finally:
             if follower is not None:
                 follower.cancel()
+            if fetching is not None and not fetching.done():  # only when handling was cancelled: redelivered
+                fetching.cancel()
             while self._settling:  # drain: every answered message is logged and acked before closing
                 try:
                     await self._settling.popleft()
@@ -171,7 +179,20 @@ class StreamConsumer:
                 await asyncio.to_thread(self.member.stop)
         return self.stats
 
+    async def _fetch(self, stop: asyncio.Event) -> list[Message]:
+        """The next batch; [] when idle, stopping, or after a failed fetch (retried a second later)."""
+        if stop.is_set():
+            return []
+        try:
+            return await self.broker.fetch(self.batch_size, self.fetch_timeout)
+        except Exception as exc:
+            log.warning("fetch failed (%s); retrying", exc)
+            await _sleep_unless(stop, 1.0)
+            return []
+
     async def handle(self, messages: Sequence[Message]) -> None:
+        """Parse, predict and log the batch, publish its answers; their confirmation and the acks are
+        settled in the background (at most ``window`` batches at a time)."""
         started = time.perf_counter()
         model = self.holder.model  # one version for the whole batch
         rows: list[dict[str, Any]] = []
@@ -211,15 +232,16 @@ class StreamConsumer:
                    for m, reason, field in dead]
         if self.log is not None and (good or dead):  # written ahead, then answered: a crash after the
             latency_ms = (time.perf_counter() - started) * 1000.0  # publish below loses no record
+            now = datetime.now(UTC)  # one clock reading for the batch (it was a tenth of the records' cost)
             records = [PredictionRecord(
                 request_id=parsed[i].id, model=model.name, version=int(model.version or 0), route="stream",
-                inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms,
+                inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms, ts=now,
                 meta={"subject": self.broker.in_subject, "delivery": parsed[i].delivery,
                       **({"probabilities": [probas[n]]} if probas is not None else {})})
                 for n, i in enumerate(good)]
             records += [PredictionRecord(
                 request_id=m.id, model=model.name, version=int(model.version or 0), route="stream",
-                inputs=None, error=reason, latency_ms=latency_ms,
+                inputs=None, error=reason, latency_ms=latency_ms, ts=now,
                 meta={"subject": self.broker.in_subject, "dead_letter": self.dlq_subject})
                 for m, reason, _ in dead]
             try:
@@ -230,8 +252,20 @@ class StreamConsumer:
                 await self.broker.nak(messages, delay=2.0)
                 self.stats.retried += len(messages)
                 return
-        answer_errors = await self.broker.publish(self.out_subject, answers) if answers else []
-        letter_errors = await self.broker.publish(self.dlq_subject, letters) if letters else []
+        answers_confirmed = await self.broker.send(self.out_subject, answers) if answers else None
+        letters_confirmed = await self.broker.send(self.dlq_subject, letters) if letters else None
+        self._settling.append(asyncio.create_task(self._settle(
+            parsed, good, dead, answers_confirmed, letters_confirmed)))
+        while len(self._settling) > self.window:
+            await self._settling.popleft()
+
+    async def _settle(self, parsed: list[Message], good: list[int], dead: list[tuple[Message, str, str | None]],
+                      answers_confirmed: Awaitable[list[BaseException | None]] | None,
+                      letters_confirmed: Awaitable[list[BaseException | None]] | None) -> None:
+        """Once the broker confirmed the answers and dead letters: ack them (their records were written
+        ahead before they were published); nak what the broker did not confirm."""
+        answer_errors = await answers_confirmed if answers_confirmed is not None else []
+        letter_errors = await letters_confirmed if letters_confirmed is not None else []
         answered = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is None]
         lettered = [d for d, err in zip(dead, letter_errors, strict=True) if err is None]
         failed = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is not None]
@@ -242,16 +276,9 @@ class StreamConsumer:
             await self.broker.nak(failed, delay=1.0)
             self.stats.retried += len(failed)
         done = answered + [d[0] for d in lettered]
-        # Acking overlaps with the next batch; at most two batches wait to be settled.
-        self._settling.append(asyncio.create_task(self._settle(done, len(answered))))
-        while len(self._settling) > 2:
-            await self._settling.popleft()
-
-    async def _settle(self, done: list[Message], answered: int) -> None:
-        """Ack the batch's messages (their records were written ahead before the answers were published)."""
         await self.broker.ack(done)
-        self.stats.answered += answered
-        self.stats.dead_lettered += len(done) - answered
+        self.stats.answered += len(answered)
+        self.stats.dead_lettered += len(lettered)
         self.stats.batches += 1
 
 

@@ -12,7 +12,8 @@ starts its consumer there. ``read_range`` replays an exact range of sequences (`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import nats
 import nats.aio.client
@@ -126,14 +127,25 @@ class JetStreamBroker(Broker):
         return out
 
     async def publish(self, subject: str, messages: Sequence[OutMessage]) -> list[BaseException | None]:
+        return await (await self.send(subject, messages))
+
+    async def send(self, subject: str, messages: Sequence[OutMessage]) -> Awaitable[list[BaseException | None]]:
+        """Every message goes out now (``publish_async``, bounded by the client's window of pending acks);
+        the confirmations are awaited together, under one timeout, by what this returns."""
         assert self.js is not None
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         for m in messages:
             futures.append(await self.js.publish_async(subject, m.data,
                                                        headers={"Nats-Msg-Id": m.id, **m.headers}))
-        results = await asyncio.gather(*(asyncio.wait_for(f, self.publish_timeout) for f in futures),
-                                       return_exceptions=True)
-        return [r if isinstance(r, BaseException) else None for r in results]
+        return self._confirmed(futures)
+
+    async def _confirmed(self, futures: list[asyncio.Future[Any]]) -> list[BaseException | None]:
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=self.publish_timeout)
+            for f in pending:
+                f.cancel()
+        return [TimeoutError(f"no confirmation within {self.publish_timeout}s") if f.cancelled()
+                else f.exception() for f in futures]
 
     async def ack(self, messages: Sequence[Message]) -> None:
         for m in messages:

@@ -1,0 +1,67 @@
+"""The hot v1 predict route (answered from the ASGI scope, past FastAPI's stack) and the request ids."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from modelyard.config import Settings
+from modelyard.serve import create_app
+from modelyard.serve.http import new_request_id
+
+
+def test_new_request_ids_are_32_hex_digits_and_unique() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_new_process_prefix_is_drawn_after_a_fork() -> None:
+    before = new_request_id()
+    prefix = new_request_id.prefix
+    new_request_id.reseed()  # what os.register_at_fork runs in the child
+    try:
+        assert new_request_id.prefix != prefix and not new_request_id().startswith(prefix)
+    finally:
+        new_request_id.prefix = prefix
+    assert before.startswith(prefix)
+
+
+def test_predict_is_answered_without_fastapis_stack_with_the_apps_error_shape(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    through_fastapi: list[str] = []
+    original = FastAPI.__call__
+
+    async def counting(self: FastAPI, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            through_fastapi.append(scope["path"])
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counting)
+    app = create_app(Settings(home=tmp_path / ".modelyard"))
+
+    async def scenario() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return [
+                await client.post("/v1/models/nope/predict", json={"instances": [{}]},
+                                  headers={"X-Request-ID": "r-1"}),
+                await client.post("/v1/models/nope/predict", json={"instances": []},
+                                  headers={"X-Request-ID": "not ok!"}),
+                await client.get("/v1/models"),
+                await client.post("/v1/models/a/b/predict", json={}),
+            ]
+
+    answer, bad, listing, not_a_name = asyncio.run(scenario())
+    assert answer.status_code == 404 and answer.headers["X-Request-ID"] == "r-1"
+    assert answer.json()["error"]["code"] == "model_not_found"
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "X-Request-ID"
+    assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])
+    assert listing.status_code == 200 and not_a_name.status_code == 404  # both the ordinary way
+    assert through_fastapi == ["/v1/models", "/v1/models/a/b/predict"]
