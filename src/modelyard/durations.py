@@ -15,10 +15,16 @@ from datetime import UTC, datetime, timedelta
 
 from modelyard.errors import BadRequestError
 
-__all__ = ["GRAMMAR", "UNITS", "format_duration", "parse_duration", "parse_since", "seconds"]
+__all__ = ["DURATION_PATTERN", "GRAMMAR", "UNITS", "format_duration", "parse_duration", "parse_since", "seconds"]
 
 UNITS: dict[str, float] = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1, "sec": 1}
 GRAMMAR = "a number of seconds, or numbers with units s, m, h, d, w (e.g. 90s, 15m, 2h, 7d, 2w, 1h30m)"
+_N = r"[0-9]{1,4}(\.[0-9]{1,6})?"
+DURATION_PATTERN = (rf"^({_N}|({_N}[wW])?({_N}[dD])?({_N}[hH])?({_N}([mM][iI][nN]|[mM]))?"
+                    rf"({_N}([sS][eE][cC]|[sS]))?)$")
+"""A JSON Schema ``pattern`` for the documents (OpenAPI): a strict subset of what ``parse_duration`` takes (no
+spaces, at most four digits a part; with minLength 1, never empty), so that whatever matches parses and fits a
+datetime."""
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|min|m|sec|s)(?![a-z])", re.IGNORECASE)
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 _ORDER = {"w": 0, "d": 1, "h": 2, "m": 3, "min": 3, "s": 4, "sec": 4}

@@ -22,7 +22,8 @@ def test_train_show_alias_and_reproduce(sqlite_settings: Settings, house_spec: P
 
     listed = run_cli("models", "list", "--json", settings=sqlite_settings)
     rows = json.loads(listed.stdout)
-    assert rows == [{"name": "house-prices", "latest": 2, "versions": 2, "aliases": {"production": 1}}]
+    assert rows == [{"name": "house-prices", "latest": 2, "versions": 2, "aliases": {"production": 1},
+                     "weights": {}}]
 
     shown = run_cli("models", "show", "house-prices@production", settings=sqlite_settings)
     assert shown.returncode == 0 and "version 1" in shown.stdout and "neighborhood" in shown.stdout

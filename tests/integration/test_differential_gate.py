@@ -69,8 +69,8 @@ def test_retrain_on_the_same_data_passes(any_settings: Settings, house_spec: Pat
     assert diff.figures["sets_compared"] == 1  # same data, same seed: one reference set
     assert diff.figures["reference"]["predictions"]["identical_share"] == 1.0
     bench = report.gates[1]
-    assert bench.gate == "benchmark" and {f.name for f in bench.findings} == {"latency_ratio",
-                                                                              "throughput_slowdown"}
+    assert bench.gate == "benchmark" and {f.name for f in bench.findings} == {
+        "latency_ratio", "throughput_slowdown", "train_time_ratio", "train_memory_ratio"}
     assert bench.figures["candidate"]["throughput_rows_s"] > 0
 
 

@@ -76,10 +76,15 @@ def test_dashboard_renders_charts_in_headless_chromium(dashboard_site: str) -> N
                             (typeof v !== 'object' || v.y != null)).length, 0)};
         })""")
         text = page.inner_text("main")
+        quality_empty = page.evaluate(
+            "() => document.querySelector('[id^=\"quality-\"]').parentElement.dataset.empty")
     by_id = {c["id"].split("-")[0]: c for c in charts}
-    assert set(by_id) == {"split", "rate", "latency", "errors", "drift"}
-    for c in charts:  # every chart has data and has drawn pixels on its canvas
-        assert c["width"] > 100 and c["points"] > 0 and c["inked"] > 500, c
+    assert set(by_id) == {"split", "rate", "latency", "errors", "drift", "quality"}
+    assert by_id["quality"]["points"] == 0  # no outcomes were posted: the panel says so
+    assert quality_empty == "no outcomes in the window"
+    for c in charts:  # every other chart has data and has drawn pixels on its canvas
+        if c is not by_id["quality"]:
+            assert c["width"] > 100 and c["points"] > 0 and c["inked"] > 500, c
     assert "production → v1" in text and "canary → v2 (20%)" in text
     assert "input 'area_sqm' drifted" in text  # the recorded alert is listed
     assert "alias_set canary: v2" in text and "try v2 on a fifth of traffic" in text

@@ -37,6 +37,9 @@ def _join(state: ServerState, body: Any) -> JoinResult:
         return join_outcomes(state.registry.engine, parsed.outcomes, model=parsed.model, source="http",
                              strict=True, window=parsed.window, task_of=task_of)
 
+    if state.writer is not None and any(o.key is not None for o in parsed.outcomes):
+        # a key joins the latest prediction in its window, which may still be in this process's segment
+        state.writer.flush(timeout=5.0)
     for wait in (0.0, 0.2, 0.5):  # the prediction may still be on its way from the log's segment
         try:
             return attempt()

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from modelyard.durations import DURATION_PATTERN
+
 
 class SchemaProblemDetail(BaseModel):
     """One problem of an input that does not fit the schema."""
@@ -168,14 +170,16 @@ class OutcomeItem(BaseModel):
     key: dict[str, Any] | None = Field(None, description="Instead of request_id: input columns and values "
                                        "naming the entity, e.g. {\"house_id\": 17}.")
     at: str | None = Field(None, description="With key: when the outcome was observed (ISO 8601; default now); "
-                           "the latest prediction within `window` before it is joined.")
+                           "the latest prediction within `window` before it is joined.",
+                           json_schema_extra={"format": "date-time"})
     actual: Any = Field(..., description="The true value: a number (regression) or one of the classes.")
 
 
 class FeedbackRequest(BaseModel):
     outcomes: list[OutcomeItem]
     model: str | None = Field(None, description="Needed for outcomes by key.")
-    window: str | None = Field(None, description="How far before `at` a key looks for its prediction (1h).")
+    window: str | None = Field(None, description="How far before `at` a key looks for its prediction (1h).",
+                               json_schema_extra={"pattern": DURATION_PATTERN, "minLength": 1})
 
 
 class FeedbackResponse(BaseModel):

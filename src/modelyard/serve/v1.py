@@ -11,7 +11,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from modelyard.durations import parse_duration
+from modelyard.durations import DURATION_PATTERN, parse_duration
 from modelyard.errors import BadRequestError, SchemaError
 from modelyard.monitor.fleet import read_fleet
 from modelyard.serve.http import json_response
@@ -96,9 +96,12 @@ async def show_model(name: str, request: Request) -> Response:
     })
 
 
-@router.get("/fleet", summary="What runs where: every server, stream consumer and batch run by its heartbeat")
+@router.get("/fleet", responses=errors(400, 503),
+            summary="What runs where: every server, stream consumer and batch run by its heartbeat")
 async def fleet(request: Request, since: str = Query("1h", description="Instances seen in this window: 15m, "
-                                                                       "1h, 1d.")) -> Response:
+                                                                       "1h, 1d.",
+                                                    json_schema_extra={"pattern": DURATION_PATTERN,
+                                                                       "minLength": 1})) -> Response:
     """Every instance seen in ``since`` (kind, host, pid, region, zone, what it serves, start and last-seen
     time, ``stale`` when it missed three heartbeats), the ``grid`` of regions x models x versions with the
     instance counts, and ``skew``: one alias of one model answered by two versions at once beyond a
