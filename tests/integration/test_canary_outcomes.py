@@ -14,15 +14,23 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import RandomForestClassifier
+from sqlalchemy import func, select
 
 import modelyard
 from modelyard.errors import GateFailedError
 from modelyard.monitor.report import build_report
 from modelyard.predlog import window_source
 from modelyard.registry import Registry
+from modelyard.registry.tables import predictions
 from modelyard.rollout import promote
 from tests.integration.rollout_serving import backend, post_all
 from tests.support import Server, wait_until
+
+
+def _logged(registry: Registry, route: str) -> int:
+    with registry.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(predictions)
+                                .where(predictions.c.route == route)).scalar() or 0)
 
 MODEL = "churn-canary"
 pytestmark = pytest.mark.postgres
@@ -56,6 +64,8 @@ def test_a_canary_worse_only_on_outcomes_is_rolled_back_on_the_labelled_test(tmp
             replies = post_all(f"{server.url}/v1/models/{MODEL}/predict", rows)
             assert all(r.status == 200 for r in replies)
             assert registry.aliases(MODEL)["canary"].weight == 0.5  # nothing fired before the labels
+            mirrored = sum(r.version == v2 for r in replies)  # each canary answer is mirrored to the primary
+            wait_until(lambda: _logged(registry, "mirror") >= mirrored, 30, "every mirrored record in the log")
             outcomes = [{"request_id": r.body["request_id"], "actual": truth.iloc[r.index]} for r in replies]
             got = httpx.post(f"{server.url}/v1/feedback", json=outcomes, timeout=60)
             assert got.status_code == 200 and got.json()["matched"] == 500, got.text
@@ -68,9 +78,7 @@ def test_a_canary_worse_only_on_outcomes_is_rolled_back_on_the_labelled_test(tmp
         assert test["test"] == "mcnemar exact (paired)" and test["worse"] is True
         assert test["n_pairs"] >= 100 and test["p_value"] < 0.01 and test["effect"] > 0
         canary_rows = [r for r in replies if r.version == v2]
-        # every canary row is mirrored to the primary and labelled; the watcher may have judged (and rolled
-        # back) before the last mirrored records were in the log
-        assert 0.9 * len(canary_rows) <= test["n_pairs"] <= len(canary_rows)
+        assert test["n_pairs"] == len(canary_rows)  # every canary row was mirrored to the primary and labelled
         expected = np.mean([str(r.body["predictions"][0]) != str(truth.iloc[r.index]) for r in canary_rows])
         assert test["canary_loss"] == pytest.approx(expected)
 

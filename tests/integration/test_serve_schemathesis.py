@@ -35,7 +35,14 @@ checks.positive_data_acceptance.expected-statuses = {json.dumps([*DEFAULT_ACCEPT
 [[operations]]
 include-path-regex = '^/v2/models/.*/infer$'
 checks.positive_data_acceptance.expected-statuses = {json.dumps([*DEFAULT_ACCEPTED, "400"])}
+
+[[operations]]
+include-path-regex = '^/v1/feedback$'
+checks.positive_data_acceptance.expected-statuses = {json.dumps([*DEFAULT_ACCEPTED, "400", "422"])}
 """
+# /v1/feedback likewise: whether an outcome is right depends on what was logged and on the model (an outcome
+# by key needs a served model with that input column; `actual` must be a number for a regressor and one of
+# the classes for a classifier): 422 for the wrong type, 400 for a key that names no column of the model.
 MAX_EXAMPLES = 5
 
 

@@ -37,6 +37,7 @@ from modelyard.registry.registry import Registry
 __all__ = ["DEFAULT_KEY_WINDOW", "DEFAULT_LATE_AFTER", "FeedbackBody", "JoinResult", "Outcome", "TaskOf",
            "check_actual", "join_outcomes", "key_text", "parse_feedback", "parse_outcome", "task_of_registry"]
 
+MAX_KEY_WINDOW = 366 * 86400.0
 DEFAULT_KEY_WINDOW = 3600.0
 """Seconds before the outcome's time an entity-key join looks for the prediction."""
 DEFAULT_LATE_AFTER = 86400.0
@@ -355,8 +356,7 @@ def parse_feedback(body: Any) -> FeedbackBody:
                 window = parse_duration(body["window"], what="window").total_seconds()
             except (ModelyardError, OverflowError, ValueError, TypeError) as exc:
                 raise BadRequestError(getattr(exc, "message", str(exc)), field="window") from None
-            if not 0 < window <= 366 * 86400:
-                raise BadRequestError("'window' must be more than 0 and at most a year", field="window")
+            window = min(window, MAX_KEY_WINDOW)  # any duration is taken; a key looks back at most a year
         body = body.get("outcomes")
     if not isinstance(body, list) or not body:
         raise BadRequestError('the body must be a non-empty list of outcomes, or {"outcomes": [...]}',

@@ -176,8 +176,8 @@ class OutcomeItem(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    outcomes: list[OutcomeItem]
-    model: str | None = Field(None, description="Needed for outcomes by key.")
+    outcomes: list[OutcomeItem] = Field(..., min_length=1)
+    model: str | None = Field(None, description="Needed for outcomes by key.", min_length=1)
     window: str | None = Field(None, description="How far before `at` a key looks for its prediction (1h).",
                                json_schema_extra={"pattern": DURATION_PATTERN, "minLength": 1})
 
