@@ -33,22 +33,22 @@ def _url(server: Server, ref: str = MODEL) -> str:
     return f"{server.url}/v1/models/{ref}/predict"
 
 
-def test_canary_gets_20_percent_of_5000_keys_and_each_key_always_the_same_version(
+def test_canary_gets_20_percent_of_2000_keys_and_each_key_always_the_same_version(
     served: tuple[Server, Settings],
 ) -> None:
     server, _ = served
-    keys = [f"customer-{i}" for i in range(5000)]
+    keys = [f"customer-{i}" for i in range(2000)]
     rows = house_rows(200, seed=3)
-    replies = post_all(_url(server), [rows[i % 200] for i in range(5000)],
+    replies = post_all(_url(server), [rows[i % 200] for i in range(2000)],
                        headers=[{"X-Routing-Key": k} for k in keys])
     assert {r.status for r in replies} == {200}, [r.body for r in replies if r.status != 200][:3]
     versions = [r.version for r in replies]
     share = versions.count(2) / len(versions)
-    assert 0.18 <= share <= 0.22, share
+    assert 0.17 <= share <= 0.23, share  # 0.2 +- 3.4 standard deviations of a fair split of 2000 keys
     assert versions == [_expected(k) for k in keys]  # every replica computes the same split
-    again = post_all(_url(server), [rows[(i + 7) % 200] for i in range(1000)],
-                     headers=[{"X-Routing-Key": k} for k in keys[:1000]])
-    assert [r.version for r in again] == versions[:1000]  # sticky: other rows, other requests, same version
+    again = post_all(_url(server), [rows[(i + 7) % 200] for i in range(500)],
+                     headers=[{"X-Routing-Key": k} for k in keys[:500]])
+    assert [r.version for r in again] == versions[:500]  # sticky: other rows, other requests, same version
 
 
 def test_routing_column_from_the_model_settings_is_the_key(served: tuple[Server, Settings]) -> None:
