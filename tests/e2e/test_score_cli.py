@@ -150,7 +150,7 @@ def test_score_cli_reads_and_writes_another_sqlite_database_and_prints_a_summary
     assert result.returncode == 0, result.stderr
     assert "scored 2,999 rows into scores with house-prices v1, 1 rejected" in result.stdout
     assert "rows/s" in result.stderr and "rerun with --run-id" in result.stderr  # progress and run id
-    assert scalar(other, "SELECT count(DISTINCT key) FROM scores") == 2999
+    assert scalar(other, "SELECT count(DISTINCT id) FROM scores") == 2999  # the key keeps its own name
     reason = scalar(other, "SELECT reason FROM scores_rejected")
     assert reason == "column 'area_sqm' row 5: '?' is not a number"
     registry_db = sqlite_settings.resolved_database_url
