@@ -8,6 +8,12 @@ import os
 # servers it starts, and OpenMP's spinning threads on an oversubscribed machine make a 5 s fit take minutes.
 if os.environ.get("MODELYARD_TEST_OPENMP_DEFAULT") != "1":  # a test that needs OpenMP's own default sets it
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# shap's model-agnostic explainer runs numba kernels that are compiled on first use in every process (not
+# cached: shap does not ask numba to): about 20 s of CPU per test worker, CLI run and server that explains or
+# publishes a non-tree model. The tests run them as plain Python, the same code; MODELYARD_TEST_NUMBA_JIT=1
+# compiles them as users' processes do.
+if os.environ.get("MODELYARD_TEST_NUMBA_JIT") != "1":
+    os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 import subprocess
 import sys

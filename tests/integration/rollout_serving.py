@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # The server unpickles the test estimators (tests/rollout_estimators.py): it needs the checkout on its path.
 SERVER_PYTHONPATH = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+SERVER_BACKEND = [pytest.param("postgres", marks=pytest.mark.postgres)]
+"""For a test of the server's own logic (routing, admin, shadow), not of the store: one real server on
+PostgreSQL, the scaled-out setup. The stores themselves run on both (tests/contracts, test_registry)."""
 
 MODEL = "house-prices"  # v1 production, v2 canary at WEIGHT (the same fit), v3 shadow (+OFFSET)
 BROKEN = "houses-broken-shadow"  # v1 production, v2 shadow that raises on a negative crime index

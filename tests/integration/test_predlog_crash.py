@@ -32,6 +32,8 @@ from tests.integration.test_predlog_outage import TcpProxy
 from tests.support import Server, house_spec_in, wait_until
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+SQLITE = [pytest.param("sqlite", id="sqlite")]  # the segment folder's faults: no database is reached
+POSTGRES = [pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,10 @@ def load(server: Server) -> LoadLoop:
     return LoadLoop(f"{server.url}/v1/models/house-prices/predict", {"instances": house_rows(1)}, threads=16)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("settings", "workers"), [  # one worker on the embedded default, two on PostgreSQL
+    pytest.param("sqlite", 1, id="sqlite-1"),
+    pytest.param("postgres", 2, id="postgres-2", marks=pytest.mark.postgres),
+], indirect=["settings"])
 def test_sigkill_of_the_whole_server_mid_load_loses_no_answered_prediction(
     settings: Settings, workers: int, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
@@ -118,7 +123,7 @@ def _ship(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
 
 
 def test_sigkill_of_the_shipper_mid_segment_leaves_no_duplicate_row(settings: Settings) -> None:
-    n = 30_000
+    n = 10_000
     path = _segment_of(settings.resolved_spill_dir, n)
     shipper = _ship(settings, MODELYARD_LOG_BATCH_SIZE="100")
     try:
@@ -203,6 +208,7 @@ def _refusing_server(settings: Settings, folder: Path, tmp_path: Path, name: str
     print(f"\n[{name}] {len(ok)} answered (all logged), {len(refused)} refused with 503")
 
 
+@pytest.mark.parametrize("settings", SQLITE, indirect=True)
 def test_an_unwritable_segment_folder_refuses_with_503(settings: Settings, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("a regular file: mkdir under it fails with ENOTDIR, even for root")
@@ -228,11 +234,13 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.parametrize("settings", SQLITE, indirect=True)
 def test_a_full_segment_folder_refuses_with_503(settings: Settings, tmp_path: Path, tiny_tmpfs: Path) -> None:
     _refusing_server(settings, tiny_tmpfs / "wal", tmp_path, "full")
 
 
 @pytest.mark.nats
+@pytest.mark.parametrize("settings", POSTGRES, indirect=True)
 def test_a_stream_consumer_sigkilled_after_publishing_leaves_a_record_of_every_answer(
     settings: Settings, tmp_path: Path,
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from modelyard.config import Settings
 from modelyard.registry import Registry
-from tests.integration.rollout_serving import BACKENDS, MODEL, Houses, backend, fit_houses, post_all
+from tests.integration.rollout_serving import MODEL, SERVER_BACKEND, Houses, backend, fit_houses, post_all
 from tests.integration.serving import house_rows
 from tests.support import Server
 
@@ -25,7 +25,7 @@ def houses() -> Houses:
     return fit_houses()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=SERVER_BACKEND)
 def served(request: pytest.FixtureRequest, tmp_path: Path, houses: Houses) -> Iterator[tuple[Server, Settings]]:
     """v1 production, v2 and v3 published; admin token set."""
     with backend(request.param, tmp_path) as settings:

@@ -15,8 +15,8 @@ from modelyard.durations import format_duration
 from modelyard.registry import EventRecord, Registry
 from modelyard.rollout import bucket, promote
 from tests.integration.rollout_serving import (
-    BACKENDS,
     MODEL,
+    SERVER_BACKEND,
     SERVER_PYTHONPATH,
     Houses,
     Reply,
@@ -123,7 +123,7 @@ def _check_callers_and_event(sent: list[tuple[Reply, dict, str]], settings: Sett
     return event
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("kind", SERVER_BACKEND)
 def test_a_canary_failing_on_30_percent_of_inputs_is_rolled_back_by_the_server(
     kind: str, tmp_path: Path, houses: Houses,
 ) -> None:

@@ -10,8 +10,8 @@ import pytest
 from modelyard.config import Settings
 from modelyard.registry import Registry
 from tests.integration.rollout_serving import (
-    BACKENDS,
     MODEL,
+    SERVER_BACKEND,
     canary_shadow_server,
     fit_houses,
     post_all,
@@ -21,7 +21,7 @@ from tests.integration.serving import house_rows
 from tests.support import Server, wait_until
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SERVER_BACKEND)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[Server, Settings]]:
     with canary_shadow_server(request.param, tmp_path_factory.mktemp(f"split_{request.param}"),

@@ -12,10 +12,10 @@ import pytest
 
 from modelyard.config import Settings
 from tests.integration.rollout_serving import (
-    BACKENDS,
     BROKEN,
     MODEL,
     OFFSET,
+    SERVER_BACKEND,
     SERVER_PYTHONPATH,
     WEIGHT,
     Houses,
@@ -38,7 +38,7 @@ def houses() -> Houses:
     return fit_houses()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SERVER_BACKEND)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            houses: Houses) -> Iterator[tuple[Server, Settings]]:
     with canary_shadow_server(request.param, tmp_path_factory.mktemp(f"shadow_{request.param}"),

@@ -14,7 +14,7 @@ import modelyard
 
 def _public(module: types.ModuleType) -> set[str]:
     """Names a ``from module import *`` user would expect: not private, not a module, not ``annotations``."""
-    names = {name for name in vars(module) if not name.startswith("_")}
+    names = {name for name in dir(module) if not name.startswith("_")}  # dir(): names loaded on use too
     names -= {"annotations"}  # from __future__
     return {name for name in names if not isinstance(getattr(module, name), types.ModuleType)}
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 
 from modelyard.bundle.checksums import sha256_file
@@ -74,6 +73,8 @@ def write_bundle(
     extra_files: dict[str, bytes] | None = None,
 ) -> Manifest:
     """Write the files of a bundle and its manifest (with every file's checksum); return the manifest."""
+    import joblib  # on use: reading a manifest or verifying files needs no unpickler
+
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(pipeline, directory / MODEL_FILE)
     reference.reset_index(drop=True).to_parquet(directory / REFERENCE_FILE, index=False)
@@ -101,6 +102,8 @@ def verify_bundle(directory: Path, expected_manifest_sha256: str | None = None) 
 
 def load_bundle(directory: Path, expected_manifest_sha256: str | None = None) -> Bundle:
     """Verify, then unpickle. Nothing is unpickled before every checksum matched."""
+    import joblib
+
     manifest = verify_bundle(directory, expected_manifest_sha256)
     try:
         pipeline = joblib.load(directory / MODEL_FILE)

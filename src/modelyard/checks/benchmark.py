@@ -29,7 +29,7 @@ class BenchmarkConfig:
     latency_calls: int = 200
     """Single-row predictions per version (each validated like a served request)."""
     throughput_rows: int = 10_000
-    throughput_rounds: int = 3
+    throughput_rounds: int = 5
     warmup_calls: int = 5
     threads: int | None = 1
     """Native threads (OpenMP/BLAS) per prediction while measuring; None leaves the library default.
@@ -91,7 +91,9 @@ def _measure(current: Model, candidate: Model, config: BenchmarkConfig) -> dict[
             "latency_ms_p50": percentile(ms, 0.5),
             "latency_ms_p90": percentile(ms, 0.9),
             "latency_ms_p99": percentile(ms, 0.99),
-            "throughput_rows_s": float(np.median(tput[k])),
+            # the best round, as timeit takes the least time: on a shared machine the other rounds measure
+            # what else ran, and a gate must not refuse a candidate for its neighbours' work
+            "throughput_rows_s": float(np.max(tput[k])),
         }
     out["latency_ratio"] = out["candidate"]["latency_ms_p50"] / out["current"]["latency_ms_p50"]
     out["throughput_slowdown"] = out["current"]["throughput_rows_s"] / out["candidate"]["throughput_rows_s"]

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from modelyard.cli._common import console, err_console, friendly, settings
-from modelyard.explain import ExplanationDiff, OutputExplanation, RowExplanation
 from modelyard.monitor.svg import waterfall_chart
 from modelyard.predlog import find_request, log_reader
-from modelyard.predlog.past import PastExplanation, explain_logged, pick_record
 from modelyard.registry import Registry
-from modelyard.runtime import Model
+
+if TYPE_CHECKING:
+    from modelyard.explain import ExplanationDiff, OutputExplanation, RowExplanation
+    from modelyard.predlog.past import PastExplanation
+    from modelyard.runtime import Model
 
 WATERFALL_COLUMNS = 15
 
@@ -33,6 +35,8 @@ def explain_cmd(
                                                                "the same inputs, side by side."),
 ) -> None:
     """Attributions per input column of a logged prediction, recomputed with the exact version that made it."""
+    from modelyard.predlog.past import explain_logged, pick_record
+    from modelyard.runtime import Model
     registry = Registry(settings())
     record = pick_record(find_request(log_reader(registry.settings, registry.engine), request_id), route)
     other: Model | None = None

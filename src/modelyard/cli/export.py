@@ -12,8 +12,6 @@ from modelyard.bundle import ONNX_FILE, Bundle, FastPathDecision, Manifest, sha2
 from modelyard.cli._common import console, friendly, settings
 from modelyard.errors import BadRequestError, BundleError
 from modelyard.registry import Registry, parse_ref
-from modelyard.runtime.fastpath import compile_fast_path
-from modelyard.runtime.onnxconv import MISSING_STRING
 from modelyard.schema import ColumnSchema
 
 FORMATS = ("onnx",)
@@ -46,6 +44,7 @@ def export_cmd(
 
 def compile_now(bundle: Bundle) -> tuple[bytes, FastPathDecision]:
     """Compile a bundle published without a fast path, with the publish-time parity check."""
+    from modelyard.runtime.fastpath import compile_fast_path
     schema = bundle.input_schema
     compiled = compile_fast_path(bundle.pipeline_, schema, schema.validate_rows(bundle.reference_inputs()),
                                  task=bundle.output_schema.task, label_dtype=bundle.output_schema.dtype)
@@ -58,6 +57,8 @@ def compile_now(bundle: Bundle) -> tuple[bytes, FastPathDecision]:
 def export_onnx(manifest: Manifest, onnx_bytes: bytes, info: FastPathDecision, out: Path) -> Path:
     """Write ``out`` and ``<out stem>.schema.json``; return the schema's path."""
     import onnx
+
+    from modelyard.runtime.onnxconv import MISSING_STRING
 
     model = onnx.load_from_string(onnx_bytes)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +91,7 @@ def export_onnx(manifest: Manifest, onnx_bytes: bytes, info: FastPathDecision, o
 
 
 def _input(column: ColumnSchema) -> dict[str, Any]:
+    from modelyard.runtime.onnxconv import MISSING_STRING
     numeric = column.kind == "numeric"
     return {
         "name": column.name,

@@ -6,8 +6,6 @@ import json
 
 import typer
 
-from modelyard.batch.feedback import feed
-from modelyard.batch.runner import new_run_id
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.durations import parse_duration
 
@@ -33,6 +31,8 @@ def feedback_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Join the outcomes of --from to the model's logged predictions (idempotent and resumable)."""
+    from modelyard.batch.feedback import feed
+    from modelyard.batch.runner import new_run_id
     run_id = run_id or new_run_id(f"{name}-feedback")
     if not json_out:
         err_console.print(f"run [bold]{run_id}[/] (rerun with --run-id {run_id} to resume)", highlight=False)

@@ -6,17 +6,17 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from modelyard.bundle import Bundle
 from modelyard.cli._common import err_console, friendly, settings
 from modelyard.errors import SpecError
-from modelyard.pipeline import load_spec
-from modelyard.pipeline.lineage import stream_lineage
-from modelyard.pipeline.reproduce import ReproduceReport, reproduce_online
 from modelyard.registry import Registry
-from modelyard.stream.learner import StreamLearner, chain_head, default_consumer, replay, resolve_spec
+
+if TYPE_CHECKING:
+    from modelyard.pipeline.reproduce import ReproduceReport
 
 DEFAULT_BROKER = "nats://127.0.0.1:4222"
 
@@ -38,6 +38,8 @@ def learn_cmd(
     from_seq: int = typer.Option(1, "--from-seq", min=1, help="Where a new chain starts in the stream."),
 ) -> None:
     """Learn NAME from --in with partial_fit; publish a version every N events or T minutes (\\[training])."""
+    from modelyard.pipeline import load_spec
+    from modelyard.stream.learner import StreamLearner, chain_head, default_consumer, resolve_spec
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = Registry(settings())
     given = load_spec(spec_path) if spec_path else None
@@ -67,6 +69,9 @@ def learn_cmd(
 
 def reproduce_from_stream(registry: Registry, bundle: Bundle, broker: str | None) -> ReproduceReport:
     """``modelyard reproduce`` of an online version: replay its range from JetStream on top of its parent."""
+    from modelyard.pipeline.lineage import stream_lineage
+    from modelyard.pipeline.reproduce import reproduce_online
+    from modelyard.stream.learner import replay
     lineage = stream_lineage(bundle.manifest.lineage)
     assert lineage is not None
     parent = (registry.load_bundle(registry.get_version(bundle.name, lineage.parent_version))

@@ -7,31 +7,22 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from modelyard.checks import Tolerances, gate_factory
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.durations import format_duration, seconds
-from modelyard.monitor.alerting import AlertRuleSet
-from modelyard.monitor.rules import RuleSet
-from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
 from modelyard.registry.registry import default_actor
-from modelyard.rollout import (
-    CanaryRuleSet,
-    RetrainResult,
-    RetrainRuleSet,
-    RetrainRun,
-    Trigger,
-    retrain,
-    retrain_config,
-    set_retrain_config,
-)
-from modelyard.rollout.retrain import GateFactory, alert_actions
-from modelyard.rollout.watcher import watch_rules
+
+if TYPE_CHECKING:
+    from modelyard.monitor.rules import RuleSet
+    from modelyard.rollout import (
+        RetrainResult,
+    )
+    from modelyard.rollout.retrain import GateFactory
 
 
 def _print(result: RetrainResult) -> None:
@@ -71,6 +62,8 @@ def retrain_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Retrain NAME now (or --every 1d): fit, publish the candidate, gate it against production, canary it."""
+    from modelyard.checks import Tolerances, gate_factory
+    from modelyard.rollout import Trigger, retrain, retrain_config, set_retrain_config
     conf = settings()
     registry = Registry(conf)
     gates: GateFactory = gate_factory(benchmark=not skip_benchmark, tolerances=Tolerances())
@@ -104,6 +97,11 @@ def retrain_cmd(
 def _run_scheduler(registry: Registry, gates: GateFactory, max_runs: int | None) -> None:
     """The server's scheduler without the server: one lease with every server, so whichever holds it acts
     and runs all the scheduled work (retrains, the canary watcher, and the alert rules)."""
+    from modelyard.monitor.alerting import AlertRuleSet
+    from modelyard.monitor.scheduler import LEASE, Scheduler
+    from modelyard.rollout import CanaryRuleSet, RetrainRuleSet, RetrainRun
+    from modelyard.rollout.retrain import alert_actions
+    from modelyard.rollout.watcher import watch_rules
     conf = registry.settings
     tick = max(conf.retrain_interval, 1.0)
     rule_sets: list[RuleSet] = [RetrainRuleSet(registry, gates, every=tick),

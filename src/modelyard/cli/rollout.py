@@ -5,44 +5,30 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from modelyard.checks import (
-    BenchmarkConfig,
-    GateReport,
-    GateResult,
-    LoadConfig,
-    Tolerances,
-    run_gates,
-    shadow_report,
-)
-from modelyard.checks.loadtest import LoadResult, load, read_rows, stress
+from modelyard.checks.results import Tolerances
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.durations import parse_since, seconds
 from modelyard.errors import GateFailedError
-from modelyard.monitor.alerting import AlertRuleSet
-from modelyard.monitor.rules import RuleSet
-from modelyard.monitor.scheduler import LEASE, Scheduler
 from modelyard.registry import Registry
 from modelyard.registry.lease import SqlLease
-from modelyard.rollout import (
-    CanaryRuleSet,
-    WatchRules,
-    WatchRun,
-    latency_verdict,
-    promote,
-    rollback,
-    stop_canary,
-    watch_rules,
-)
+
+if TYPE_CHECKING:
+    from modelyard.checks import (
+        GateReport,
+        GateResult,
+    )
+    from modelyard.checks.loadtest import LoadResult
+    from modelyard.monitor.rules import RuleSet
 
 shadow_app = typer.Typer(
     rich_markup_mode=None, help="Analyse the shadow version against the primary on logged traffic.",
                          no_args_is_help=True)
-_T = Tolerances()
+_T = Tolerances()  # the defaults of the options below (checks.results is light)
 
 
 def register(app: typer.Typer) -> None:
@@ -114,6 +100,7 @@ def check_cmd(
     threads: int = typer.Option(1, "--threads", min=0, help="Benchmark: native threads, 0 = default."),
 ) -> None:
     """Differential and benchmark gates of NAME VERSION against an alias; exit 1 when a gate fails."""
+    from modelyard.checks import BenchmarkConfig, run_gates
     tol = _tolerances(max_mean_shift, max_row_rel_diff, min_agreement, max_metric_drop, max_slowdown,
                       allow_removed_columns)
     registry = Registry(settings())
@@ -144,6 +131,7 @@ def _canary_latency_rule(registry: Registry, report: GateReport) -> dict[str, An
     """What the canary watcher's latency ratio rule would say of the candidate, from the benchmark's p99s
     and the rules a server would use (MODELYARD_WATCH_RULES, then the model's settings); None without a
     benchmark."""
+    from modelyard.rollout import CanaryRuleSet, latency_verdict, watch_rules
     bench = next((g for g in report.gates if g.gate == "benchmark" and not g.skipped and g.figures), None)
     if bench is None:
         return None
@@ -169,6 +157,8 @@ def promote_cmd(
     allow_removed_columns: bool = typer.Option(False, help="Accept a candidate that reads fewer columns."),
 ) -> None:
     """Run the gates against production, then point the alias at VERSION (an event with who and why)."""
+    from modelyard.checks import run_gates
+    from modelyard.rollout import promote
     registry = Registry(settings())
     tol = Tolerances(allow_removed_columns=allow_removed_columns)
 
@@ -199,6 +189,7 @@ def rollback_cmd(
     reason: str | None = typer.Option(None, "--reason", help="Why: recorded on the event."),
 ) -> None:
     """Point production back at the version it served before (or stop the canary with --canary)."""
+    from modelyard.rollout import rollback, stop_canary
     registry = Registry(settings())
     if canary:
         stopped = stop_canary(registry, name, reason=reason or "manual canary rollback")
@@ -219,6 +210,7 @@ def shadow_report_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Agreement of the shadow with the primary on logged traffic (the differential test's statistics)."""
+    from modelyard.checks import shadow_report
     result = shadow_report(Registry(settings()), name, since=parse_since(since) if since else None, version=version)
     if json_out:
         _emit_json(result.to_dict())
@@ -254,6 +246,9 @@ def watch_cmd(
     """Watch live canaries and roll back unhealthy ones: the server's scheduler without the server. One
     process acts among these and every server (one lease); it runs the canary rules and, unless --no-alerts,
     the alert rules, so the process holding the lease does all the scheduled work."""
+    from modelyard.monitor.alerting import AlertRuleSet
+    from modelyard.monitor.scheduler import LEASE, Scheduler
+    from modelyard.rollout import CanaryRuleSet, WatchRules, WatchRun
     every = seconds(interval, what="--interval")
     rules = WatchRules(window=seconds(window, what="--window"), max_error_rate=max_error_rate,
                        max_disagreement=max_disagreement, max_p99_ratio=max_p99_ratio, min_requests=min_requests)
@@ -312,6 +307,8 @@ def loadtest_cmd(
     max_concurrency: int = typer.Option(256, "--max-concurrency", help="Stress: highest step."),
 ) -> None:
     """Throughput, latency percentiles, status codes and errors of an HTTP endpoint under load."""
+    from modelyard.checks import LoadConfig
+    from modelyard.checks.loadtest import load, read_rows, stress
     rows = read_rows(rows_file) if rows_file else None
     config = LoadConfig(url=url, concurrency=concurrency, duration=duration, rows=rows, batch=batch,
                         max_requests=max_requests)

@@ -16,8 +16,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from modelyard.batch import score
-from modelyard.batch.runner import new_run_id
 from modelyard.cli._common import console, err_console, friendly, settings
 from modelyard.registry import parse_ref
 
@@ -47,6 +45,8 @@ def score_cmd(
 ) -> None:
     """Score the rows of --from with the model and write (key, kept columns, prediction, model, version,
     run_id) to --to."""
+    from modelyard.batch import score
+    from modelyard.batch.runner import new_run_id
     name, _ = parse_ref(ref)
     run_id = run_id or new_run_id(name)
     err_console.print(f"run [bold]{run_id}[/] (rerun with --run-id {run_id} to resume)", highlight=False)

@@ -13,8 +13,6 @@ from modelyard.cli._common import err_console, friendly, settings
 from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry, parse_ref
-from modelyard.stream import FeedbackConsumer, ModelHolder, StreamConsumer, open_broker
-from modelyard.stream.base import safe_name
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -43,6 +41,8 @@ def stream_cmd(
                                         "messages ({request_id: message id, actual}), joined to the log."),
 ) -> None:
     """Consume --in, predict in batches, publish answers to --out and bad messages to the dead letters."""
+    from modelyard.stream import FeedbackConsumer, ModelHolder, StreamConsumer, open_broker
+    from modelyard.stream.base import safe_name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = settings()
     name, _ = parse_ref(ref)

@@ -10,10 +10,6 @@ import typer
 from rich.table import Table
 
 from modelyard.cli._common import console, friendly, settings
-from modelyard.cli.learn import reproduce_from_stream
-from modelyard.pipeline import load_spec, train
-from modelyard.pipeline.lineage import stream_lineage
-from modelyard.pipeline.reproduce import reproduce
 from modelyard.registry import Registry
 
 
@@ -26,6 +22,7 @@ def train_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fit the spec's pipeline, evaluate it on the held-out split, and publish it as a new version."""
+    from modelyard.pipeline import load_spec, train
     spec = load_spec(spec_path)
     with console.status(f"[bold]{spec.name}[/]: starting") as status:
         if dry_run:
@@ -67,6 +64,9 @@ def reproduce_cmd(
                                       "range from (default: the one recorded)."),
 ) -> None:
     """Retrain a version from its manifest: a changed data hash or different predictions exit non-zero."""
+    from modelyard.cli.learn import reproduce_from_stream
+    from modelyard.pipeline.lineage import stream_lineage
+    from modelyard.pipeline.reproduce import reproduce
     registry = Registry(settings())
     bundle = registry.load_bundle(registry.get_version(name, version))
     if stream_lineage(bundle.manifest.lineage) is not None:  # learnt online: replay its stream range
