@@ -163,8 +163,6 @@ def _booster(module: str, cls: str, **params: Any) -> Any:
 # Known fault: in a freshly made venv (CI) onnxmltools' LightGBM converter is not registered with skl2onnx
 # (MissingShapeCalculator), so LightGBM falls back to scikit-learn there; it takes the fast path in the
 # development venv. Not yet understood; recorded, not hidden.
-LGBM_FRESH_VENV = "LightGBM's ONNX converter is not registered in a fresh venv (MissingShapeCalculator)"
-
 COMMON_ESTIMATORS = [
     pytest.param(lambda: RandomForestRegressor(n_estimators=8, random_state=0), "regression", id="rf-reg"),
     pytest.param(lambda: ExtraTreesRegressor(n_estimators=8, random_state=0), "regression", id="et-reg"),
@@ -179,10 +177,8 @@ COMMON_ESTIMATORS = [
     pytest.param(lambda: HistGradientBoostingClassifier(max_iter=10), "binary", id="hgb-clf"),
     pytest.param(lambda: HistGradientBoostingClassifier(max_iter=10), "multiclass", id="hgb-clf3"),
     pytest.param(lambda: LogisticRegression(max_iter=300), "multiclass", id="logistic"),
-    pytest.param(lambda: _booster("lightgbm", "LGBMRegressor", n_estimators=15, verbose=-1), "regression",
-                 marks=pytest.mark.xfail(reason=LGBM_FRESH_VENV, strict=False), id="lgbm-reg"),
-    pytest.param(lambda: _booster("lightgbm", "LGBMClassifier", n_estimators=15, verbose=-1), "multiclass",
-                 marks=pytest.mark.xfail(reason=LGBM_FRESH_VENV, strict=False), id="lgbm-clf"),
+    pytest.param(lambda: _booster("lightgbm", "LGBMRegressor", n_estimators=15, verbose=-1), "regression", id="lgbm-reg"),
+    pytest.param(lambda: _booster("lightgbm", "LGBMClassifier", n_estimators=15, verbose=-1), "multiclass", id="lgbm-clf"),
 ]
 
 

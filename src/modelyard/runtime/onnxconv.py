@@ -13,6 +13,8 @@ Every input is one graph input per schema column: ``double [N, 1]`` or ``string 
 
 from __future__ import annotations
 
+import importlib
+
 from typing import Any
 
 import numpy as np
@@ -148,16 +150,13 @@ def _register_boosters() -> None:
         calculate_linear_regressor_output_shapes,
     )
 
-    try:
-        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-    except ImportError:
-        return
     classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
-    for module, prefix, converter in (("xgboost", "XGBoost", convert_xgboost),
-                                      ("lightgbm", "LightGbm", convert_lightgbm)):
-        try:
-            mod = __import__(module)
+    for module, prefix, converter_module in (
+            ("xgboost", "XGBoost", "onnxmltools.convert.xgboost.operator_converters.XGBoost"),
+            ("lightgbm", "LightGbm", "onnxmltools.convert.lightgbm.operator_converters.LightGbm")):
+        try:  # each on its own: onnxmltools' XGBoost converter imports xgboost, which may be absent
+            mod = importlib.import_module(module)
+            converter = getattr(importlib.import_module(converter_module), f"convert_{module}")
         except ImportError:
             continue
         short = "XGB" if module == "xgboost" else "LGBM"
