@@ -30,7 +30,7 @@ def test_layers_follow_design() -> None:
 
 @pytest.mark.parametrize(("module", "library"), [("monitor/window.py", "sqlalchemy"), ("predlog/records.py", "alembic"),
                                                  ("rollout/policy.py", "fastapi"), ("batch/chunk.py", "nats"),
-                                                 ("runtime/partial.py", "uvicorn")])
+                                                 ("runtime/partial.py", "uvicorn"), ("monitor/drift.py", "duckdb")])
 def test_a_forbidden_library_import_breaks_a_contract(tmp_path: Path, module: str, library: str) -> None:
     """The forbidden contracts can fail: a copy of the package with one stray import does not pass."""
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))

@@ -29,6 +29,7 @@ from modelyard.monitor.window import RecordSource
 from modelyard.predlog import Route, percentile
 from modelyard.registry import Registry
 from modelyard.registry.db import Engine
+from modelyard.registry.lease import as_utc
 from modelyard.registry.predictions import SqlPredictionStore
 
 STATIC = Path(__file__).parent / "static"
@@ -218,13 +219,10 @@ def _drift(
     return out
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
-
 
 def _num(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (_aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+    return {k: (as_utc(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

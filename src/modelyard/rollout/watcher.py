@@ -36,6 +36,7 @@ from modelyard.errors import ConfigError
 from modelyard.monitor.rules import NO_LEASE, Finding, HeldLease, Rule, RuleSetRun, firing
 from modelyard.predlog import Route, latencies, log_reader, pair_by_request, percentile, read_window
 from modelyard.registry import AliasRecord, Registry
+from modelyard.registry.lease import as_utc
 from modelyard.registry.settings import LATENCY_OBJECTIVE, latency_objective
 from modelyard.rollout.judge import compare_on_outcomes
 from modelyard.rollout.policy import CANARY, PRODUCTION
@@ -252,9 +253,6 @@ def latency_verdict(rules: WatchRules, model: str, candidate_p99_ms: float, prim
     return finding
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
 
 class CanaryRuleSet:
     """The canary rules over every live canary; a firing one rolls the canary back (``name`` "canary")."""
@@ -318,7 +316,7 @@ class CanaryRuleSet:
         if canary is None or not canary.weight:
             return None
         now = now or datetime.now(UTC)
-        since = max(now - timedelta(seconds=rules.window), _aware(canary.updated_at))
+        since = max(now - timedelta(seconds=rules.window), as_utc(canary.updated_at))
         primary = aliases.get(PRODUCTION)
         health = CanaryHealth(name, canary.version, primary.version if primary else None,
                               float(canary.weight), since.isoformat())
@@ -331,7 +329,7 @@ class CanaryRuleSet:
         if rules.outcome_alpha is not None:  # outcomes come late: every labelled row since the canary went live
             health.outcomes = compare_on_outcomes(
                 self.registry.engine, name, self._task(name, canary.version), canary.version, health.primary_version,
-                since=_aware(canary.updated_at), alpha=rules.outcome_alpha, min_rows=rules.min_labelled).to_dict()
+                since=as_utc(canary.updated_at), alpha=rules.outcome_alpha, min_rows=rules.min_labelled).to_dict()
         if health.requests < rules.min_requests:
             return health
         health.errors = sum(r.error is not None for r in records)
@@ -399,7 +397,7 @@ class CanaryRuleSet:
         if canary is None or health.error_rate is None:  # too few requests to say it is healthy
             return False
         after = self.promote_after(health.model, canary, rules)
-        served = (now - _aware(canary.updated_at)).total_seconds()
+        served = (now - as_utc(canary.updated_at)).total_seconds()
         if after is None or served < after:
             return False
         current = self.registry.aliases(health.model).get(CANARY)  # re-read: act on what is live now

@@ -14,7 +14,6 @@ Every input is one graph input per schema column: ``double [N, 1]`` or ``string 
 from __future__ import annotations
 
 import importlib
-
 from typing import Any
 
 import numpy as np
