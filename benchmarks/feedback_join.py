@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+import modelyard.predlog.outcomes as outcomes_module
 from modelyard.predlog.outcomes import Outcome, join_outcomes
 from modelyard.registry.db import get_engine
 
@@ -35,7 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=50_000)
+    parser.add_argument("--by-key", action="store_true",
+                        help="name each outcome by the entity key of its inputs ({'id': g}) within a 2 h window, "
+                             "as `modelyard feedback --key id` does, instead of by request id")
+    parser.add_argument("--in-python", action="store_true",
+                        help="join in Python, record by record (the SQLite path), for comparison")
     args = parser.parse_args()
+    if args.in_python:
+        outcomes_module.joins_in_database = lambda engine: False
     name = f"modelyard_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -53,13 +61,16 @@ def main() -> None:
             conn.execute("ANALYZE modelyard_predictions")
         print(f"logged {args.rows:,} predictions in {time.perf_counter() - started:.1f}s (setup, not measured)")
         now = datetime.now(UTC)
-        outcomes = [Outcome(100000.0 + (i * 7) % 5000, f"r{i}") for i in range(1, args.rows + 1)]
+        if args.by_key:
+            outcomes = [Outcome(100000.0 + (i * 7) % 5000, key={"id": i}, at=now) for i in range(1, args.rows + 1)]
+        else:
+            outcomes = [Outcome(100000.0 + (i * 7) % 5000, f"r{i}") for i in range(1, args.rows + 1)]
         for label in ("join", "again (duplicates)"):
             matched = duplicate = 0
             started = time.perf_counter()
             for i in range(0, len(outcomes), args.chunk):
                 got = join_outcomes(engine, outcomes[i:i + args.chunk], model=MODEL, source="sql",
-                                    task_of=_task_of, now=now)
+                                    task_of=_task_of, now=now, window=7200.0)
                 matched += got.matched
                 duplicate += got.duplicate
             seconds = time.perf_counter() - started

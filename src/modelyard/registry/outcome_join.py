@@ -113,12 +113,12 @@ _CLASS_TEXT = (f"CASE WHEN json_typeof(t.actual) = 'number' AND {_NUMBER} = trun
 
 
 def _canon(e: str) -> str:
-    """SQL: ``predlog.outcomes.key_text`` of the logged JSON value ``e`` (an integral number without its
+    """SQL: ``predlog.outcomes.key_text`` of the logged JSONB value ``e`` (an integral number without its
     fraction, True/False/None as Python spells them)."""
-    num = f"(({e})::text)::numeric"
-    return (f"CASE json_typeof({e}) WHEN 'string' THEN ({e}) #>> '{{}}' "
-            f"WHEN 'number' THEN CASE WHEN {num} = trunc({num}) THEN trunc({num})::text ELSE ({e})::text END "
-            f"WHEN 'boolean' THEN CASE WHEN ({e})::text = 'true' THEN 'True' ELSE 'False' END "
+    return (f"CASE jsonb_typeof({e}) WHEN 'string' THEN ({e}) #>> '{{}}' "
+            f"WHEN 'number' THEN CASE WHEN ({e})::numeric = trunc(({e})::numeric) THEN trunc(({e})::numeric)::text "
+            f"ELSE ({e})::text END "
+            f"WHEN 'boolean' THEN CASE WHEN ({e}) = 'true'::jsonb THEN 'True' ELSE 'False' END "
             f"WHEN 'null' THEN 'None' END")
 
 
@@ -143,10 +143,11 @@ def _src(key_sets: list[tuple[str, ...]]) -> str:
         present = " AND ".join(f"r.v -> %(kc_{n}_{c})s::text IS NOT NULL" for c in range(len(cols)))
         cands.append(
             f"cand_{n} AS (SELECT p.request_id, p.ts, (r.ord - 1)::int AS row, {values} "
-            "FROM modelyard_predictions p CROSS JOIN LATERAL json_array_elements(CASE WHEN json_typeof(p.inputs) "
-            "= 'array' THEN p.inputs ELSE '[]'::json END) WITH ORDINALITY AS r(v, ord) "
+            # JSONB: each record's inputs parsed once, not once per operator
+            "FROM modelyard_predictions p CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN json_typeof(p.inputs) "
+            "= 'array' THEN p.inputs::jsonb ELSE '[]'::jsonb END) WITH ORDINALITY AS r(v, ord) "
             "WHERE p.model = %(model)s AND p.ts >= %(since)s AND p.ts <= %(until)s AND p.error IS NULL "
-            f"AND p.route NOT IN ('shadow', 'mirror') AND json_typeof(r.v) = 'object' AND {present})")
+            f"AND p.route NOT IN ('shadow', 'mirror') AND jsonb_typeof(r.v) = 'object' AND {present})")
         match = " AND ".join(f"c.k{c} = (t.key ->> {c})" for c in range(len(cols)))
         picks.append(
             f"(SELECT DISTINCT ON (t.i) t.i, c.request_id, c.row FROM {TEMP} t JOIN cand_{n} c ON t.kset = {n} "
@@ -182,9 +183,11 @@ def _statement(key_sets: list[tuple[str, ...]], model_filter: bool, store_unmatc
         f"{_lateral(model_filter)}), "
         + ("c AS (SELECT j.*, min(j.i) OVER (PARTITION BY j.model, j.request_id, j.row) AS first_i FROM j), "
            if repeats else "c AS (SELECT j.*, j.i AS first_i FROM j), ") +
-        "f AS MATERIALIZED (SELECT c.* FROM c WHERE c.i = c.first_i AND NOT EXISTS (SELECT 1 FROM modelyard_outcomes o "
-        "WHERE o.model = c.model AND o.request_id = c.request_id AND o.row = c.row) "
-        "ORDER BY c.model, c.request_id, c.row, c.route), "
+        # what is stored already, one index probe per row (LATERAL ... LIMIT 1: an anti-join planned from stale
+        # statistics of a table just filled merged against the whole index instead)
+        "f AS MATERIALIZED (SELECT c.* FROM c LEFT JOIN LATERAL (SELECT 1 AS hit FROM modelyard_outcomes o "
+        "WHERE o.model = c.model AND o.request_id = c.request_id AND o.row = c.row LIMIT 1) o ON true "
+        "WHERE c.i = c.first_i AND o.hit IS NULL ORDER BY c.model, c.request_id, c.row, c.route), "
         f"ins AS (INSERT INTO modelyard_outcomes ({_COLS}) SELECT model, request_id, row, route, version, ts, "
         f"predicted, probabilities, class_actual, observed_at, %(now)s, %(source)s, true, {_LATE} FROM f RETURNING 1), "
         "um AS (SELECT t.i, coalesce(t.request_id, t.ident) AS ident, t.row, t.actual, t.observed_at FROM src t "
@@ -339,6 +342,8 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
                         "kset int, key json, actual json, observed_at timestamptz) ON COMMIT DELETE ROWS")
             with cur.copy(f"COPY {TEMP} FROM STDIN") as copy:
                 copy.write(buffer)
+            if key_sets:
+                cur.execute(f"ANALYZE {TEMP}")  # the keys' hash join is planned from the outcomes' real count
             cur.execute("SAVEPOINT modelyard_join")
             yield DatabaseJoin(cur, params, key_sets, model_filter=model is not None,
                                store_unmatched=model is not None, repeats=repeats)
