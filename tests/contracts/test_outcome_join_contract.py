@@ -169,7 +169,8 @@ def test_entity_keys_match_as_text_across_columns_and_ignore_shadow_inputs(engin
                          [100.0, 200.0], n_rows=2, ts=T0),
         PredictionRecord("k1", "houses", 2, "shadow", [{"city": "Pune", "no": 17.0}, {"city": "Pune", "no": 18}],
                          [101.0, 201.0], n_rows=2, ts=T0),
-        PredictionRecord("k2", "houses", 2, "shadow", [{"city": "Pune", "no": 18}], [999.0], ts=T0 + timedelta(minutes=5)),
+        PredictionRecord("k2", "houses", 2, "shadow", [{"city": "Pune", "no": 18}], [999.0],
+                         ts=T0 + timedelta(minutes=5)),
         PredictionRecord("k3", "houses", 1, "primary", [{"city": "Delhi", "no": "17"}, {"city": True, "no": None}],
                          [300.0, 310.0], n_rows=2, ts=T0 + timedelta(minutes=1)),
     ])
