@@ -181,11 +181,13 @@ def test_entity_keys_match_as_text_across_columns_and_ignore_shadow_inputs(engin
                                  Outcome(360.0, key={"city": True, "no": None}, at=at),
                                  Outcome(1.0, key={"city": "Pune", "no": 19}, at=at),
                                  # the latest row with no=17 is k3's row 0 ("17" is 17 as text), named above
-                                 Outcome(2.0, key={"no": 17}, at=at)],
+                                 Outcome(2.0, key={"no": 17}, at=at),
+                                 Outcome(990.0, "k2")],  # by request id in the same call: a shadow's record only
                         model="houses", window=3600, task_of=_task, now=at)
-    assert (got.matched, got.unmatched, got.duplicate) == (4, 1, 1)
+    assert (got.matched, got.unmatched, got.duplicate) == (5, 1, 1)
     assert got.unmatched_ids == ["city=Pune,no=19"]
     rows = {(r["request_id"], r["row"], r["route"]): r["actual"] for r in SqlOutcomeStore(engine).select("houses")}
+    assert rows.pop(("k2", 0, "shadow")) == 990.0
     assert rows == {("k1", 0, "primary"): 150.0, ("k1", 0, "shadow"): 150.0, ("k1", 1, "primary"): 250.0,
                     ("k1", 1, "shadow"): 250.0, ("k3", 0, "primary"): 350.0, ("k3", 1, "primary"): 360.0}
 

@@ -30,14 +30,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
 from sqlalchemy import Engine
 
 from modelyard.registry.lease import as_utc
 from modelyard.registry.outcomes import UNMATCHED
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["DatabaseJoin", "JoinCounts", "JoinInput", "database_join", "joins_in_database"]
 
@@ -170,9 +172,9 @@ def _statement(key_sets: list[tuple[str, ...]], model_filter: bool, store_unmatc
     unmatched_insert = (
         f"um_ins AS (INSERT INTO modelyard_outcomes ({_COLS}) SELECT DISTINCT ON (left(u.ident, 100), u.row) "
         f"%(model)s, left(u.ident, 100), u.row, '{UNMATCHED}', NULL, NULL, NULL, NULL, u.actual, u.observed_at, "
-        "%(now)s, %(source)s, false, false FROM um u WHERE NOT EXISTS (SELECT 1 FROM modelyard_outcomes o "
+        "%(now)s, %(source)s, false, false FROM um u LEFT JOIN LATERAL (SELECT 1 AS hit FROM modelyard_outcomes o "
         "WHERE o.model = %(model)s AND o.request_id = left(u.ident, 100) AND o.row = u.row "
-        f"AND o.route = '{UNMATCHED}') "
+        f"AND o.route = '{UNMATCHED}' LIMIT 1) o ON true WHERE o.hit IS NULL "
         "ORDER BY left(u.ident, 100), u.row, u.i RETURNING 1), "
         if store_unmatched else "")
     stored_unmatched = "(SELECT count(*) FROM um_ins)" if store_unmatched else "0"
@@ -277,6 +279,8 @@ class DatabaseJoin:
 
     def run(self, rejected: Sequence[int] = ()) -> JoinCounts:
         """Join and store; ``rejected`` outcomes (indices) are stored as unmatched. Undoes an earlier run."""
+        from psycopg import errors  # the driver, imported only where PostgreSQL is used
+
         for attempt in range(_RETRIES):
             if self._ran or attempt:
                 self._cur.execute("ROLLBACK TO SAVEPOINT modelyard_join")
@@ -284,7 +288,7 @@ class DatabaseJoin:
             try:
                 self._cur.execute(self._statement, {**self._params, "rejected": list(rejected)})
                 return self._counts(self._cur.fetchall())
-            except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            except (errors.UniqueViolation, errors.DeadlockDetected):
                 if attempt == _RETRIES - 1:
                     raise  # another join of the same outcomes kept colliding with this one
         raise AssertionError("unreachable")
