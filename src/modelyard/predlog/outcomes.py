@@ -423,6 +423,8 @@ def parse_outcome(item: Any, index: int) -> Outcome:
         if not isinstance(key, dict) or not key or any(isinstance(v, dict | list) for v in key.values()):
             raise BadRequestError("'key' must be an object of input columns and values, e.g. {\"id\": 17}",
                                   field="key", row=index)
+        if any("\x00" in c or (isinstance(v, str) and "\x00" in v) for c, v in key.items()):
+            raise BadRequestError("'key' must not hold a NUL character", field="key", row=index)
         return Outcome(item["actual"], None, 0, key, at)
     rid = item.get("request_id")
     if not isinstance(rid, str) or not rid or len(rid) > 100 or "\x00" in rid:

@@ -146,8 +146,10 @@ def _src(key_sets: list[tuple[str, ...]]) -> str:
         cands.append(
             f"cand_{n} AS (SELECT p.request_id, p.ts, (r.ord - 1)::int AS row, {values} "
             # JSONB: each record's inputs parsed once, not once per operator
+            # (JSONB cannot hold a NUL: inputs holding one are not matched by key, rather than failing the join)
             "FROM modelyard_predictions p CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN json_typeof(p.inputs) "
-            "= 'array' THEN p.inputs::jsonb ELSE '[]'::jsonb END) WITH ORDINALITY AS r(v, ord) "
+            "= 'array' AND strpos(p.inputs::text, '\\u0000') = 0 THEN p.inputs::jsonb ELSE '[]'::jsonb END) "
+            "WITH ORDINALITY AS r(v, ord) "
             "WHERE p.model = %(model)s AND p.ts >= %(since)s AND p.ts <= %(until)s AND p.error IS NULL "
             f"AND p.route NOT IN ('shadow', 'mirror') AND jsonb_typeof(r.v) = 'object' AND {present})")
         match = " AND ".join(f"c.k{c} = (t.key ->> {c})" for c in range(len(cols)))
@@ -213,15 +215,19 @@ def _first_versions(key_sets: list[tuple[str, ...]], model_filter: bool) -> str:
 
 
 def _escaped(column: list[str]) -> list[str]:
-    """COPY's text format escapes backslash, tab, newline and carriage return: checked once per column."""
+    """COPY's text format escapes backslash, tab, newline and carriage return (checked once per column); a NUL,
+    which PostgreSQL text cannot hold (nor can a logged request id or input), is dropped."""
     blob = "".join(column)
-    if not any(ch in blob for ch in "\\\t\n\r"):
+    if not any(ch in blob for ch in "\\\t\n\r\x00"):
         return column
-    return [s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r") for s in column]
+    return [s.replace("\x00", "").replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r") for s in column]
 
 
 def _json_texts(values: list[Any]) -> list[str]:
-    """Each value as JSON text; numbers in one orjson call (they hold no comma to split on)."""
+    """Each value as JSON text; numbers in one orjson call (they hold no comma to split on). A value JSON cannot
+    hold (nested too deep, a Decimal) is null here: it is no number and no class, so the check of ``actual``
+    rejects it, with the value itself in its message."""
     options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     if {type(v) for v in values} <= {int, float}:
         try:
@@ -233,10 +239,7 @@ def _json_texts(values: list[Any]) -> list[str]:
         try:
             out.append(orjson.dumps(v, option=options).decode())
         except TypeError:
-            if isinstance(v, int):
-                out.append(str(v))
-            else:
-                raise
+            out.append(str(v) if isinstance(v, int) else "null")
     return out
 
 
@@ -255,7 +258,8 @@ def _copy_buffer(data: JoinInput, key_sets: list[tuple[str, ...]]) -> str:
         ids = _column(data.request_ids)
         idents = _column([None if k is None else ",".join(f"{c}={v}" for c, v in k) for k in data.keys])
         ksets = [NULL if k is None else str(set_of[tuple(c for c, _ in k)]) for k in data.keys]
-        kvals = _column([None if k is None else orjson.dumps([v for _, v in k]).decode() for k in data.keys])
+        kvals = _column([None if k is None else orjson.dumps([v.replace("\x00", "") for _, v in k]).decode()
+                         for k in data.keys])
     else:
         ids = _escaped([str(r) for r in data.request_ids])
         idents = ksets = kvals = [NULL] * n
@@ -330,7 +334,7 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
     params: dict[str, Any] = {"model": model, "source": source, "now": as_utc(now),
                               "late_after": timedelta(seconds=late_after), "window": timedelta(seconds=window)}
     for n, cols in enumerate(key_sets):
-        params.update({f"kc_{n}_{c}": col for c, col in enumerate(cols)})
+        params.update({f"kc_{n}_{c}": col.replace("\x00", "") for c, col in enumerate(cols)})
     if key_sets:
         times = [as_utc(t or now) for t, k in zip(data.observed, data.keys, strict=True) if k]
         params["since"], params["until"] = min(times) - timedelta(seconds=window), max(times)
