@@ -248,10 +248,13 @@ def _join_in_database(engine: Engine, outcomes: Sequence[Outcome], *, model: str
     """The join done by PostgreSQL: the outcomes go in as one COPY, one statement joins, stores and counts;
     here only the checks that need the model's task (over the distinct actual values, not row by row)."""
     by_key = any(o.key is not None for o in outcomes)
+    actuals = [o.actual for o in outcomes]
+    stored = [_class_text(a) for a in actuals]
     data = JoinInput(request_ids=[o.request_id for o in outcomes] if not by_key else
                      [o.request_id if o.key is None else None for o in outcomes],
-                     rows=[o.row for o in outcomes], actuals=[o.actual for o in outcomes],
-                     observed=[o.at for o in outcomes], keys=[_key_of(o) for o in outcomes] if by_key else [])
+                     rows=[o.row for o in outcomes], actuals=actuals, observed=[o.at for o in outcomes],
+                     keys=[_key_of(o) for o in outcomes] if by_key else [],
+                     stored_actuals=stored if any(s is not a for s, a in zip(stored, actuals, strict=True)) else None)
     result = JoinResult(received=len(outcomes))
     with database_join(engine, data, model=model, source=source, now=now, late_after=late_after,
                        window=window) as join:

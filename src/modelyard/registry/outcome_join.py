@@ -72,6 +72,9 @@ class JoinInput:
     keys: list[tuple[tuple[str, str], ...] | None] = field(default_factory=list)
     """Per outcome named by an entity key: (column, value as text) pairs, sorted by column; else None.
     Empty when no outcome is named by key."""
+    stored_actuals: list[Any] | None = None
+    """The actual values as a matched row stores them (an integral float as an integer: the class 1, not
+    1.0), when they differ from ``actuals`` (which unmatched rows keep as sent)."""
 
 
 @dataclass
@@ -108,10 +111,6 @@ _ELEMS = (f"CASE json_typeof(p.outputs) WHEN 'array' THEN p.outputs "
 _PROBA = ("CASE WHEN json_typeof(p.meta -> 'probabilities') = 'array' "
           "AND json_array_length(p.meta -> 'probabilities') > t.row THEN p.meta -> 'probabilities' -> t.row END")
 _PREDICTED = _pv("p.elems -> t.row", _UNWRAP_DEPTH)
-# ``predlog.outcomes._class_text``: an integral number stored as an integer (1.0 is the class 1)
-_NUMBER = "(t.actual::text)::numeric"
-_CLASS_TEXT = (f"CASE WHEN json_typeof(t.actual) = 'number' AND {_NUMBER} = trunc({_NUMBER}) "
-               f"THEN to_json(trunc({_NUMBER})) ELSE t.actual END")
 
 
 def _canon(e: str) -> str:
@@ -125,18 +124,20 @@ def _canon(e: str) -> str:
 
 
 def _lateral(model_filter: bool) -> str:
-    """Each outcome with each logged record of its request that has its row."""
+    """Each outcome with each logged record of its request that has its row, one index probe per outcome; ``rn``
+    is 1 on one record of each outcome (what counts it) and ``first_ts`` the earliest record's time (late)."""
     where = " AND p.model = %(model)s" if model_filter else ""
-    return (f"FROM src t CROSS JOIN LATERAL (SELECT p.model, p.version, p.route, p.ts, p.meta, {_ELEMS} AS elems "
-            f"FROM modelyard_predictions p WHERE p.request_id = t.request_id AND p.error IS NULL{where} OFFSET 0) p "
-            "WHERE NOT (t.i = ANY(%(rejected)s::int[])) AND json_typeof(p.elems) = 'array' "
-            "AND json_array_length(p.elems) > t.row")
+    return ("FROM src t CROSS JOIN LATERAL (SELECT q.*, row_number() OVER () AS rn, min(q.ts) OVER () AS first_ts "
+            f"FROM (SELECT p.model, p.version, p.route, p.ts, p.meta, {_ELEMS} AS elems "
+            f"FROM modelyard_predictions p WHERE p.request_id = t.request_id AND p.error IS NULL{where} OFFSET 0) q "
+            "WHERE json_typeof(q.elems) = 'array' AND json_array_length(q.elems) > t.row) p "
+            "WHERE NOT (t.i = ANY(%(rejected)s::int[]))")
 
 
 def _src(key_sets: list[tuple[str, ...]]) -> str:
     """The ``src`` CTE: every outcome with its request id and row (resolved in SQL for entity keys)."""
-    plain = (f"src AS (SELECT t.i, t.request_id, t.row, t.ident, t.actual, coalesce(t.observed_at, %(now)s) "
-             f"AS observed_at FROM {TEMP} t)")
+    plain = (f"src AS (SELECT t.i, t.request_id, t.row, t.ident, t.actual, t.stored_actual, "
+             f"coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t)")
     if not key_sets:
         return plain
     cands, picks = [], []
@@ -160,30 +161,32 @@ def _src(key_sets: list[tuple[str, ...]]) -> str:
             "ORDER BY t.i, c.ts DESC, c.request_id COLLATE \"C\" DESC, c.row DESC)")
     return (", ".join(cands) + ", keyed AS MATERIALIZED (" + " UNION ALL ".join(picks) + "), "
             "src AS (SELECT t.i, coalesce(k.request_id, t.request_id) AS request_id, coalesce(k.row, t.row) AS row, "
-            f"t.ident, t.actual, coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t "
+            f"t.ident, t.actual, t.stored_actual, coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t "
             "LEFT JOIN keyed k ON k.i = t.i)")
 
 
 _COLS = ('model, request_id, "row", route, version, predicted_at, predicted, probabilities, actual, observed_at, '
          "received_at, source, matched, late")
 _LATE = "%(now)s - ts > %(late_after)s"
+"""A row is late when its own prediction was made more than ``late_after`` before now; an outcome when one of
+its rows is (its earliest record, ``first_ts``)."""
 
 
 def _statement(key_sets: list[tuple[str, ...]], model_filter: bool, store_unmatched: bool, repeats: bool) -> str:
     """The join; ``repeats``: two outcomes may name the same row (else the first-of-each window is skipped)."""
     unmatched_insert = (
-        f"um_ins AS (INSERT INTO modelyard_outcomes ({_COLS}) SELECT DISTINCT ON (left(u.ident, 100), u.row) "
+        f", um_ins AS (INSERT INTO modelyard_outcomes ({_COLS}) SELECT DISTINCT ON (left(u.ident, 100), u.row) "
         f"%(model)s, left(u.ident, 100), u.row, '{UNMATCHED}', NULL, NULL, NULL, NULL, u.actual, u.observed_at, "
         "%(now)s, %(source)s, false, false FROM um u LEFT JOIN LATERAL (SELECT 1 AS hit FROM modelyard_outcomes o "
         "WHERE o.model = %(model)s AND o.request_id = left(u.ident, 100) AND o.row = u.row "
         f"AND o.route = '{UNMATCHED}' LIMIT 1) o ON true WHERE o.hit IS NULL "
-        "ORDER BY left(u.ident, 100), u.row, u.i RETURNING 1), "
+        "ORDER BY left(u.ident, 100), u.row, u.i RETURNING 1)"
         if store_unmatched else "")
     stored_unmatched = "(SELECT count(*) FROM um_ins)" if store_unmatched else "0"
     return (
         f"WITH {_src(key_sets)}, "
-        "j AS MATERIALIZED (SELECT t.i, t.request_id, t.row, t.actual, t.observed_at, p.model, p.version, p.route, "
-        f"p.ts, {_PREDICTED} AS predicted, {_PROBA} AS probabilities, {_CLASS_TEXT} AS class_actual "
+        "j AS MATERIALIZED (SELECT t.i, t.request_id, t.row, t.stored_actual, t.observed_at, p.model, p.version, "
+        f"p.route, p.ts, p.rn, p.first_ts, {_PREDICTED} AS predicted, {_PROBA} AS probabilities "
         f"{_lateral(model_filter)}), "
         + ("c AS (SELECT j.*, min(j.i) OVER (PARTITION BY j.model, j.request_id, j.row) AS first_i FROM j), "
            if repeats else "c AS (SELECT j.*, j.i AS first_i FROM j), ") +
@@ -191,17 +194,17 @@ def _statement(key_sets: list[tuple[str, ...]], model_filter: bool, store_unmatc
         # statistics of a table just filled merged against the whole index instead)
         "f AS MATERIALIZED (SELECT c.* FROM c LEFT JOIN LATERAL (SELECT 1 AS hit FROM modelyard_outcomes o "
         "WHERE o.model = c.model AND o.request_id = c.request_id AND o.row = c.row LIMIT 1) o ON true "
-        "WHERE c.i = c.first_i AND o.hit IS NULL ORDER BY c.model, c.request_id, c.row, c.route), "
+        "WHERE c.i = c.first_i AND o.hit IS NULL), "
         f"ins AS (INSERT INTO modelyard_outcomes ({_COLS}) SELECT model, request_id, row, route, version, ts, "
-        f"predicted, probabilities, class_actual, observed_at, %(now)s, %(source)s, true, {_LATE} FROM f RETURNING 1), "
+        f"predicted, probabilities, stored_actual, observed_at, %(now)s, %(source)s, true, {_LATE} FROM f "
+        "RETURNING 1), "
         "um AS (SELECT t.i, coalesce(t.request_id, t.ident) AS ident, t.row, t.actual, t.observed_at FROM src t "
-        "WHERE NOT EXISTS (SELECT 1 FROM j WHERE j.i = t.i)), "
-        f"{unmatched_insert}"
-        "outcome_model AS (SELECT DISTINCT model, i FROM j), "
-        f"stored AS (SELECT model, i, bool_or({_LATE}) AS late FROM f GROUP BY model, i) "
+        "WHERE NOT EXISTS (SELECT 1 FROM j WHERE j.i = t.i))"
+        f"{unmatched_insert} "
         "SELECT 'v', model, version, NULL::bigint, NULL::bigint, NULL::text FROM j GROUP BY model, version "
-        "UNION ALL SELECT 'o', model, NULL, count(*), NULL, NULL FROM outcome_model GROUP BY model "
-        "UNION ALL SELECT 'm', model, NULL, count(*), count(*) FILTER (WHERE late), NULL FROM stored GROUP BY model "
+        "UNION ALL SELECT 'o', model, NULL, count(*), NULL, NULL FROM j WHERE rn = 1 GROUP BY model "
+        "UNION ALL SELECT 'm', model, NULL, count(*), count(*) FILTER (WHERE %(now)s - first_ts > %(late_after)s), "
+        "NULL FROM f WHERE rn = 1 GROUP BY model "
         f"UNION ALL SELECT 's', NULL, NULL, (SELECT count(*) FROM ins), {stored_unmatched}, NULL "
         "UNION ALL SELECT 'n', NULL, NULL, count(*), NULL, NULL FROM um "
         f"UNION ALL (SELECT 'u', NULL, NULL, i, NULL, ident FROM um ORDER BY i LIMIT {MAX_NAMED})"
@@ -264,8 +267,9 @@ def _copy_buffer(data: JoinInput, key_sets: list[tuple[str, ...]]) -> str:
         ids = _escaped([str(r) for r in data.request_ids])
         idents = ksets = kvals = [NULL] * n
     actuals = _escaped(_json_texts(data.actuals))
-    return "".join(map("{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n".format, range(n), ids, data.rows, idents, ksets,
-                       kvals, actuals, observed))
+    stored = actuals if data.stored_actuals is None else _escaped(_json_texts(data.stored_actuals))
+    return "".join(map("{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n".format, range(n), ids, data.rows, idents, ksets,
+                       kvals, actuals, stored, observed))
 
 
 class DatabaseJoin:
@@ -345,9 +349,10 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
         dbapi = conn.connection.driver_connection
         with dbapi.cursor() as cur:  # type: ignore[union-attr]
             cur.execute("SET LOCAL jit = off")  # compiling the plan cost more than it saved at these sizes
-            cur.execute("SET LOCAL work_mem = '64MB'")  # the window's sort of a 50k chunk stays in memory
+            cur.execute("SET LOCAL work_mem = '64MB'")  # a 50k chunk's sorts and hashes stay in memory
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEMP} (i int, request_id text, row int, ident text, "
-                        "kset int, key json, actual json, observed_at timestamptz) ON COMMIT DELETE ROWS")
+                        "kset int, key json, actual json, stored_actual json, observed_at timestamptz) "
+                        "ON COMMIT DELETE ROWS")
             with cur.copy(f"COPY {TEMP} FROM STDIN") as copy:
                 copy.write(buffer)
             if key_sets:
