@@ -14,16 +14,20 @@ run. Goal (issue 16): at least 100k rows/s.
     python benchmarks/feedback_join.py --rows 1000000
 
 Figures, from the shared 2-core machine with the other helpers' work on it (PostgreSQL 15 with its default
-128 MB of shared buffers; load averages beside each; absolute figures move by a third from run to run):
+128 MB of shared buffers; load averages beside each; wall-clock figures move by a third from run to run, so
+the CPU seconds of this process and of the database's backends are printed too):
 
-- ``--rows 1000000``: join 23,722 rows/s (42.2 s), duplicates 46,526 rows/s (load 4.5-5.6); an earlier run
-  27,648 / 40,069 rows/s (load 3.4-5.4). Before (join in Python): 757 rows/s. The goal is not met here: the
-  insert into ``modelyard_outcomes`` (three indexes) is about half of the time, the index lookups in the log
-  and in the outcomes most of the rest.
-- ``--rows 100000``, one after the other: in the database 27,909 / 41,608 rows/s, ``--in-python`` 9,085 /
-  19,220 rows/s (load 4.6-5.6).
-- ``--rows 100000 --by-key``: in the database 10,667 / 15,238 rows/s, ``--in-python`` 4,469 / 4,307 rows/s
-  (load 5.9-9.3). Every chunk reads the whole window of logged inputs: it grows with the window, not the chunk.
+- ``--rows 1000000``: join 26,045 rows/s (38.4 s; CPU: this process 2.0 s, PostgreSQL 16.4 s), duplicates
+  40,278 rows/s (PostgreSQL 9.3 s CPU), load 6.7-7.7; another run 23,097 / 57,844 rows/s (load 8.0-10.2).
+  Before (join in Python): 757 rows/s. The goal is not met, and not within reach of this schema here: the
+  database alone spends about 16 us of CPU per outcome (so about 54k rows/s if nothing else ran), half of
+  it inserting into ``modelyard_outcomes`` and its three indexes, most of the rest the index lookups in the
+  log and in the outcomes.
+- ``--rows 100000``: in the database 41,611 / 53,937 rows/s (load 8.5-9.0); ``--in-python`` 12,261 /
+  20,761 rows/s (4.0 s of CPU in Python; load 6.3-6.6).
+- ``--rows 100000 --by-key``: in the database 13,224 / 14,562 rows/s (load 6.0-6.3); ``--in-python``
+  4,469 / 4,307 rows/s (an earlier run, load 5.9-9.3). Every chunk reads the whole window of logged inputs:
+  the cost grows with the window, not with the chunk.
 """
 
 from __future__ import annotations
@@ -46,6 +50,23 @@ MODEL = "bench-houses"
 
 def _task_of(model: str, version: int) -> tuple[str, list[object] | None]:
     return "regression", None
+
+
+def _server_cpu(database: str) -> float | None:
+    """CPU seconds used so far by the PostgreSQL backends serving ``database``, when the server runs on this
+    machine (``/proc``): on a shared machine, what the join cost the database apart from what it waited."""
+    total, tick, found = 0.0, os.sysconf("SC_CLK_TCK"), False
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f" {database} ".encode() not in f.read().replace(b"\0", b" ") + b" ":
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total, found = total + (int(fields[11]) + int(fields[12])) / tick, True
+    return total if found else None
 
 
 def main() -> None:
@@ -83,6 +104,7 @@ def main() -> None:
             outcomes = [Outcome(100000.0 + (i * 7) % 5000, f"r{i}") for i in range(1, args.rows + 1)]
         for label in ("join", "again (duplicates)"):
             matched = duplicate = 0
+            cpu, server = time.process_time(), _server_cpu(name)
             started = time.perf_counter()
             for i in range(0, len(outcomes), args.chunk):
                 got = join_outcomes(engine, outcomes[i:i + args.chunk], model=MODEL, source="sql",
@@ -90,8 +112,11 @@ def main() -> None:
                 matched += got.matched
                 duplicate += got.duplicate
             seconds = time.perf_counter() - started
+            cpu, server_after = time.process_time() - cpu, _server_cpu(name)
+            spent = f"{server_after - server:.1f}s" if server is not None and server_after is not None else "n/a"
             print(f"{label}: {args.rows:,} outcomes in {seconds:.2f}s = {args.rows / seconds:,.0f} rows/s "
-                  f"(matched {matched:,}, duplicate {duplicate:,}; chunks of {args.chunk:,})")
+                  f"(matched {matched:,}, duplicate {duplicate:,}; chunks of {args.chunk:,}); CPU: this process "
+                  f"{cpu:.1f}s, PostgreSQL {spent}")
         with engine.connect() as conn:
             stored = conn.exec_driver_sql("SELECT count(*) FROM modelyard_outcomes").scalar_one()
         print(f"outcome rows stored: {stored:,}")
