@@ -15,6 +15,12 @@ duplicate (already stored, or twice in one call), unmatched (kept, route ``unmat
 outcome came more than ``late_after`` seconds after the prediction). Nothing is dropped silently.
 With ``strict`` (the HTTP endpoint) an unknown id or a value of the wrong type is an error naming it and
 nothing is stored.
+
+On PostgreSQL the join itself runs in the database (``registry.outcome_join``: one COPY and one statement
+per call); this module keeps what needs the model: the check of ``actual`` against the task and classes of
+the versions joined, once per distinct value (numbers all at once). Elsewhere (SQLite), and when ``answers``
+says where the records come from (a batch run's output table), the join is done here, record by record.
+Both ways give the same rows and counts (``tests/contracts/test_outcome_join_contract.py``).
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ the version's task, the counts it reports); this module does the joining where t
    per model the outcomes that found a record and those stored now (the rest are duplicates), the late
    ones, the unmatched ones (the first few named) and the (model, version) pairs it joined.
 
-The insert skips what is already stored with ``NOT EXISTS`` (an outcome of the same model, request id and
-row under any route), not ``ON CONFLICT``: PostgreSQL's speculative insertion doubled the cost of the insert
-here. Two joins of the same outcomes at once can therefore collide on the unique constraint (or deadlock);
-the statement is then run again from a savepoint, and the rows the other join stored count as duplicates.
+The insert skips what is already stored by looking it up first (an outcome of the same model, request id and
+row under any route; one index probe per row), not with ``ON CONFLICT``: PostgreSQL's speculative insertion
+doubled the cost of the insert here. Two joins of the same outcomes at once can therefore collide on the
+unique constraint (or deadlock); the statement is then run again from a savepoint, and the rows the other
+join stored count as duplicates.
 
 The caller checks the counts (an unknown id in strict mode, an ``actual`` of the wrong type) before the
 transaction commits: ``run`` again with ``rejected`` indices (they become unmatched), or raise to store
