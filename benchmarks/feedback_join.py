@@ -1,13 +1,33 @@
-"""``benchmarks/feedback_join.py [--rows N]``: join N outcomes to N logged predictions on PostgreSQL, rows/s.
+"""``benchmarks/feedback_join.py [--rows N] [--by-key] [--in-python]``: join N outcomes to N logged
+predictions on PostgreSQL, rows/s.
 
 A fresh database (dropped at the end) gets N one-row prediction records (``modelyard_predictions``, made in
 the database by ``generate_series`` so the setup is not what is measured), then the outcomes are joined the
 way ``modelyard feedback --request-ids`` and ``POST /v1/feedback`` join them: ``predlog.outcomes.
-join_outcomes`` in chunks of ``--chunk`` outcomes (look the request ids up, check what is already stored,
-COPY the joined rows in). A second pass over the same outcomes measures the duplicate path (nothing new
-stored). Goal: at least 100k rows/s.
+join_outcomes`` in chunks of ``--chunk`` outcomes, which on PostgreSQL is ``registry.outcome_join``: COPY
+the chunk into a temporary table, one statement joins it to the log, inserts the new outcome rows and
+counts them. A second pass over the same outcomes measures the duplicate path (nothing new stored).
+``--by-key`` names each outcome by the entity key of its inputs (``{"id": g}``, a 2 h window) instead of by
+request id; ``--in-python`` joins record by record in Python (the SQLite path) for a before/after in one
+run. Goal (issue 16): at least 100k rows/s.
 
     python benchmarks/feedback_join.py --rows 1000000
+
+Figures, from the shared 2-core machine with the other helpers' work on it (PostgreSQL 15 with its default
+128 MB of shared buffers; load averages beside each; wall-clock figures move by a third from run to run, so
+the CPU seconds of this process and of the database's backends are printed too):
+
+- ``--rows 1000000``: join 26,045 rows/s (38.4 s; CPU: this process 2.0 s, PostgreSQL 16.4 s), duplicates
+  40,278 rows/s (PostgreSQL 9.3 s CPU), load 6.7-7.7; another run 23,097 / 57,844 rows/s (load 8.0-10.2).
+  Before (join in Python): 757 rows/s. The goal is not met, and not within reach of this schema here: the
+  database alone spends about 16 us of CPU per outcome (so about 54k rows/s if nothing else ran), half of
+  it inserting into ``modelyard_outcomes`` and its three indexes, most of the rest the index lookups in the
+  log and in the outcomes.
+- ``--rows 100000``: in the database 41,611 / 53,937 rows/s (load 8.5-9.0); ``--in-python`` 12,261 /
+  20,761 rows/s (4.0 s of CPU in Python; load 6.3-6.6).
+- ``--rows 100000 --by-key``: in the database 13,224 / 14,562 rows/s (load 6.0-6.3); ``--in-python``
+  4,469 / 4,307 rows/s (an earlier run, load 5.9-9.3). Every chunk reads the whole window of logged inputs:
+  the cost grows with the window, not with the chunk.
 """
 
 from __future__ import annotations
@@ -20,6 +40,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+import modelyard.predlog.outcomes as outcomes_module
 from modelyard.predlog.outcomes import Outcome, join_outcomes
 from modelyard.registry.db import get_engine
 
@@ -31,11 +52,35 @@ def _task_of(model: str, version: int) -> tuple[str, list[object] | None]:
     return "regression", None
 
 
+def _server_cpu(database: str) -> float | None:
+    """CPU seconds used so far by the PostgreSQL backends serving ``database``, when the server runs on this
+    machine (``/proc``): on a shared machine, what the join cost the database apart from what it waited."""
+    total, tick, found = 0.0, os.sysconf("SC_CLK_TCK"), False
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f" {database} ".encode() not in f.read().replace(b"\0", b" ") + b" ":
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total, found = total + (int(fields[11]) + int(fields[12])) / tick, True
+    return total if found else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=50_000)
+    parser.add_argument("--by-key", action="store_true",
+                        help="name each outcome by the entity key of its inputs ({'id': g}) within a 2 h window, "
+                             "as `modelyard feedback --key id` does, instead of by request id")
+    parser.add_argument("--in-python", action="store_true",
+                        help="join in Python, record by record (the SQLite path), for comparison")
     args = parser.parse_args()
+    if args.in_python:
+        outcomes_module.joins_in_database = lambda engine: False
     name = f"modelyard_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -53,18 +98,25 @@ def main() -> None:
             conn.execute("ANALYZE modelyard_predictions")
         print(f"logged {args.rows:,} predictions in {time.perf_counter() - started:.1f}s (setup, not measured)")
         now = datetime.now(UTC)
-        outcomes = [Outcome(100000.0 + (i * 7) % 5000, f"r{i}") for i in range(1, args.rows + 1)]
+        if args.by_key:
+            outcomes = [Outcome(100000.0 + (i * 7) % 5000, key={"id": i}, at=now) for i in range(1, args.rows + 1)]
+        else:
+            outcomes = [Outcome(100000.0 + (i * 7) % 5000, f"r{i}") for i in range(1, args.rows + 1)]
         for label in ("join", "again (duplicates)"):
             matched = duplicate = 0
+            cpu, server = time.process_time(), _server_cpu(name)
             started = time.perf_counter()
             for i in range(0, len(outcomes), args.chunk):
                 got = join_outcomes(engine, outcomes[i:i + args.chunk], model=MODEL, source="sql",
-                                    task_of=_task_of, now=now)
+                                    task_of=_task_of, now=now, window=7200.0)
                 matched += got.matched
                 duplicate += got.duplicate
             seconds = time.perf_counter() - started
+            cpu, server_after = time.process_time() - cpu, _server_cpu(name)
+            spent = f"{server_after - server:.1f}s" if server is not None and server_after is not None else "n/a"
             print(f"{label}: {args.rows:,} outcomes in {seconds:.2f}s = {args.rows / seconds:,.0f} rows/s "
-                  f"(matched {matched:,}, duplicate {duplicate:,}; chunks of {args.chunk:,})")
+                  f"(matched {matched:,}, duplicate {duplicate:,}; chunks of {args.chunk:,}); CPU: this process "
+                  f"{cpu:.1f}s, PostgreSQL {spent}")
         with engine.connect() as conn:
             stored = conn.exec_driver_sql("SELECT count(*) FROM modelyard_outcomes").scalar_one()
         print(f"outcome rows stored: {stored:,}")

@@ -168,6 +168,13 @@ def test_an_outcome_by_entity_key_joins_the_latest_prediction_in_its_window(live
     assert "'listing_id': 200" in too_early.json()["error"]["message"]
 
 
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 BAD = [
     ("not json", b"{", 400, "bad_request", "body", None),
     ("empty list", [], 400, "bad_request", "outcomes", None),
@@ -200,6 +207,14 @@ BAD = [
     ("a class the classifier does not have", [{"request_id": "{cid}", "actual": "maybe"}], 422,
      "invalid_outcome", "actual", 0),
     ("a list for a classifier", [{"request_id": "{cid}", "actual": ["yes"]}], 422, "invalid_outcome", "actual", 0),
+    ("a value nested deeper than orjson writes", [{"request_id": "{rid}", "actual": 1.0},
+                                                  {"request_id": "{rid}", "actual": _nested(300)}],
+     422, "invalid_outcome", "actual", 1),
+    ("a key holding a NUL", {"model": HOUSES, "outcomes": [{"key": {"listing_id": "1\u0000"}, "actual": 1.0}]},
+     400, "bad_request", "key", 0),
+    ("an entity key nothing logged", {"model": HOUSES, "outcomes": [{"key": {"list\ting\\id": "a\nb"},
+                                                                       "actual": 1.0}]},
+     404, "unknown_request", "key", 0),
 ]
 
 

@@ -1,5 +1,6 @@
-"""``modelyard feedback``'s work (``batch.feedback.feed``) on SQLite: outcomes in a CSV joined by an entity key
-of the logged inputs within the window, resumable by run id, a second run counted as duplicates."""
+"""``modelyard feedback``'s work (``batch.feedback.feed``) on SQLite and PostgreSQL (joined in Python there, in
+the database here): outcomes in a CSV joined by an entity key of the logged inputs within the window, resumable
+by run id, a second run counted as duplicates."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from modelyard.registry import Registry
 from modelyard.registry.outcomes import SqlOutcomeStore
 
 
-def test_feedback_from_a_file_joins_by_entity_key_and_resumes(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / ".modelyard")
+def test_feedback_from_a_file_joins_by_entity_key_and_resumes(tmp_path: Path, any_settings: Settings) -> None:
+    settings = any_settings
     X = pd.DataFrame({"id": [1.0, 2.0, 3.0, 4.0], "x": [1.0, 2.0, 3.0, 4.0]})
     version = modelyard.publish("tiny", DecisionTreeRegressor().fit(X, [10.0, 20.0, 30.0, 40.0]), X,
                                 pd.Series([10.0, 20.0, 30.0, 40.0]), alias="production", settings=settings)

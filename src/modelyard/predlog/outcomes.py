@@ -15,6 +15,12 @@ duplicate (already stored, or twice in one call), unmatched (kept, route ``unmat
 outcome came more than ``late_after`` seconds after the prediction). Nothing is dropped silently.
 With ``strict`` (the HTTP endpoint) an unknown id or a value of the wrong type is an error naming it and
 nothing is stored.
+
+On PostgreSQL the join itself runs in the database (``registry.outcome_join``: one COPY and one statement
+per call); this module keeps what needs the model: the check of ``actual`` against the task and classes of
+the versions joined, once per distinct value (numbers all at once). Elsewhere (SQLite), and when ``answers``
+says where the records come from (a batch run's output table), the join is done here, record by record.
+Both ways give the same rows and counts (``tests/contracts/test_outcome_join_contract.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from modelyard.durations import parse_duration
 from modelyard.errors import BadRequestError, ModelyardError, OutcomeError, UnknownRequestError
 from modelyard.predlog.records import decode_outputs
 from modelyard.registry.db import Engine
+from modelyard.registry.outcome_join import JoinInput, database_join, joins_in_database
 from modelyard.registry.outcomes import UNMATCHED, SqlOutcomeStore
 from modelyard.registry.predictions import PredictionRow, SqlPredictionStore
 from modelyard.registry.registry import Registry
@@ -71,10 +78,12 @@ class JoinResult:
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)
     """model → {"matched"|"duplicate"|"unmatched"|"late": count} (unmatched ids of no known model: "")."""
 
-    def count(self, model: str, status: str) -> None:
-        setattr(self, status, getattr(self, status) + 1)
+    def count(self, model: str, status: str, n: int = 1) -> None:
+        if n <= 0:
+            return
+        setattr(self, status, getattr(self, status) + n)
         counts = self.by_model.setdefault(model, {})
-        counts[status] = counts.get(status, 0) + 1
+        counts[status] = counts.get(status, 0) + n
 
     def add(self, other: JoinResult) -> None:
         for name in ("received", "matched", "duplicate", "unmatched", "late", "rows_stored"):
@@ -136,8 +145,16 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
                   late_after: float = DEFAULT_LATE_AFTER, task_of: TaskOf | None = None,
                   answers: Callable[[list[str]], list[PredictionRow]] | None = None,
                   now: datetime | None = None) -> JoinResult:
-    """Join ``outcomes`` to the logged predictions and store them; see the module's docstring."""
+    """Join ``outcomes`` to the logged predictions and store them; see the module's docstring.
+
+    On PostgreSQL the join is done in the database (``registry.outcome_join``), unless ``answers`` says
+    where the records come from; elsewhere (SQLite) here, record by record."""
     now = now or datetime.now(UTC)
+    if model is None and any(o.key is not None for o in outcomes):
+        raise BadRequestError("an outcome by entity key needs the model's name", field="model")
+    if answers is None and joins_in_database(engine):
+        return _join_in_database(engine, outcomes, model=model, source=source, strict=strict, window=window,
+                                 late_after=late_after, task_of=task_of, now=now)
     store = SqlOutcomeStore(engine)
     log = SqlPredictionStore(engine)
     result = JoinResult(received=len(outcomes))
@@ -148,7 +165,7 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
     if by_id:
         fetch = answers or log.answers
         found: dict[str, list[PredictionRow]] = defaultdict(list)
-        for rec in fetch([str(o.request_id) for _, o in by_id]):
+        for rec in sorted(fetch([str(o.request_id) for _, o in by_id]), key=_answered_first):
             if rec.get("error") is None and (model is None or rec["model"] == model):
                 found[str(rec["request_id"])].append(rec)
         for i, o in by_id:
@@ -158,20 +175,14 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
             else:
                 unmatched.append((i, o, str(o.request_id)))
     by_key = [(i, o) for i, o in enumerate(outcomes) if o.key is not None]
-    if by_key:
-        if model is None:
-            raise BadRequestError("an outcome by entity key needs the model's name", field="model")
+    if by_key and model is not None:
         matched, missing = _join_by_key(log, model, by_key, window, now)
         matches += matched
         unmatched += missing
 
     if strict and unmatched:
-        i, o, ident = min(unmatched, key=lambda u: u[0])
-        what = f"request id '{ident}'" if o.key is None else f"entity key {dict(o.key or {})}"
-        row = f" (row {o.row})" if o.key is None and o.row else ""
-        raise UnknownRequestError(f"no logged prediction for {what}{row}"
-                                  + ("" if o.key is None else f" within {window:g}s before {o.at or now}"),
-                                  field="request_id" if o.key is None else "key", row=i)
+        i, o, _ = min(unmatched, key=lambda u: u[0])
+        raise _unknown(o, i, window, now)
     if task_of is not None:
         for m in sorted(matches, key=lambda m: m.index):
             first = m.records[0]
@@ -211,7 +222,7 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
             })
         if late:
             result.count(model_of[k[0]], "late")
-    for _, o, ident in unmatched:
+    for _, o, ident in sorted(unmatched, key=lambda u: u[0]):
         result.count(model or "", "unmatched")
         if len(result.unmatched_ids) < MAX_LISTED:
             result.unmatched_ids.append(ident)
@@ -222,6 +233,103 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
                          "matched": False, "late": False})
     result.rows_stored = store.insert(rows)
     return result
+
+
+def _unknown(o: Outcome, index: int, window: float, now: datetime) -> UnknownRequestError:
+    if o.key is None:
+        row = f" (row {o.row})" if o.row else ""
+        return UnknownRequestError(f"no logged prediction for request id '{o.request_id}'{row}",
+                                   field="request_id", row=index)
+    return UnknownRequestError(f"no logged prediction for entity key {dict(o.key)} within {window:g}s before "
+                               f"{o.at or now}", field="key", row=index)
+
+
+def _key_of(o: Outcome) -> tuple[tuple[str, str], ...] | None:
+    return None if o.key is None else tuple((c, key_text(v)) for c, v in sorted(o.key.items()))
+
+
+def _join_in_database(engine: Engine, outcomes: Sequence[Outcome], *, model: str | None, source: str,
+                      strict: bool, window: float, late_after: float, task_of: TaskOf | None,
+                      now: datetime) -> JoinResult:
+    """The join done by PostgreSQL: the outcomes go in as one COPY, one statement joins, stores and counts;
+    here only the checks that need the model's task (over the distinct actual values, not row by row)."""
+    by_key = any(o.key is not None for o in outcomes)
+    actuals = [o.actual for o in outcomes]
+    stored = [_class_text(a) for a in actuals]
+    data = JoinInput(request_ids=[o.request_id for o in outcomes] if not by_key else
+                     [o.request_id if o.key is None else None for o in outcomes],
+                     rows=[o.row for o in outcomes], actuals=actuals, observed=[o.at for o in outcomes],
+                     keys=[_key_of(o) for o in outcomes] if by_key else [],
+                     stored_actuals=stored if any(s is not a for s, a in zip(stored, actuals, strict=True)) else None)
+    result = JoinResult(received=len(outcomes))
+    with database_join(engine, data, model=model, source=source, now=now, late_after=late_after,
+                       window=window) as join:
+        counts = join.run()
+        if strict and counts.unmatched:
+            i = counts.unmatched_first[0][0]
+            raise _unknown(outcomes[i], i, window, now)  # nothing is stored: the transaction is rolled back
+        if task_of is not None and counts.versions:
+            bad = _rejected(outcomes, counts.versions, task_of, join.first_versions)
+            if bad and strict:
+                i = min(bad)
+                raise OutcomeError(bad[i], field="actual", row=i)
+            if bad:
+                counts = join.run(rejected=sorted(bad))  # unusable: kept as unmatched
+    for name, found in counts.found.items():
+        matched = counts.matched.get(name, 0)
+        result.count(name, "matched", matched)
+        result.count(name, "duplicate", found - matched)
+        result.count(name, "late", counts.late.get(name, 0))
+    result.count(model or "", "unmatched", counts.unmatched)
+    result.unmatched_ids = [ident for _, ident in counts.unmatched_first][:MAX_LISTED]
+    result.rows_stored = counts.rows_stored
+    return result
+
+
+def _rejected(outcomes: Sequence[Outcome], versions: set[tuple[str, int]], task_of: TaskOf,
+              first_versions: Callable[[], dict[tuple[str, int], list[int]]]) -> dict[int, str]:
+    """Outcomes whose ``actual`` cannot be the truth of the version that answered them: index → why."""
+    specs = {pair: task_of(*pair) for pair in versions}
+    kinds = {(task, None if classes is None else tuple(map(str, classes))) for task, classes in specs.values()}
+    if len(kinds) == 1:  # one task (and class list) for every version joined: check every outcome against it
+        task, classes = next(iter(specs.values()))
+        return _invalid(outcomes, range(len(outcomes)), task, classes)
+    bad: dict[int, str] = {}
+    for pair, indices in first_versions().items():
+        bad.update(_invalid(outcomes, indices, *specs.get(pair) or task_of(*pair)))
+    return bad
+
+
+def _invalid(outcomes: Sequence[Outcome], indices: Sequence[int], task: str,
+             classes: Sequence[Any] | None) -> dict[int, str]:
+    """``check_actual`` over ``indices``: once per distinct value, or all at once for numbers."""
+    values = [outcomes[i].actual for i in indices]
+    if task == "regression" and {type(v) for v in values} <= {int, float}:
+        try:
+            if math.isfinite(math.fsum(values)):
+                return {}
+        except OverflowError:
+            pass
+    problems: dict[tuple[type, Any], str | None] | None
+    try:
+        distinct = set(zip(map(type, values), values, strict=True))
+    except TypeError:  # an object or a list among them: checked one by one
+        problems = None
+    else:
+        problems = {key: check_actual(key[1], task, classes) for key in distinct}
+    if problems is not None and not any(problems.values()):
+        return {}
+    out = {}
+    for i, v in zip(indices, values, strict=True):
+        problem = check_actual(v, task, classes) if problems is None else problems.get((type(v), v))
+        if problem is not None:
+            out[i] = problem
+    return out
+
+
+def _answered_first(rec: PredictionRow) -> tuple[bool, str, int]:
+    """The answer's record before a shadow's or mirror's: the one an outcome's type is checked against."""
+    return rec["route"] in ("shadow", "mirror"), str(rec["route"]), int(rec["version"])
 
 
 def _values(rec: PredictionRow) -> list[Any]:
@@ -269,7 +377,7 @@ def _join_by_key(log: SqlPredictionStore, model: str, items: list[tuple[int, Out
             missing.append((i, o, ident))
             continue
         _, request_id, row = max(hits)
-        recs = [r for r in by_request[request_id] if len(_values(r)) > row]
+        recs = sorted((r for r in by_request[request_id] if len(_values(r)) > row), key=_answered_first)
         matched.append(_Match(i, Outcome(o.actual, request_id, row, None, o.at), request_id, recs))
     return matched, missing
 
@@ -324,6 +432,8 @@ def parse_outcome(item: Any, index: int) -> Outcome:
         if not isinstance(key, dict) or not key or any(isinstance(v, dict | list) for v in key.values()):
             raise BadRequestError("'key' must be an object of input columns and values, e.g. {\"id\": 17}",
                                   field="key", row=index)
+        if any("\x00" in c or (isinstance(v, str) and "\x00" in v) for c, v in key.items()):
+            raise BadRequestError("'key' must not hold a NUL character", field="key", row=index)
         return Outcome(item["actual"], None, 0, key, at)
     rid = item.get("request_id")
     if not isinstance(rid, str) or not rid or len(rid) > 100 or "\x00" in rid:
