@@ -7,22 +7,36 @@ drops the second answer to a redelivered message (within its duplicate window, t
 With ``start_seq`` the durable consumer is recreated to deliver from that stream sequence on: the online
 learner (``stream/learner.py``) keeps its position in the registry, with the version it published, and
 starts its consumer there. ``read_range`` replays an exact range of sequences (``modelyard reproduce``).
+
+``fetch`` speaks the pull protocol itself: one request (``$JS.API.CONSUMER.MSG.NEXT``) for the whole batch to
+a subscription that only appends what arrives to a buffer. nats-py's ``PullSubscription.fetch`` starts an
+asyncio task per message, which costs more than everything a learner does with the message. A request
+first asks for what is there now (``no_wait``); when nothing is, a second one waits up to the timeout and
+``fetch`` returns with the first messages it brings. At most one request is open at a time; what arrives
+after a ``fetch`` gave up waiting stays in the buffer for the next one, so no delivered message is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
 import nats.aio.client
+import nats.aio.subscription
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from modelyard.errors import StreamError
 from modelyard.stream.base import Broker, Message, OutMessage, safe_name
+
+PULL_GRACE = 1.0  # seconds past a pull request's expiry after which it is taken as over without its status
 
 
 class JetStreamBroker(Broker):
@@ -41,7 +55,13 @@ class JetStreamBroker(Broker):
         self.stream: str | None = None  # the stream capturing in_subject, once connected
         self.nc: nats.aio.client.Client | None = None
         self.js: nats.js.JetStreamContext | None = None
-        self.sub: nats.js.JetStreamContext.PullSubscription | None = None
+        self._pulled: deque[Msg] = deque()  # delivered to the pull inbox, not fetched yet
+        self._arrived = asyncio.Event()  # set whenever a message or a pull request's end arrives
+        self._pull_sub: nats.aio.subscription.Subscription | None = None
+        self._pull_subject = ""  # $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
+        self._inbox = ""
+        self._owed = 0  # messages the open pull request may still deliver (0: none is open)
+        self._open_until = 0.0  # monotonic time after which the open request is over in any case
 
     async def connect(self) -> None:
         stream = await self.connect_reader()
@@ -55,8 +75,14 @@ class JetStreamBroker(Broker):
                 await self.js.delete_consumer(stream, self.durable)
             except nats.js.errors.NotFoundError:
                 pass
-        self.sub = await self.js.pull_subscribe(self.in_subject, durable=self.durable, stream=stream,
-                                                config=config)
+        try:
+            await self.js.consumer_info(stream, self.durable)  # joined as it is (others may share it)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_consumer(stream, config)
+        assert self.nc is not None
+        self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
+        self._inbox = self.nc.new_inbox()
+        self._pull_sub = await self.nc.subscribe(self._inbox, cb=self._on_pulled)
 
     async def connect_reader(self) -> str:
         """Connect and find the stream capturing ``in_subject`` (no consumer: ``read_range`` needs none)."""
@@ -84,18 +110,59 @@ class JetStreamBroker(Broker):
         await self._stream_for(subject)
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Message]:
-        assert self.sub is not None
-        try:
-            msgs = await self.sub.fetch(batch=max_messages, timeout=timeout)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        out = []
-        for m in msgs:
-            md = m.metadata
-            msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{md.stream}:{md.sequence.stream}"
-            out.append(Message(id=msg_id, data=m.data, raw=m, delivery=md.num_delivered or 1,
-                               seq=md.sequence.stream))
-        return out
+        assert self.nc is not None and self._pull_sub is not None
+        deadline = time.monotonic() + timeout
+        if not self._pulled and not self._request_open():  # what is there now, at once
+            await self._request(max_messages, no_wait=True)
+            await self._wait(lambda: len(self._pulled) >= max_messages or not self._request_open(), deadline)
+        if not self._pulled and not self._request_open() and deadline - time.monotonic() > 0.01:
+            await self._request(max_messages, expires=deadline - time.monotonic())  # wait for the next ones
+        if not self._pulled:
+            await self._wait(lambda: bool(self._pulled) or not self._request_open(), deadline)
+            await asyncio.sleep(0)  # let the messages that came with the first one in
+        return [self._message(self._pulled.popleft()) for _ in range(min(max_messages, len(self._pulled)))]
+
+    async def _on_pulled(self, msg: Msg) -> None:
+        """The pull inbox's callback: a stream message (it has an ack subject) or the end of a request (a
+        status: 404 no messages, 408 expired, 409 ...; 100 is a heartbeat, never asked for)."""
+        if msg.reply:
+            self._pulled.append(msg)
+            self._owed -= 1
+        elif (msg.headers or {}).get("Status") != "100":
+            self._owed = 0
+        self._arrived.set()
+
+    def _request_open(self) -> bool:
+        if self._owed > 0 and time.monotonic() > self._open_until:
+            self._owed = 0  # its end was lost (a reconnect): what it still brings lands in the buffer anyway
+        return self._owed > 0
+
+    async def _request(self, batch: int, *, no_wait: bool = False, expires: float | None = None) -> None:
+        assert self.nc is not None
+        body: dict[str, Any] = {"batch": batch}
+        if no_wait:
+            body["no_wait"] = True
+        if expires is not None:
+            body["expires"] = int(expires * 1e9)
+        self._owed = batch
+        self._open_until = time.monotonic() + (expires if expires is not None else self.publish_timeout) + PULL_GRACE
+        await self.nc.publish(self._pull_subject, json.dumps(body).encode(), reply=self._inbox)
+
+    async def _wait(self, done: Callable[[], bool], deadline: float) -> None:
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return
+
+    def _message(self, m: Msg) -> Message:
+        seq, delivered = _ack_numbers(m)
+        msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{self.stream}:{seq}"
+        return Message(id=msg_id, data=m.data, raw=m, delivery=delivered, seq=seq)
 
     async def read_range(self, first_seq: int, last_seq: int, *, batch: int = 1000,
                          timeout: float = 5.0) -> list[Message]:
@@ -156,8 +223,21 @@ class JetStreamBroker(Broker):
             await m.raw.nak(delay=delay)
 
     async def close(self) -> None:
+        self._pulled.clear()  # delivered, never fetched: redelivered after ack_wait (or from a new position)
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.flush(timeout=5)
             finally:
                 await self.nc.close()
+
+
+def _ack_numbers(m: Msg) -> tuple[int, int]:
+    """(stream sequence, delivery count) of a JetStream message, read from its ack subject: ``$JS.ACK.<stream>.
+    <consumer>.<delivered>.<stream seq>...`` (9 tokens) or the form with domain and account hash."""
+    tokens = m.reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[4]) or 1
+    if len(tokens) >= 11:
+        return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.NumDelivered]) or 1
+    md = m.metadata  # raises nats' own error for a subject of another shape
+    return md.sequence.stream, md.num_delivered or 1
