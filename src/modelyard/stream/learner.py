@@ -51,7 +51,7 @@ from modelyard.pipeline.online import Cut, Event, OnlineLearner, Origin, Rejecte
 from modelyard.registry import Registry, VersionRecord
 from modelyard.stream.base import Message, safe_name
 from modelyard.stream.consumer import dead_letter
-from modelyard.stream.nats import JetStreamBroker
+from modelyard.stream.nats import FetcherError, JetStreamBroker
 
 log = logging.getLogger("modelyard.learn")
 MAX_QUEUED = 3  # versions cut and not yet published before the learner waits for the registry
@@ -219,7 +219,7 @@ class StreamLearner:
         minutes = self.spec.training.publish_minutes
         self.broker = JetStreamBroker(broker_url, in_subject, durable=self.consumer, start_seq=self.start_seq,
                                       ack_policy=AckPolicy.ALL, max_ack_pending=-1,
-                                      ack_wait=max(600.0, 2 * 60 * (minutes or 0)))
+                                      ack_wait=max(600.0, 2 * 60 * (minutes or 0)), fetch_in_child=True)
         self.stats = LearnStats()
         self._publishing: deque[asyncio.Task[None]] = deque()  # versions cut, published in order
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="learn-publish")
@@ -259,6 +259,8 @@ class StreamLearner:
         while not stop.is_set():
             try:
                 messages = await pending
+            except FetcherError:
+                raise  # events it had pulled may be missing: start over from the registry's position
             except Exception as exc:
                 log.warning("fetch failed (%s); retrying", exc)
                 await asyncio.sleep(1.0)

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pickle
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,11 +43,93 @@ from modelyard.stream.base import Broker, Message, OutMessage, safe_name
 PULL_GRACE = 1.0  # seconds past a pull request's expiry after which it is taken as over without its status
 
 
+class FetcherError(StreamError):
+    """The fetching child is gone: what it had pulled and not handed over may be missing from the stream
+    order, so the caller must start over from its own committed position (the learner stops)."""
+
+
+FETCHER = """
+import asyncio, os, pickle, sys
+out = os.fdopen(os.dup(1), "wb")
+os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the batches
+from modelyard.stream.nats import JetStreamBroker
+url, subject, durable, batch, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+
+def send(data):
+    out.write(len(data).to_bytes(8, "big") + data)
+    out.flush()
+
+async def main():
+    broker = JetStreamBroker(url, subject, durable=durable, create_streams=False)
+    await broker.join()
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            msgs = await broker.fetch(batch, timeout)
+            data = pickle.dumps([(m.seq, m.id, m.data, m.raw.reply, m.delivery) for m in msgs], protocol=5)
+            await loop.run_in_executor(None, send, data)
+    except (BrokenPipeError, ValueError):  # the reading process is gone
+        pass
+
+asyncio.run(main())
+"""
+"""The fetching child's program (``python -c FETCHER URL SUBJECT DURABLE BATCH TIMEOUT``): it pulls from the
+durable consumer and writes each batch to stdout (pickled, prefixed with its length; an empty one when
+idle), waiting for the reader to take it: the pipe is the prefetch bound. It exits when the reader is gone."""
+
+
+class ChildFetcher:
+    """Pull in a child interpreter (``FETCHER``), hand over batches through a pipe.
+
+    Why: receiving a message costs nats-py as much Python as learning it (protocol parsing, headers, a
+    ``Msg`` object), and one interpreter runs one thread of Python at a time; in a child it runs beside
+    the learning. The messages come back with their ack subject as ``Message.raw`` (acked by the parent's
+    own connection). Only for a consumer the caller alone reads and whose position it keeps itself (the
+    online learner): if the child dies, what it had pulled is delivered again only after ``ack_wait``,
+    out of order, so ``FetcherError`` tells the caller to start over from its own position.
+    """
+
+    def __init__(self, url: str, subject: str, durable: str, batch: int, timeout: float) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen([sys.executable, "-c", FETCHER, url, subject, durable, str(batch),
+                                       str(timeout)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+
+    def read(self) -> list[Message]:
+        """The next batch (blocking: call it from a thread)."""
+        out = self._proc.stdout
+        assert out is not None
+        head = out.read(8)
+        data = out.read(int.from_bytes(head, "big")) if len(head) == 8 else b""
+        if len(head) < 8 or not data:
+            raise FetcherError(f"the fetching process ended (exit code {self._proc.poll()}); its error is in "
+                               "stderr above")
+        return [Message(id=msg_id, data=body, raw=reply, delivery=delivered, seq=seq)
+                for seq, msg_id, body, reply, delivered in pickle.loads(data)]
+
+    def close(self) -> None:
+        """Stop the child (what it pulled and did not hand over is delivered again from the next position):
+        first, so that a ``read`` waiting in another thread gets the end of the pipe."""
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
 class JetStreamBroker(Broker):
+    """``fetch_in_child``: pull in a ``ChildFetcher`` (the online learner), with the first ``fetch``'s batch
+    size and timeout."""
+
     def __init__(self, url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
                  publish_timeout: float = 10.0, create_streams: bool = True, start_seq: int | None = None,
-                 ack_policy: AckPolicy = AckPolicy.EXPLICIT, max_ack_pending: int | None = None) -> None:
+                 ack_policy: AckPolicy = AckPolicy.EXPLICIT, max_ack_pending: int | None = None,
+                 fetch_in_child: bool = False) -> None:
         self.url = url
+        self.fetch_in_child = fetch_in_child
+        self._child: ChildFetcher | None = None
         self.in_subject = in_subject
         self.durable = safe_name(durable)
         self.ack_wait = ack_wait
@@ -79,6 +165,13 @@ class JetStreamBroker(Broker):
             await self.js.consumer_info(stream, self.durable)  # joined as it is (others may share it)
         except nats.js.errors.NotFoundError:
             await self.js.add_consumer(stream, config)
+        await self._join(stream)
+
+    async def join(self) -> None:
+        """Connect and pull from the durable consumer as it is (``FETCHER``: it must exist already)."""
+        await self._join(await self.connect_reader())
+
+    async def _join(self, stream: str) -> None:
         assert self.nc is not None
         self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
         self._inbox = self.nc.new_inbox()
@@ -111,6 +204,10 @@ class JetStreamBroker(Broker):
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Message]:
         assert self.nc is not None and self._pull_sub is not None
+        if self.fetch_in_child:
+            if self._child is None:
+                self._child = ChildFetcher(self.url, self.in_subject, self.durable, max_messages, timeout)
+            return await asyncio.to_thread(self._child.read)
         deadline = time.monotonic() + timeout
         if not self._pulled and not self._request_open():  # what is there now, at once
             await self._request(max_messages, no_wait=True)
@@ -216,7 +313,11 @@ class JetStreamBroker(Broker):
 
     async def ack(self, messages: Sequence[Message]) -> None:
         for m in messages:
-            await m.raw.ack()
+            if isinstance(m.raw, str):  # fetched by a ``ChildFetcher``: its ack subject
+                assert self.nc is not None
+                await self.nc.publish(m.raw, Msg.Ack.Ack)
+            else:
+                await m.raw.ack()
 
     async def nak(self, messages: Sequence[Message], delay: float = 1.0) -> None:
         for m in messages:
@@ -224,6 +325,9 @@ class JetStreamBroker(Broker):
 
     async def close(self) -> None:
         self._pulled.clear()  # delivered, never fetched: redelivered after ack_wait (or from a new position)
+        if self._child is not None:
+            await asyncio.to_thread(self._child.close)
+            self._child = None
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.flush(timeout=5)
