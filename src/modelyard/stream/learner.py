@@ -245,6 +245,12 @@ class StreamLearner:
             while self._publishing:
                 await self._publishing.popleft()
         finally:
+            # stopped by an error: the versions already cut are still published (in order) before this
+            # returns, so that no learner started after it can learn their ranges again
+            for failed in await asyncio.gather(*self._publishing, return_exceptions=True):
+                if isinstance(failed, BaseException):
+                    log.error("a version cut before the learner stopped was not published: %s", failed)
+            self._publishing.clear()
             await self.broker.close()
             self._publisher.shutdown(wait=False)
             self._feeder.shutdown(wait=False)

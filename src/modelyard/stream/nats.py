@@ -94,6 +94,10 @@ class ChildFetcher:
         self._proc = subprocess.Popen([sys.executable, "-c", FETCHER, url, subject, durable, str(batch),
                                        str(timeout)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def read(self) -> list[Message]:
         """The next batch (blocking: call it from a thread)."""
         out = self._proc.stdout
@@ -201,6 +205,11 @@ class JetStreamBroker(Broker):
 
     async def ensure_subject(self, subject: str) -> None:
         await self._stream_for(subject)
+
+    @property
+    def fetcher_pid(self) -> int | None:
+        """The fetching child's process id (``fetch_in_child``, once fetching), for operators and tests."""
+        return self._child.pid if self._child is not None else None
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Message]:
         assert self.nc is not None and self._pull_sub is not None
