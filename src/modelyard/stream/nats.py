@@ -60,11 +60,12 @@ def send(data):
     out.flush()
 
 async def main():
+    parent = os.getppid()
     broker = JetStreamBroker(url, subject, durable=durable, create_streams=False)
     await broker.join()
     loop = asyncio.get_running_loop()
     try:
-        while True:
+        while os.getppid() == parent:  # never pull for a learner that is gone (its successor may be pulling)
             msgs = await broker.fetch(batch, timeout)
             data = pickle.dumps([(m.seq, m.id, m.data, m.raw.reply, m.delivery) for m in msgs], protocol=5)
             await loop.run_in_executor(None, send, data)
@@ -75,7 +76,9 @@ asyncio.run(main())
 """
 """The fetching child's program (``python -c FETCHER URL SUBJECT DURABLE BATCH TIMEOUT``): it pulls from the
 durable consumer and writes each batch to stdout (pickled, prefixed with its length; an empty one when
-idle), waiting for the reader to take it: the pipe is the prefetch bound. It exits when the reader is gone."""
+idle), waiting for the reader to take it: the pipe is the prefetch bound. It exits when the reader is gone
+(its pipe closed, or its parent process dead: checked before every pull, so that a killed learner's child
+does not take events from the consumer its successor recreated under the same name)."""
 
 
 class ChildFetcher:
