@@ -66,8 +66,7 @@ async def main():
     loop = asyncio.get_running_loop()
     try:
         while os.getppid() == parent:  # never pull for a learner that is gone (its successor may be pulling)
-            msgs = await broker.fetch(batch, timeout)
-            data = pickle.dumps([(m.seq, m.id, m.data, m.raw.reply, m.delivery) for m in msgs], protocol=5)
+            data = pickle.dumps(await broker.fetch_handed(batch, timeout), protocol=5)
             await loop.run_in_executor(None, send, data)
     except (BrokenPipeError, ValueError):  # the reading process is gone
         pass
@@ -220,6 +219,18 @@ class JetStreamBroker(Broker):
             if self._child is None:
                 self._child = ChildFetcher(self.url, self.in_subject, self.durable, max_messages, timeout)
             return await asyncio.to_thread(self._child.read)
+        return [self._message(m) for m in await self._pull(max_messages, timeout)]
+
+    async def fetch_handed(self, max_messages: int, timeout: float) -> list[tuple[int, str, bytes, str, int]]:
+        """``fetch`` as ``FETCHER`` hands it over: (sequence, id, data, ack subject, delivery) of each."""
+        out = []
+        for m in await self._pull(max_messages, timeout):
+            seq, delivered = _ack_numbers(m)
+            out.append((seq, (m.headers or {}).get("Nats-Msg-Id") or f"{self.stream}:{seq}", m.data, m.reply,
+                        delivered))
+        return out
+
+    async def _pull(self, max_messages: int, timeout: float) -> list[Msg]:
         deadline = time.monotonic() + timeout
         if not self._pulled and not self._request_open():  # what is there now, at once
             await self._request(max_messages, no_wait=True)
@@ -229,7 +240,7 @@ class JetStreamBroker(Broker):
         if not self._pulled:
             await self._wait(lambda: bool(self._pulled) or not self._request_open(), deadline)
             await asyncio.sleep(0)  # let the messages that came with the first one in
-        return [self._message(self._pulled.popleft()) for _ in range(min(max_messages, len(self._pulled)))]
+        return [self._pulled.popleft() for _ in range(min(max_messages, len(self._pulled)))]
 
     async def _on_pulled(self, msg: Msg) -> None:
         """The pull inbox's callback: a stream message (it has an ack subject) or the end of a request (a
