@@ -12,9 +12,10 @@ counted, and publishing is (the goal is >= 20k events/s). The learner's log give
 to be written and published. For comparison: the same events fed to ``OnlineLearner`` in process, without a
 broker, in calls of 1000.
 
-Figures (shared 2-core machine, other work running): 11,755 events/s at load 6.7 (10.8k-22.0k across runs at
-loads 5.4-7.9; a version written and published in 0.4-1.1 s, median); before the batch-at-once learning, the
-pull protocol and the child processes: 5,250 events/s at load 5.9 the same day (363/s at load 32 earlier).
+Figures (shared 2-core machine, other work running): 16,050 events/s at load 7.5 (10.8k-22.0k across runs at
+loads 5.4-8.6; a version written and published in 0.4-1.1 s, median; ``--publish-every 50000``: 20,459 at
+load 7); before the batch-at-once learning, the pull protocol and the child processes: 5,250 events/s at
+load 5.9 the same day (363/s at load 32 earlier).
 
 Needs NATS JetStream on 127.0.0.1:4222; uses a temporary registry and its own stream.
 """
