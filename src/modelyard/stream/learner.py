@@ -13,7 +13,9 @@ delivered again to the next learner and learnt again from the parent; a SIGKILL 
 Each event is counted once, in exactly one version's range.
 
 Throughput: a fetch brings up to ``--fetch-batch`` events (5000 by default), learnt in one ``feed`` (one
-decode, one validation, one preprocessing transform) while the next fetch is on its way. A cut version's
+decode, one validation, one preprocessing transform) while the next batch is on its way: pulled by a child
+interpreter (``nats.ChildFetcher``); if it dies the learner stops with ``FetcherError`` and the next one
+resumes from the registry's position, as after a SIGKILL. A cut version's
 bundle (profile, ONNX copy and its parity check: the costly part) is written by a child interpreter
 (``BundleWriter``), so that learning goes on in this one while it is written; this process then publishes it.
 Versions are published one after the other, in the order they were cut (each is the next one's parent);
