@@ -20,6 +20,7 @@ The total leaves out what an operator chooses: how long traffic takes to reach t
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -105,6 +106,9 @@ def main() -> None:
           f"bundle, publish, gates, canary) {med['retrain']:.2f} s + watcher {med['watcher']:.2f} s; "
           f"{args.rows} training rows, {args.canary_requests} canary requests, "
           f"{'PostgreSQL' if args.database_url else 'SQLite'} registry")
+    print("in a server, add the scheduler's waits: the retrain rule set runs every MODELYARD_RETRAIN_INTERVAL "
+          "(10 s by default) and the watcher every MODELYARD_WATCH_INTERVAL (5 s), plus promote_after; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ bit from its recorded range, dead letters with reasons, and a SIGKILLed learner 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -259,3 +261,59 @@ def test_a_sigkilled_learner_resumes_from_its_last_version_counting_every_event_
     assert durable.ack_floor.stream_seq == ranges[-1].last_seq  # acked up to the last published range
     assert done.returncode == 0, done.stdout + done.stderr
     assert "bit for bit" in done.stdout
+
+
+def test_a_learner_whose_fetching_process_dies_stops_and_the_next_one_counts_every_event_once(
+        tmp_path: Path) -> None:
+    """The fetching child holds events pulled but not handed over: when it dies, the learner must stop (not
+    go on past a hole in the stream order), and the next learner resumes from the last published version."""
+
+    from modelyard.stream.nats import FetcherError
+
+    settings = Settings(home=tmp_path / ".modelyard")
+    spec = load_spec(online_spec(tmp_path, "houses-fetcher", warmup=500, batch_size=500, publish_every=1000))
+    items = [(f"g{i}", data) for i, data in enumerate(labelled_events(concept(5000, 4, False)))]
+    kit = NatsKit()
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(kit.setup())
+    try:
+        loop.run_until_complete(kit.send(items))
+
+        async def first() -> BaseException | None:
+            learner = StreamLearner(Registry(settings), spec, broker_url=kit.url, in_subject=kit.in_subject,
+                                    fetch_batch=300)
+            task = asyncio.create_task(learner.run(asyncio.Event()))
+            while not _versions(settings, spec.name) and not task.done():
+                await asyncio.sleep(0.05)
+            pid = learner.broker.fetcher_pid
+            assert pid is not None and not task.done()
+            os.kill(pid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(task, 60)
+            except BaseException as exc:
+                return exc
+            return None
+
+        error = loop.run_until_complete(first())
+        assert isinstance(error, FetcherError), error
+        stopped_at = _versions(settings, spec.name)
+        assert stopped_at and stopped_at[-1][1].last_seq < len(items)
+
+        async def second() -> None:
+            learner = StreamLearner(Registry(settings), spec, broker_url=kit.url, in_subject=kit.in_subject)
+            stop = asyncio.Event()
+            task = asyncio.create_task(learner.run(stop))
+            while sum(v.messages for _, v, _ in _versions(settings, spec.name)) < len(items) and not task.done():
+                await asyncio.sleep(0.1)
+            stop.set()
+            await task
+
+        loop.run_until_complete(asyncio.wait_for(second(), 120))
+    finally:
+        loop.run_until_complete(kit.teardown())
+        loop.close()
+    ranges = [s for _, s, _ in _versions(settings, spec.name)]
+    assert len(ranges) == 5 and ranges[0].first_seq == 1
+    for prev, s in itertools.pairwise(ranges):
+        assert s.first_seq == prev.last_seq + 1  # across the fetcher's death: no hole, no overlap
+    assert sum(s.messages for s in ranges) == len(items) == ranges[-1].last_seq

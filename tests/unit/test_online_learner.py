@@ -141,3 +141,17 @@ def test_an_online_spec_that_cannot_learn_online_is_one_clear_error(changes: dic
 def test_the_example_online_spec_loads(tmp_path: Path) -> None:
     spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "house_prices" / "online.toml")
     assert spec.training.mode == "online" and OnlineLearner(spec).schema.names == spec.feature_names
+
+
+def test_a_bad_event_in_a_batch_does_not_change_what_the_others_teach() -> None:
+    """A batch with a bad event is decoded event by event, a clean one at once: the same model either way,
+    and the same as with the bad event's batch fed in small pieces (the transform is done per feed)."""
+    items = events(700)
+    items.insert(150, Event(0, "bad", b'{"a": 1, "b": 2, "c": "x", "y": "lots"}'))
+    items = [Event(i + 1, e.id, e.data) for i, e in enumerate(items)]
+    by_700 = run(OnlineLearner(spec_with()), items, 700)
+    by_11 = run(OnlineLearner(spec_with()), items, 11)
+    assert [c.dead_lettered for c in by_700] == [c.dead_lettered for c in by_11] == [1, 0]
+    for a, b in zip(by_700, by_11, strict=True):
+        assert (a.first_seq, a.last_seq, a.learnt, a.held_out) == (b.first_seq, b.last_seq, b.learnt, b.held_out)
+        assert a.model_bytes == b.model_bytes  # the version's model.joblib, byte for byte

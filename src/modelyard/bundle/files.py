@@ -71,12 +71,20 @@ def write_bundle(
     manifest: Manifest,
     reference: pd.DataFrame,
     extra_files: dict[str, bytes] | None = None,
+    model_bytes: bytes | None = None,
 ) -> Manifest:
-    """Write the files of a bundle and its manifest (with every file's checksum); return the manifest."""
+    """Write the files of a bundle and its manifest (with every file's checksum); return the manifest.
+
+    ``model_bytes``: what ``joblib.dump(pipeline)`` gave where the pipeline was fitted, written as it is (an
+    online learner's version is written in another process, from an unpickled copy whose dump could differ
+    in its bytes: object sharing changes in a round trip)."""
     import joblib  # on use: reading a manifest or verifying files needs no unpickler
 
     directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipeline, directory / MODEL_FILE)
+    if model_bytes is None:
+        joblib.dump(pipeline, directory / MODEL_FILE)
+    else:
+        (directory / MODEL_FILE).write_bytes(model_bytes)
     reference.reset_index(drop=True).to_parquet(directory / REFERENCE_FILE, index=False)
     for name, data in (extra_files or {}).items():
         (directory / name).write_bytes(data)

@@ -34,7 +34,7 @@ def learn_cmd(
     durable: str | None = typer.Option(None, "--durable", help="The consumer, and so the chain (default: "
                                        "modelyard-learn-NAME-IN)."),
     alias: str | None = typer.Option(None, "--alias", help="Point this alias at every new version."),
-    fetch_batch: int = typer.Option(1000, "--fetch-batch", min=1, help="Events pulled at once."),
+    fetch_batch: int = typer.Option(5000, "--fetch-batch", min=1, help="Events pulled (and learnt) at once."),
     from_seq: int = typer.Option(1, "--from-seq", min=1, help="Where a new chain starts in the stream."),
 ) -> None:
     """Learn NAME from --in with partial_fit; publish a version every N events or T minutes (\\[training])."""

@@ -62,9 +62,11 @@ def assemble_bundle(
     fast_path: bool = True,
     training_cost: TrainingCost | None = None,
     importance: bool = True,
+    model_bytes: bytes | None = None,
 ) -> Manifest:
     """Write the bundle of a fitted pipeline; with ``fast_path``, also its ONNX copy when it has parity; with
-    ``importance``, the version's global importance per input column (``global_importance``)."""
+    ``importance``, the version's global importance per input column (``global_importance``).
+    ``model_bytes``: the pipeline already dumped (``write_bundle``)."""
     schema = InputSchema.infer(X_fit, categorical=categorical, unseen_categories=unseen_categories)  # type: ignore[arg-type]
     task = task_of(pipeline)
     if len(X_ref) > MAX_REFERENCE_ROWS:
@@ -107,7 +109,7 @@ def assemble_bundle(
         training_cost=training_cost,
     )
     manifest = write_bundle(directory, pipeline=pipeline, manifest=manifest, reference=reference,
-                            extra_files=compiled.extra_files if compiled else None)
+                            extra_files=compiled.extra_files if compiled else None, model_bytes=model_bytes)
     if not importance:
         return manifest
     values = _importance(directory, manifest, pipeline)

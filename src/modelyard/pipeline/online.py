@@ -29,12 +29,13 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import joblib
 import numpy as np
 import orjson
 import pandas as pd
+from scipy import sparse
 from sklearn.base import is_classifier
 from sklearn.exceptions import UndefinedMetricWarning
 
@@ -49,10 +50,12 @@ from modelyard.runtime.columns import validate_columns
 from modelyard.runtime.partial import row_problems
 from modelyard.schema import ColumnSchema, InputSchema
 
+_OUTCOME_TYPES = frozenset({int, float})  # what a numeric outcome may be in JSON (bool is not)
 
-@dataclass(frozen=True)
-class Event:
-    """One labelled event as the stream holds it: its stream sequence, its id and its raw JSON."""
+
+class Event(NamedTuple):
+    """One labelled event as the stream holds it: its stream sequence, its id and its raw JSON (a tuple: a
+    learner makes tens of thousands a second)."""
 
     seq: int
     id: str
@@ -81,6 +84,7 @@ class Cut:
     X_holdout: pd.DataFrame  # its most recent held-out events (metrics and reference set)
     y_holdout: np.ndarray
     metrics: dict[str, float] = field(default_factory=dict)
+    model_bytes: bytes = b""  # joblib's dump of ``pipeline``: the version's model.joblib, byte for byte
 
     @property
     def messages(self) -> int:
@@ -128,12 +132,13 @@ class OnlineLearner:
         self.fitted = pipeline is not None
         self.schema = event_schema(spec)
         self.target = spec.data.target
-        self.model = self.pipeline.steps[-1][1]
+        self._frozen = self.training.preprocessing == "frozen"
+        self._use(self.pipeline)
         self.clusterer = is_clusterer(self.model)
         self.classifier = is_classifier(self.model)
         self.classes = None if not self.classifier else np.asarray(self.training.classes)
         self._known = None if self.classes is None else set(self.classes.tolist())
-        self._pending: list[tuple[pd.DataFrame, np.ndarray]] = []  # learnt events not yet partial_fit
+        self._pending: list[tuple[Any, np.ndarray]] = []  # learnt events not yet partial_fit (see _early)
         self._pending_rows = 0
         self.learnt_total = 0  # in this chain (the warm-up counts these)
         task = "classification" if self.classifier else "regression"
@@ -144,6 +149,11 @@ class OnlineLearner:
             check_metric_names(names, task)
         self.task, self.metric_names = task, names
         self._open_range()
+
+    def _use(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self._pre = pipeline.steps[0][1]
+        self.model = pipeline.steps[-1][1]
 
     # -- the open range ------------------------------------------------------------------------------------
     def _open_range(self) -> None:
@@ -178,20 +188,12 @@ class OnlineLearner:
         """Learn from ``events`` in order; stop right after the event that makes the range due.
 
         Returns how many events were consumed (the caller feeds the rest after cutting) and the rejected
-        ones among them, in stream order.
+        ones among them, in stream order. The whole call is column-wise: one decode pass, one schema
+        validation, one preprocessing transform (frozen preprocessing), whatever the number of events.
         """
         if not events:
             return 0, []
-        rejected: list[tuple[int, Rejected]] = []
-        records: list[dict[str, Any]] = []
-        labels: list[Any] = []
-        where: list[int] = []  # event position of each record
-        for i, event in enumerate(events):
-            problem = self._parse(event, records, labels)
-            if problem is None:
-                where.append(i)
-            else:
-                rejected.append((i, Rejected(event, *problem)))
+        records, labels, where, rejected = self._decode(events)
         frame, kept, bad = self._validate(records)
         rejected += [(where[row], Rejected(events[where[row]], reason, column))
                      for row, (reason, column) in bad.items()]
@@ -205,42 +207,94 @@ class OnlineLearner:
         self.dead_lettered += len(rejected)
         if take.any():
             y = self._labels(np.asarray(labels, dtype=object)[kept][take])
-            good = frame.iloc[np.flatnonzero(take)].reset_index(drop=True) if not take.all() else frame
+            good = frame if take.all() else frame.iloc[np.flatnonzero(take)].reset_index(drop=True)
             hold = hold[take]
             if hold.any():
                 self._remember(self._hold, good[hold].reset_index(drop=True), y[hold], "_hold_count")
                 self.held_out += int(hold.sum())
             if (~hold).any():
-                learn_X, learn_y = good[~hold].reset_index(drop=True), y[~hold]
+                learn_X = good if not hold.any() else good[~hold].reset_index(drop=True)
+                learn_y = y[~hold]
                 self._remember(self._fit_rows, learn_X, learn_y, "_fit_count")
-                self._pending.append((learn_X, learn_y))
+                self._pending.append((self._early(learn_X), learn_y))
                 self._pending_rows += len(learn_X)
                 self.learnt += len(learn_X)
                 self.learnt_total += len(learn_X)
                 self._learn(flush=False)
         return consumed, [r for _, r in rejected]
 
-    def _parse(self, event: Event, records: list[dict[str, Any]], labels: list[Any]
-               ) -> tuple[str, str | None] | None:
+    def _decode(self, events: Sequence[Event]
+                ) -> tuple[list[dict[str, Any]], list[Any], list[int], list[tuple[int, Rejected]]]:
+        """The JSON objects of ``events`` with their outcomes and positions, and the events refused so far.
+
+        The common case (every event a JSON object with a usable outcome) is checked for the whole batch at
+        once; otherwise each event is looked at and the bad ones get their reason.
+        """
+        loads = orjson.loads
         try:
-            value = orjson.loads(event.data)
-        except orjson.JSONDecodeError as exc:
-            return f"not valid JSON: {exc}", None
-        if not isinstance(value, dict):
-            return f"expected a JSON object of column values, got {type(value).__name__}", None
-        label = value.get(self.target)
-        if not self.clusterer:
-            if label is None:
-                return f"the outcome '{self.target}' is missing", self.target
-            if self._known is not None:
-                if isinstance(label, (list, dict)) or label not in self._known:
-                    return (f"the outcome {label!r} is not one of training.classes "
-                            f"{sorted(map(str, self._known))}"), self.target
-            elif (isinstance(label, bool) or not isinstance(label, (int, float))
-                  or not math.isfinite(label)):
-                return f"the outcome '{self.target}' must be a finite number, got {label!r}", self.target
-        records.append(value)
-        labels.append(label)
+            values: list[Any] = list(map(loads, [e.data for e in events]))
+        except orjson.JSONDecodeError:
+            values = []
+        if len(values) == len(events) and all(type(v) is dict for v in values):
+            target = self.target
+            labels = [v.get(target) for v in values]
+            if self._labels_usable(labels):
+                return values, labels, list(range(len(events))), []
+        records: list[dict[str, Any]] = []
+        labels = []
+        where: list[int] = []
+        rejected: list[tuple[int, Rejected]] = []
+        for i, event in enumerate(events):
+            try:
+                value = values[i] if values else loads(event.data)
+            except orjson.JSONDecodeError as exc:
+                rejected.append((i, Rejected(event, f"not valid JSON: {exc}")))
+                continue
+            if not isinstance(value, dict):
+                rejected.append((i, Rejected(event, f"expected a JSON object of column values, got "
+                                                    f"{type(value).__name__}")))
+                continue
+            label = value.get(self.target)
+            problem = self._label_problem(label)
+            if problem is not None:
+                rejected.append((i, Rejected(event, problem, self.target)))
+                continue
+            records.append(value)
+            labels.append(label)
+            where.append(i)
+        return records, labels, where, rejected
+
+    def _labels_usable(self, labels: list[Any]) -> bool:
+        """Every outcome usable (``_label_problem`` of each is None), decided column-wise where it can be."""
+        if self.clusterer:
+            return True
+        if self._known is None:
+            if not set(map(type, labels)) <= _OUTCOME_TYPES:
+                return False
+            try:
+                return bool(np.isfinite(np.array(labels, dtype=np.float64)).all())
+            except (OverflowError, ValueError, TypeError):
+                return False
+        return all(self._label_problem(label) is None for label in labels)
+
+    def _label_problem(self, label: Any) -> str | None:
+        """Why an event's outcome cannot be learnt, or None."""
+        if self.clusterer:
+            return None
+        if label is None:
+            return f"the outcome '{self.target}' is missing"
+        if self._known is not None:
+            if isinstance(label, (list, dict)) or label not in self._known:
+                return f"the outcome {label!r} is not one of training.classes {sorted(map(str, self._known))}"
+            return None
+        finite = False
+        if not isinstance(label, bool) and isinstance(label, (int, float)):
+            try:
+                finite = math.isfinite(label)
+            except OverflowError:  # an integer too large for a float
+                finite = False
+        if not finite:
+            return f"the outcome '{self.target}' must be a finite number, got {label!r}"
         return None
 
     def _validate(self, records: list[dict[str, Any]]
@@ -292,46 +346,55 @@ class OnlineLearner:
             setattr(self, counter, getattr(self, counter) - len(buffer.popleft()[0]))
 
     # -- learning ------------------------------------------------------------------------------------------
+    def _early(self, X: pd.DataFrame) -> Any:
+        """Learnt events as they wait for ``partial_fit``: already transformed when the preprocessing is fitted
+        and frozen (it is row by row, so one transform of the whole feed gives the same rows as one per
+        chunk), else as they came (the warm-up has not fitted it yet, or the scalers keep learning)."""
+        return self._pre.transform(X) if self.fitted and self._frozen else X
+
     def _learn(self, *, flush: bool) -> None:
         if not self.fitted:
             if self._pending_rows < self.training.warmup:
                 return
             X, _ = self._take(self.training.warmup, peek=True)
-            self.pipeline.steps[0][1].fit(X)
+            self._pre.fit(X)
             self.fitted = True
+            if self._frozen and self._pending:
+                X, y = self._take(self._pending_rows, peek=True)
+                self._pending = [(self._pre.transform(X), y)]
         size = self.training.batch_size
         while self._pending_rows >= size or (flush and self._pending_rows):
             X, y = self._take(min(size, self._pending_rows))
             self._partial_fit(X, y)
 
-    def _take(self, n: int, *, peek: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
-        """The first ``n`` pending learnt events (removed unless ``peek``)."""
-        frames, labels, got, i = [], [], 0, 0
+    def _take(self, n: int, *, peek: bool = False) -> tuple[Any, np.ndarray]:
+        """The first ``n`` pending learnt events (removed unless ``peek``): a frame, or transformed rows."""
+        parts, labels, got, i = [], [], 0, 0
         while got < n:
             X, y = self._pending[i]
             need = n - got
-            if len(X) <= need:
-                frames.append(X)
+            if len(y) <= need:
+                parts.append(X)
                 labels.append(y)
-                got += len(X)
+                got += len(y)
                 i += 1
             else:
-                frames.append(X.iloc[:need])
+                parts.append(_rows(X, 0, need))
                 labels.append(y[:need])
                 got += need
                 if not peek:
-                    self._pending[i] = (X.iloc[need:].reset_index(drop=True), y[need:])
+                    self._pending[i] = (_rows(X, need, len(y)), y[need:])
         if not peek:
             del self._pending[:i]
             self._pending_rows -= n
-        X = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        return X.reset_index(drop=True), np.concatenate(labels)
+        return _stacked(parts), labels[0] if len(labels) == 1 else np.concatenate(labels)
 
-    def _partial_fit(self, X: pd.DataFrame, y: np.ndarray) -> None:
-        pre = self.pipeline.steps[0][1]
-        if self.training.preprocessing == "incremental":
-            _update_scalers(pre, X)
-        Xt = pre.transform(X)
+    def _partial_fit(self, X: Any, y: np.ndarray) -> None:
+        if self._frozen:
+            Xt = X  # transformed when it was fed (``_early``)
+        else:
+            _update_scalers(self._pre, X)
+            Xt = self._pre.transform(X)
         kwargs: dict[str, Any] = {}
         if self.classes is not None:
             kwargs["classes"] = self.classes
@@ -350,15 +413,17 @@ class OnlineLearner:
         if not self.ready or self.first_seq is None or self.last_seq is None:
             return None
         self._learn(flush=True)
+        # The version is a deep copy, dumped here (``model_bytes``, written as they are wherever the bundle
+        # is written); learning goes on from the state as it loads. Either changes how objects are shared
+        # inside the pipeline, and with it the bytes of a later dump: a replay (reproduce.py: a deep copy
+        # of the loaded parent) takes the same steps, so it dumps the same bytes.
         pipeline = copy.deepcopy(self.pipeline)
-        # Go on from the published state as it loads (a pickle round trip does not give back the same
-        # bytes when dumped again: object sharing changes), as a resumed learner and a replay both do.
-        self.pipeline = _round_trip(self.pipeline)
-        self.model = self.pipeline.steps[-1][1]
+        model_bytes = _dumped(pipeline)
+        self._use(joblib.load(io.BytesIO(_dumped(self.pipeline))))
         X_fit, y_fit = _joined(self._fit_rows, self._keep)
         X_hold, y_hold = _joined(self._hold, self._keep)
         cut = Cut(pipeline, self.first_seq, self.last_seq, self.learnt, self.held_out, self.dead_lettered,
-                  X_fit, y_fit, X_hold, y_hold, self._metrics(pipeline, X_hold, y_hold))
+                  X_fit, y_fit, X_hold, y_hold, self._metrics(pipeline, X_hold, y_hold), model_bytes)
         self._open_range()
         return cut
 
@@ -370,11 +435,28 @@ class OnlineLearner:
             return evaluate(pipeline, X, y, self.task, self.metric_names)
 
 
-def _round_trip(pipeline: Any) -> Any:
+def _rows(X: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a pending part (a frame or transformed rows), numbered from 0."""
+    if isinstance(X, pd.DataFrame):
+        return X.iloc[start:stop].reset_index(drop=True)
+    return X[start:stop]
+
+
+def _stacked(parts: list[Any]) -> Any:
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True) if isinstance(parts[0], pd.DataFrame) else parts[0]
+    if isinstance(parts[0], pd.DataFrame):
+        return pd.concat(parts, ignore_index=True)
+    if sparse.issparse(parts[0]):
+        return sparse.vstack(parts, format="csr")
+    return np.concatenate(parts)
+
+
+def _dumped(pipeline: Any) -> bytes:
+    """What ``joblib.dump(pipeline, path)`` writes (the same bytes as to a file)."""
     buffer = io.BytesIO()
     joblib.dump(pipeline, buffer)
-    buffer.seek(0)
-    return joblib.load(buffer)
+    return buffer.getvalue()
 
 
 def _update_scalers(pre: Any, X: pd.DataFrame) -> None:
@@ -430,7 +512,8 @@ def write_cut_bundle(directory: Path, spec: TrainSpec, cut: Cut, lineage: Lineag
                      training_cost: TrainingCost | None = None) -> Manifest:
     """A normal bundle of a cut (``assemble.py``): the held-out events are its reference set."""
     return assemble_bundle(
-        directory, name=spec.name, pipeline=cut.pipeline, X_fit=cut.X_fit, X_ref=cut.X_holdout,
+        directory, name=spec.name, pipeline=cut.pipeline, model_bytes=cut.model_bytes or None,
+        X_fit=cut.X_fit, X_ref=cut.X_holdout,
         y_ref=cut.y_holdout, y_fit=None if is_clusterer(cut.pipeline.steps[-1][1]) else cut.y_fit,
         target=spec.data.target, metrics=cut.metrics, lineage=lineage, categorical=spec.features.categorical,
         unseen_categories=spec.schema_.unseen_categories, seed=spec.seed, fast_path=spec.training.fast_path,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -146,11 +147,15 @@ def _parse_clean(schema: InputSchema, records: list[Any]) -> Columns | None:
     if n == 0 or not all(type(r) is dict for r in records):
         return None
     data: dict[str, np.ndarray] = {}
-    for col in schema.columns:
-        try:
-            values = [r[col.name] for r in records]
-        except KeyError:
-            return None
+    names = [col.name for col in schema.columns]
+    if not names:
+        return Columns(data, n)
+    try:  # one pass over the rows for every column (a pass per column costs several times more)
+        by_column = list(zip(*map(itemgetter(*names), records), strict=True)) if len(names) > 1 else [
+            tuple(r[names[0]] for r in records)]
+    except KeyError:
+        return None
+    for col, values in zip(schema.columns, by_column, strict=True):
         kinds = set(map(type, values))
         if col.kind == "numeric":
             if not kinds <= _NUMBER_TYPES:

@@ -7,29 +7,135 @@ drops the second answer to a redelivered message (within its duplicate window, t
 With ``start_seq`` the durable consumer is recreated to deliver from that stream sequence on: the online
 learner (``stream/learner.py``) keeps its position in the registry, with the version it published, and
 starts its consumer there. ``read_range`` replays an exact range of sequences (``modelyard reproduce``).
+
+``fetch`` speaks the pull protocol itself: one request (``$JS.API.CONSUMER.MSG.NEXT``) for the whole batch to
+a subscription that only appends what arrives to a buffer. nats-py's ``PullSubscription.fetch`` starts an
+asyncio task per message, which costs more than everything a learner does with the message. A request
+first asks for what is there now (``no_wait``); when nothing is, a second one waits up to the timeout and
+``fetch`` returns with the first messages it brings. At most one request is open at a time; what arrives
+after a ``fetch`` gave up waiting stays in the buffer for the next one, so no delivered message is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
 import nats.aio.client
+import nats.aio.subscription
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from modelyard.errors import StreamError
 from modelyard.stream.base import Broker, Message, OutMessage, safe_name
 
+PULL_GRACE = 1.0  # seconds past a pull request's expiry after which it is taken as over without its status
+
+
+class FetcherError(StreamError):
+    """The fetching child is gone: what it had pulled and not handed over may be missing from the stream
+    order, so the caller must start over from its own committed position (the learner stops)."""
+
+
+FETCHER = """
+import asyncio, os, pickle, sys
+out = os.fdopen(os.dup(1), "wb")
+os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the batches
+from modelyard.stream.nats import JetStreamBroker
+url, subject, durable, batch, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+
+def send(data):
+    out.write(len(data).to_bytes(8, "big") + data)
+    out.flush()
+
+async def main():
+    parent = os.getppid()
+    broker = JetStreamBroker(url, subject, durable=durable, create_streams=False)
+    await broker.join()
+    loop = asyncio.get_running_loop()
+    try:
+        while os.getppid() == parent:  # never pull for a learner that is gone (its successor may be pulling)
+            data = pickle.dumps(await broker.fetch_handed(batch, timeout), protocol=5)
+            await loop.run_in_executor(None, send, data)
+    except (BrokenPipeError, ValueError):  # the reading process is gone
+        pass
+
+asyncio.run(main())
+"""
+"""The fetching child's program (``python -c FETCHER URL SUBJECT DURABLE BATCH TIMEOUT``): it pulls from the
+durable consumer and writes each batch to stdout (pickled, prefixed with its length; an empty one when
+idle), waiting for the reader to take it: the pipe is the prefetch bound. It exits when the reader is gone
+(its pipe closed, or its parent process dead: checked before every pull, so that a killed learner's child
+does not take events from the consumer its successor recreated under the same name)."""
+
+
+class ChildFetcher:
+    """Pull in a child interpreter (``FETCHER``), hand over batches through a pipe.
+
+    Why: receiving a message costs nats-py as much Python as learning it (protocol parsing, headers, a
+    ``Msg`` object), and one interpreter runs one thread of Python at a time; in a child it runs beside
+    the learning. The messages come back with their ack subject as ``Message.raw`` (acked by the parent's
+    own connection). Only for a consumer the caller alone reads and whose position it keeps itself (the
+    online learner): if the child dies, what it had pulled is delivered again only after ``ack_wait``,
+    out of order, so ``FetcherError`` tells the caller to start over from its own position.
+    """
+
+    def __init__(self, url: str, subject: str, durable: str, batch: int, timeout: float) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen([sys.executable, "-c", FETCHER, url, subject, durable, str(batch),
+                                       str(timeout)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def read(self) -> list[Message]:
+        """The next batch (blocking: call it from a thread)."""
+        out = self._proc.stdout
+        assert out is not None
+        head = out.read(8)
+        data = out.read(int.from_bytes(head, "big")) if len(head) == 8 else b""
+        if len(head) < 8 or not data:
+            raise FetcherError(f"the fetching process ended (exit code {self._proc.poll()}); its error is in "
+                               "stderr above")
+        return [Message(id=msg_id, data=body, raw=reply, delivery=delivered, seq=seq)
+                for seq, msg_id, body, reply, delivered in pickle.loads(data)]
+
+    def close(self) -> None:
+        """Stop the child (what it pulled and did not hand over is delivered again from the next position):
+        first, so that a ``read`` waiting in another thread gets the end of the pipe."""
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
 
 class JetStreamBroker(Broker):
+    """``fetch_in_child``: pull in a ``ChildFetcher`` (the online learner), with the first ``fetch``'s batch
+    size and timeout."""
+
     def __init__(self, url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
                  publish_timeout: float = 10.0, create_streams: bool = True, start_seq: int | None = None,
-                 ack_policy: AckPolicy = AckPolicy.EXPLICIT, max_ack_pending: int | None = None) -> None:
+                 ack_policy: AckPolicy = AckPolicy.EXPLICIT, max_ack_pending: int | None = None,
+                 fetch_in_child: bool = False) -> None:
         self.url = url
+        self.fetch_in_child = fetch_in_child
+        self._child: ChildFetcher | None = None
         self.in_subject = in_subject
         self.durable = safe_name(durable)
         self.ack_wait = ack_wait
@@ -41,7 +147,13 @@ class JetStreamBroker(Broker):
         self.stream: str | None = None  # the stream capturing in_subject, once connected
         self.nc: nats.aio.client.Client | None = None
         self.js: nats.js.JetStreamContext | None = None
-        self.sub: nats.js.JetStreamContext.PullSubscription | None = None
+        self._pulled: deque[Msg] = deque()  # delivered to the pull inbox, not fetched yet
+        self._arrived = asyncio.Event()  # set whenever a message or a pull request's end arrives
+        self._pull_sub: nats.aio.subscription.Subscription | None = None
+        self._pull_subject = ""  # $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
+        self._inbox = ""
+        self._owed = 0  # messages the open pull request may still deliver (0: none is open)
+        self._open_until = 0.0  # monotonic time after which the open request is over in any case
 
     async def connect(self) -> None:
         stream = await self.connect_reader()
@@ -55,8 +167,21 @@ class JetStreamBroker(Broker):
                 await self.js.delete_consumer(stream, self.durable)
             except nats.js.errors.NotFoundError:
                 pass
-        self.sub = await self.js.pull_subscribe(self.in_subject, durable=self.durable, stream=stream,
-                                                config=config)
+        try:
+            await self.js.consumer_info(stream, self.durable)  # joined as it is (others may share it)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_consumer(stream, config)
+        await self._join(stream)
+
+    async def join(self) -> None:
+        """Connect and pull from the durable consumer as it is (``FETCHER``: it must exist already)."""
+        await self._join(await self.connect_reader())
+
+    async def _join(self, stream: str) -> None:
+        assert self.nc is not None
+        self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
+        self._inbox = self.nc.new_inbox()
+        self._pull_sub = await self.nc.subscribe(self._inbox, cb=self._on_pulled)
 
     async def connect_reader(self) -> str:
         """Connect and find the stream capturing ``in_subject`` (no consumer: ``read_range`` needs none)."""
@@ -83,19 +208,81 @@ class JetStreamBroker(Broker):
     async def ensure_subject(self, subject: str) -> None:
         await self._stream_for(subject)
 
+    @property
+    def fetcher_pid(self) -> int | None:
+        """The fetching child's process id (``fetch_in_child``, once fetching), for operators and tests."""
+        return self._child.pid if self._child is not None else None
+
     async def fetch(self, max_messages: int, timeout: float) -> list[Message]:
-        assert self.sub is not None
-        try:
-            msgs = await self.sub.fetch(batch=max_messages, timeout=timeout)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
+        assert self.nc is not None and self._pull_sub is not None
+        if self.fetch_in_child:
+            if self._child is None:
+                self._child = ChildFetcher(self.url, self.in_subject, self.durable, max_messages, timeout)
+            return await asyncio.to_thread(self._child.read)
+        return [self._message(m) for m in await self._pull(max_messages, timeout)]
+
+    async def fetch_handed(self, max_messages: int, timeout: float) -> list[tuple[int, str, bytes, str, int]]:
+        """``fetch`` as ``FETCHER`` hands it over: (sequence, id, data, ack subject, delivery) of each."""
         out = []
-        for m in msgs:
-            md = m.metadata
-            msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{md.stream}:{md.sequence.stream}"
-            out.append(Message(id=msg_id, data=m.data, raw=m, delivery=md.num_delivered or 1,
-                               seq=md.sequence.stream))
+        for m in await self._pull(max_messages, timeout):
+            seq, delivered = _ack_numbers(m)
+            out.append((seq, (m.headers or {}).get("Nats-Msg-Id") or f"{self.stream}:{seq}", m.data, m.reply,
+                        delivered))
         return out
+
+    async def _pull(self, max_messages: int, timeout: float) -> list[Msg]:
+        deadline = time.monotonic() + timeout
+        if not self._pulled and not self._request_open():  # what is there now, at once
+            await self._request(max_messages, no_wait=True)
+            await self._wait(lambda: len(self._pulled) >= max_messages or not self._request_open(), deadline)
+        if not self._pulled and not self._request_open() and deadline - time.monotonic() > 0.01:
+            await self._request(max_messages, expires=deadline - time.monotonic())  # wait for the next ones
+        if not self._pulled:
+            await self._wait(lambda: bool(self._pulled) or not self._request_open(), deadline)
+            await asyncio.sleep(0)  # let the messages that came with the first one in
+        return [self._pulled.popleft() for _ in range(min(max_messages, len(self._pulled)))]
+
+    async def _on_pulled(self, msg: Msg) -> None:
+        """The pull inbox's callback: a stream message (it has an ack subject) or the end of a request (a
+        status: 404 no messages, 408 expired, 409 ...; 100 is a heartbeat, never asked for)."""
+        if msg.reply:
+            self._pulled.append(msg)
+            self._owed -= 1
+        elif (msg.headers or {}).get("Status") != "100":
+            self._owed = 0
+        self._arrived.set()
+
+    def _request_open(self) -> bool:
+        if self._owed > 0 and time.monotonic() > self._open_until:
+            self._owed = 0  # its end was lost (a reconnect): what it still brings lands in the buffer anyway
+        return self._owed > 0
+
+    async def _request(self, batch: int, *, no_wait: bool = False, expires: float | None = None) -> None:
+        assert self.nc is not None
+        body: dict[str, Any] = {"batch": batch}
+        if no_wait:
+            body["no_wait"] = True
+        if expires is not None:
+            body["expires"] = int(expires * 1e9)
+        self._owed = batch
+        self._open_until = time.monotonic() + (expires if expires is not None else self.publish_timeout) + PULL_GRACE
+        await self.nc.publish(self._pull_subject, json.dumps(body).encode(), reply=self._inbox)
+
+    async def _wait(self, done: Callable[[], bool], deadline: float) -> None:
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return
+
+    def _message(self, m: Msg) -> Message:
+        seq, delivered = _ack_numbers(m)
+        msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{self.stream}:{seq}"
+        return Message(id=msg_id, data=m.data, raw=m, delivery=delivered, seq=seq)
 
     async def read_range(self, first_seq: int, last_seq: int, *, batch: int = 1000,
                          timeout: float = 5.0) -> list[Message]:
@@ -149,15 +336,35 @@ class JetStreamBroker(Broker):
 
     async def ack(self, messages: Sequence[Message]) -> None:
         for m in messages:
-            await m.raw.ack()
+            if isinstance(m.raw, str):  # fetched by a ``ChildFetcher``: its ack subject
+                assert self.nc is not None
+                await self.nc.publish(m.raw, Msg.Ack.Ack)
+            else:
+                await m.raw.ack()
 
     async def nak(self, messages: Sequence[Message], delay: float = 1.0) -> None:
         for m in messages:
             await m.raw.nak(delay=delay)
 
     async def close(self) -> None:
+        self._pulled.clear()  # delivered, never fetched: redelivered after ack_wait (or from a new position)
+        if self._child is not None:
+            await asyncio.to_thread(self._child.close)
+            self._child = None
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.flush(timeout=5)
             finally:
                 await self.nc.close()
+
+
+def _ack_numbers(m: Msg) -> tuple[int, int]:
+    """(stream sequence, delivery count) of a JetStream message, read from its ack subject: ``$JS.ACK.<stream>.
+    <consumer>.<delivered>.<stream seq>...`` (9 tokens) or the form with domain and account hash."""
+    tokens = m.reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[4]) or 1
+    if len(tokens) >= 11:
+        return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.NumDelivered]) or 1
+    md = m.metadata  # raises nats' own error for a subject of another shape
+    return md.sequence.stream, md.num_delivered or 1
