@@ -24,7 +24,6 @@ from modelyard.batch import BatchError, score
 from modelyard.config import Settings
 from modelyard.registry.db import get_engine
 from tests.batchstream_helpers import (
-    cancer_bundle_once,
     house_bundle_once,
     houses_input,
     publish,
@@ -62,9 +61,19 @@ def house_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return house_bundle_once(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def cancer_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cancer_bundle_once(tmp_path_factory)
+def _lake_rows(n: int, seed: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.normal(size=n)})
+
+
+def _publish_classifier(settings: Settings) -> None:
+    """A logistic regression with text classes (probabilities; trained in milliseconds)."""
+    from sklearn.linear_model import LogisticRegression
+
+    frame = _lake_rows(300, seed=1)
+    y = np.where(frame["a"] + 0.5 * frame["b"] > 0, "yes", "no")
+    modelyard.publish("churn", LogisticRegression().fit(frame, y), frame, pd.Series(y), alias="production",
+                      settings=settings)
 
 
 def _rejects(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
@@ -140,59 +149,56 @@ def test_spark_python_workers_load_the_model_themselves(spark: Any, house_bundle
     assert seen["models"].str.contains("house-prices@1").any()  # a reused worker kept its loaded model
 
 
-def test_parquet_in_parquet_out_through_spark_equals_the_local_engine(spark: Any, cancer_bundle: Path,
-                                                                     sqlite_settings: Settings,
+def test_parquet_in_parquet_out_through_spark_equals_the_local_engine(spark: Any, sqlite_settings: Settings,
                                                                      tmp_path: Path) -> None:
-    """A classifier (probabilities), no --key (the key is the row's position), a file read by Spark as
-    several partitions: the positions, keys and answers are the local engine's on the same file."""
+    """A classifier (text classes, probabilities), no --key (the key is the row's position), a file read by
+    Spark as several partitions: the positions, keys and answers are the local engine's on the same file."""
     settings = sqlite_settings
-    publish(cancer_bundle, settings)
-    data = pd.read_csv(cancer_bundle.parent / "breast_cancer.csv").drop(columns=["target"])
-    first = str(data.columns[0])
-    data[first] = data[first].astype(object)
-    data.iat[5, 0], data.iat[410, 0] = "n/a", None
-    data[first] = data[first].map(lambda v: v if v is None else str(v))  # a text column: what a lake holds
-    pq.write_table(pa.Table.from_pandas(data, preserve_index=False), tmp_path / "in.parquet", row_group_size=50)
+    _publish_classifier(settings)
+    data = _lake_rows(5000).astype({"a": object})
+    data.iat[5, 0], data.iat[4100, 0] = "n/a", None
+    data["a"] = data["a"].map(lambda v: v if v is None else str(v))  # a text column, as lakes have them
+    pq.write_table(pa.Table.from_pandas(data, preserve_index=False), tmp_path / "in.parquet", row_group_size=500)
     assert spark.read.parquet(str(tmp_path / "in.parquet")).rdd.getNumPartitions() > 2
 
-    local = score("breast-cancer", source=str(tmp_path / "in.parquet"), target="cancer", settings=settings)
+    local = score("churn", source=str(tmp_path / "in.parquet"), target="cancer", settings=settings)
     target = str(tmp_path / "out" / "scores.parquet")
-    on_spark = score("breast-cancer", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
+    on_spark = score("churn", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
                      engine="spark", run_id="lake-1")
-    assert (on_spark.rows_scored, on_spark.rows_rejected, on_spark.row_count) == (567, 2, 569)
-    assert (local.rows_scored, local.rows_rejected) == (567, 2)
+    assert (on_spark.rows_scored, on_spark.rows_rejected, on_spark.row_count) == (4998, 2, 5000)
+    assert (local.rows_scored, local.rows_rejected) == (4998, 2)
 
     ours = pd.read_parquet(target).sort_values("key").reset_index(drop=True)
     theirs = read_sql(settings.resolved_database_url, "SELECT * FROM cancer ORDER BY key")
     assert list(ours.columns) == list(theirs.columns)
-    assert ours["key"].tolist() == theirs["key"].tolist() == [k for k in range(569) if k not in (5, 410)]
+    assert ours["key"].tolist() == theirs["key"].tolist() == [k for k in range(5000) if k not in (5, 4100)]
     assert ours["prediction"].tolist() == theirs["prediction"].tolist()
     assert [json.loads(p) for p in ours["probabilities"]] == \
         [p if isinstance(p, dict) else json.loads(p) for p in theirs["probabilities"]]
     assert set(ours["run_id"]) == {"lake-1"} and set(ours["version"]) == {1}
     rejected = pd.read_parquet(str(tmp_path / "out" / "scores_rejected.parquet"))
     assert _rejects(rejected) == _rejects(read_sql(settings.resolved_database_url, "SELECT * FROM cancer_rejected"))
-    assert rejected["position"].tolist() == [5, 410] and "row 5" in rejected["reason"][0]
+    assert rejected["position"].tolist() == [5, 4100] and "row 5" in rejected["reason"][0]
 
     with pytest.raises(BatchError, match="already exists"):  # a new run never overwrites a path
-        score("breast-cancer", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
+        score("churn", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
               engine="spark")
     get_engine(settings.resolved_database_url).dispose()
     with get_engine(settings.resolved_database_url).begin() as conn:
         conn.execute(text("UPDATE modelyard_batch_runs SET status = 'failed' WHERE run_id = 'lake-1'"))
-    again = score("breast-cancer", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
+    again = score("churn", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
                   engine="spark", run_id="lake-1")  # a failed run's rerun replaces its own output
-    assert again.resumed and again.rows_scored == 567 and len(pd.read_parquet(target)) == 567
+    assert again.resumed and again.rows_scored == 4998 and len(pd.read_parquet(target)) == 4998
 
     directory = tmp_path / "lake"  # a directory of Parquet files is one input
     directory.mkdir()
-    pq.write_table(pa.Table.from_pandas(data.head(300), preserve_index=False), directory / "a.parquet")
-    pq.write_table(pa.Table.from_pandas(data.iloc[300:], preserve_index=False), directory / "b.parquet")
-    whole = score("breast-cancer", source=str(directory), target=str(tmp_path / "dir_out") + "/",
+    pq.write_table(pa.Table.from_pandas(data.head(3000), preserve_index=False), directory / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(data.iloc[3000:], preserve_index=False), directory / "b.parquet")
+    whole = score("churn", source=str(directory), target=str(tmp_path / "dir_out") + "/",
                   settings=settings, engine="spark")
-    assert (whole.rows_scored, whole.rows_rejected) == (567, 2)
+    assert (whole.rows_scored, whole.rows_rejected) == (4998, 2)
     keys = pd.read_parquet(tmp_path / "dir_out")["key"]  # positions in Spark's read order (largest file first)
-    assert keys.is_unique and set(keys) <= set(range(569)) and len(keys) == 567
+    assert keys.is_unique and set(keys) <= set(range(5000)) and len(keys) == 4998
 
 
 def test_what_the_spark_engine_refuses_and_a_missing_pyspark(spark: Any, house_bundle: Path,
@@ -232,3 +238,7 @@ def test_the_cli_says_when_java_is_missing_or_cannot_start(house_bundle: Path, s
                             env={**env, "JAVA_HOME": str(tmp_path / "jdk")})
     assert broken.returncode == 1 and "Spark could not start" in broken.stderr, broken.stderr
     assert "Traceback" not in broken.stderr
+    imports = subprocess.run([sys.executable, "-c", "import sys, modelyard.cli, modelyard.batch.runner; "
+                              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j')))"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert imports.stdout.strip() == "[]", imports.stderr  # the CLI pays for PySpark only with --engine spark
