@@ -22,6 +22,7 @@ from sqlalchemy import text
 import modelyard
 from modelyard.batch import BatchError, score
 from modelyard.config import Settings
+from modelyard.predlog import list_records
 from modelyard.registry.db import get_engine
 from tests.batchstream_helpers import (
     house_bundle_once,
@@ -134,7 +135,13 @@ def test_spark_python_workers_load_the_model_themselves(spark: Any, house_bundle
                                                          sqlite_settings: Settings) -> None:
     publish(house_bundle, sqlite_settings)
     write_table(sqlite_settings.resolved_database_url, "houses", houses_input(300))
-    score("house-prices", source="houses", target="s", settings=sqlite_settings, key="id", engine="spark")
+    result = score("house-prices", source="houses", target="s", settings=sqlite_settings, key="id",
+                   engine="spark", log_rows=True)
+    records = list_records(get_engine(sqlite_settings.resolved_database_url), "house-prices", route="batch",
+                           limit=None)
+    assert len(records) == 301  # one per row (--log-rows, the rows' inputs carried back from Spark) + the run's
+    row = next(r for r in records if r.request_id == f"{result.run_id}:7")
+    assert row.inputs[0]["id"] == 7 and isinstance(row.outputs[0], float)
 
     def loaded(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from modelyard.batch import chunk
@@ -161,10 +168,10 @@ def test_parquet_in_parquet_out_through_spark_equals_the_local_engine(spark: Any
     pq.write_table(pa.Table.from_pandas(data, preserve_index=False), tmp_path / "in.parquet", row_group_size=500)
     assert spark.read.parquet(str(tmp_path / "in.parquet")).rdd.getNumPartitions() > 2
 
-    local = score("churn", source=str(tmp_path / "in.parquet"), target="cancer", settings=settings)
+    local = score("churn", source=str(tmp_path / "in.parquet"), target="cancer", settings=settings, keep=("b",))
     target = str(tmp_path / "out" / "scores.parquet")
     on_spark = score("churn", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
-                     engine="spark", run_id="lake-1")
+                     engine="spark", run_id="lake-1", keep=("b",))
     assert (on_spark.rows_scored, on_spark.rows_rejected, on_spark.row_count) == (4998, 2, 5000)
     assert (local.rows_scored, local.rows_rejected) == (4998, 2)
 
@@ -173,6 +180,7 @@ def test_parquet_in_parquet_out_through_spark_equals_the_local_engine(spark: Any
     assert list(ours.columns) == list(theirs.columns)
     assert ours["key"].tolist() == theirs["key"].tolist() == [k for k in range(5000) if k not in (5, 4100)]
     assert ours["prediction"].tolist() == theirs["prediction"].tolist()
+    assert set(ours["prediction"]) == {"yes", "no"} and ours["b"].tolist() == theirs["b"].tolist()
     assert [json.loads(p) for p in ours["probabilities"]] == \
         [p if isinstance(p, dict) else json.loads(p) for p in theirs["probabilities"]]
     assert set(ours["run_id"]) == {"lake-1"} and set(ours["version"]) == {1}
@@ -187,7 +195,7 @@ def test_parquet_in_parquet_out_through_spark_equals_the_local_engine(spark: Any
     with get_engine(settings.resolved_database_url).begin() as conn:
         conn.execute(text("UPDATE modelyard_batch_runs SET status = 'failed' WHERE run_id = 'lake-1'"))
     again = score("churn", source=str(tmp_path / "in.parquet"), target=target, settings=settings,
-                  engine="spark", run_id="lake-1")  # a failed run's rerun replaces its own output
+                  engine="spark", run_id="lake-1", keep=("b",))  # a failed run's rerun replaces its output
     assert again.resumed and again.rows_scored == 4998 and len(pd.read_parquet(target)) == 4998
 
     directory = tmp_path / "lake"  # a directory of Parquet files is one input

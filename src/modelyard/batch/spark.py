@@ -362,6 +362,13 @@ def _positions(df: DataFrame) -> DataFrame:
     return df.withColumn(POS, first + F.monotonically_increasing_id().bitwiseAND((1 << 33) - 1))
 
 
+def _exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` exists on its Hadoop file system (local, s3a://, hdfs://, ...), asked before scoring."""
+    jvm, conf = spark.sparkContext._jvm, spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
+    return bool(hadoop_path.getFileSystem(conf).exists(hadoop_path))
+
+
 def score_parquet(spark: SparkSession, source: str, target: str, plan: _Plan, *, run_id: str,
                   overwrite: bool) -> ParquetResult:
     """Score Parquet ``source`` into Parquet ``target`` and its ``_rejected`` sibling with Spark alone."""
@@ -374,6 +381,11 @@ def score_parquet(spark: SparkSession, source: str, target: str, plan: _Plan, *,
     except AnalysisException as exc:
         raise BatchError(f"cannot read the Parquet input {source!r}: {str(exc).splitlines()[0]}") from exc
     _check_columns(df.columns, plan.key, plan.keep)
+    if not overwrite:
+        taken = [path for path in (target, rejected_path(target)) if _exists(spark, path)]
+        if taken:
+            raise BatchError(f"{taken[0]} already exists: a new run never overwrites a path; choose another "
+                             "--to (or rerun the run that wrote it with its --run-id)")
     from functools import partial
 
     scored = _positions(df).mapInArrow(partial(_score_batches, plan=plan), _output_schema(df.schema, plan))
@@ -391,10 +403,10 @@ def score_parquet(spark: SparkSession, source: str, target: str, plan: _Plan, *,
             scored.filter(F.col(KIND) == SCORED).select(*cols).write.mode(mode).parquet(target)
             (scored.filter(F.col(KIND) == REJECTED).select(*rejected_cols).coalesce(1)
              .sortWithinPartitions("position").write.mode(mode).parquet(rejected_path(target)))
-        except AnalysisException as exc:
+        except AnalysisException as exc:  # a path that appeared meanwhile
             if "PATH_ALREADY_EXISTS" in str(exc) or "already exists" in str(exc):
-                raise BatchError(f"{target} (or {rejected_path(target)}) already exists: a new run never "
-                                 "overwrites a path; choose another --to (or resume its run with --run-id)") from exc
+                raise BatchError(f"{target} or {rejected_path(target)} already exists: a new run never "
+                                 "overwrites a path; choose another --to") from exc
             raise
         counts = {int(r[KIND]): int(r["count"]) for r in scored.groupBy(KIND).count().collect()}
     finally:
