@@ -1,10 +1,11 @@
-"""``score``: one batch run from a source to an output table, in-process or on a Dask cluster.
+"""``score``: one batch run from a source to an output table, in-process, on a Dask cluster or on Spark.
 
 Why the driver writes and Dask workers only score: ordered, atomic chunk commits make the committed rows a
 prefix of the input, which is all a resumed run needs to know (see ``sink``); the output database sees one
 writer using COPY instead of many small ones; and workers need the registry (to load the pinned version and
 verify its checksums) but never the user's output database. The driver's own work (reading and writing)
-overlaps with the scoring (see ``pipeline``).
+overlaps with the scoring (see ``pipeline``). Spark (``--engine spark``, module ``spark``, imported only
+then) scores the driver's chunks the same way, or reads and writes Parquet itself for a Parquet ``--to``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 from modelyard.batch.chunk import ScoredChunk, load_pinned, score_chunk
 from modelyard.batch.executor import DaskExecutor, Executor, LocalExecutor, run_stages
 from modelyard.batch.runs import RunRecord, get_run, open_run, record_progress
-from modelyard.batch.sink import ChunkWriter, Sink
+from modelyard.batch.sink import ChunkWriter, Sink, is_parquet_target
 from modelyard.batch.source import Source
 from modelyard.config import Settings, normalize_database_url
 from modelyard.errors import BatchError, RunBusyError
@@ -32,6 +33,7 @@ from modelyard.registry.userdb import redact
 from modelyard.registry.userdb import user_engine as _user_engine
 
 ProgressFn = Any  # Callable[[rows done, total rows or None], None]
+ENGINES = ("local", "dask", "spark")
 
 
 @dataclass
@@ -75,25 +77,31 @@ def portable_settings(settings: Settings) -> Settings:
 def score(ref: str, *, source: str, target: str, settings: Settings, db: str | None = None,
           key: str | None = None, chunk_size: int = 10_000, run_id: str | None = None,
           cluster: str | None = None, log_rows: bool = False, progress: ProgressFn | None = None,
-          threads: int | None = 1, keep: tuple[str, ...] = ()) -> BatchResult:
+          threads: int | None = 1, keep: tuple[str, ...] = (), engine: str | None = None) -> BatchResult:
     """Score ``source`` with model ``ref`` into ``target``; rerunning a ``run_id`` resumes it.
 
     ``threads`` caps the OpenMP threads of in-process predictions (None: the library's default). The
     output table holds the key under the ``key`` column's own name (``key`` without one) and the input
-    columns named in ``keep``.
+    columns named in ``keep``. ``engine`` is ``local``, ``dask`` (on the scheduler ``cluster``; the default
+    when one is given) or ``spark`` (on the master ``cluster``, ``local[*]`` by default).
     """
     if chunk_size < 1:
         raise BatchError("--chunk-size must be at least 1")
+    engine = engine or ("dask" if cluster else "local")
+    if engine not in ENGINES:
+        raise BatchError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "dask" and not cluster:
+        raise BatchError("--engine dask needs --cluster tcp://HOST:PORT (a Dask scheduler)")
     registry = Registry(settings)
     name, selector = parse_ref(ref)
-    src = Source.parse(source)
+    src = _source(source, target, engine, log_rows)
     db_url = normalize_database_url(db or settings.resolved_database_url)
     run_id = run_id or new_run_id(name)
     previous = get_run(registry.engine, run_id)
     version = previous.version if previous else registry.resolve(ref).version
     run = open_run(registry.engine, run_id, model=name, version=version, source=src.value, target=target,
                    details={"db": redact(db_url), "key": key, "chunk_size": chunk_size, "cluster": cluster,
-                            "source_kind": src.kind})
+                            "source_kind": src.kind, "engine": engine})
     if run.status == "done":
         return BatchResult(run_id, name, run.version, target, run.rows_scored, run.rows_rejected,
                            run.row_count, 0.0, "done", resumed=True, already_done=True)
@@ -104,7 +112,7 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
     member.beat_if_due()
     job = _Job(run=run, registry=registry, settings=settings, src=src, engine=user_engine(db_url, settings),
                target=target, key=key, chunk_size=chunk_size, cluster=cluster, log_rows=log_rows,
-               progress=progress, threads=threads, member=member, keep=tuple(keep))
+               progress=progress, threads=threads, member=member, keep=tuple(keep), engine_name=engine)
     try:
         return job.execute()
     except RunBusyError:
@@ -119,6 +127,27 @@ def score(ref: str, *, source: str, target: str, settings: Settings, db: str | N
         raise
     finally:
         member.stop()
+
+
+def _source(source: str, target: str, engine: str, log_rows: bool) -> Source:
+    """What ``--from`` names, checked against where ``--to`` writes (a table, or Parquet through Spark)."""
+    if not is_parquet_target(target):
+        return Source.parse(source)
+    if engine != "spark":
+        raise BatchError(f"--to {target!r} names Parquet output, which --engine spark writes; the local and "
+                         "Dask engines write a table (--to TABLE)")
+    if log_rows:
+        raise BatchError("--log-rows is not supported with a Parquet --to (score into a table for that)")
+    from modelyard.batch.spark import parquet_source
+
+    refusal = BatchError(f"a Parquet --to takes Parquet input (a file, a directory of them, a glob or a URI), "
+                         f"not {source.strip()!r}: score a query, a table or a CSV file --to TABLE")
+    if source.strip().lower().endswith(".csv"):
+        raise refusal
+    try:
+        return Source("file", parquet_source(source))
+    except BatchError as exc:
+        raise refusal from exc
 
 
 @dataclass
@@ -136,6 +165,7 @@ class _Job:
     progress: ProgressFn | None
     threads: int | None
     keep: tuple[str, ...] = ()
+    engine_name: str = "local"
     started: float = field(default_factory=time.perf_counter)
     skip: int = 0
     recorded: float = 0.0
@@ -156,6 +186,8 @@ class _Job:
     def _execute(self) -> BatchResult:
         run = self.run
         model = load_pinned(self.settings, run.model, run.version)
+        if self.engine_name == "spark" and is_parquet_target(self.target):
+            return self._execute_parquet(model)
         if self.key is not None:
             self.src.check_key(self.engine if self.src.kind != "file" else None, self.key)
         self.sink = Sink(self.engine, self.target, task=model.task, classes=model.classes_, key=self.key,
@@ -173,7 +205,15 @@ class _Job:
             if self.progress:
                 self.progress(self.skip, self.row_count)
             executor: Executor
-            if self.cluster:
+            if self.engine_name == "spark":
+                from modelyard.batch import spark
+
+                plan = spark.make_plan(portable_settings(self.settings), run.model, run.version, key=self.key,
+                                       keep=self.keep, task=model.task, classes=model.classes_,
+                                       with_inputs=self.log_rows)
+                executor = spark.SparkExecutor(spark.session(self.cluster), plan, self.skip)
+            elif self.engine_name == "dask":
+                assert self.cluster is not None
                 executor = DaskExecutor(self.cluster, portable_settings(self.settings), run.model,
                                         run.version, self.key, self.log_rows, self.keep)
             else:
@@ -188,6 +228,24 @@ class _Job:
                 executor.close()
         finally:
             self.writer.close()
+        return self.finish()
+
+    def _execute_parquet(self, model: Any) -> BatchResult:
+        """Parquet in, Parquet out, on Spark alone: one job, whose output a rerun of the run overwrites."""
+        from modelyard.batch import spark
+
+        run = self.run
+        plan = spark.make_plan(portable_settings(self.settings), run.model, run.version, key=self.key,
+                               keep=self.keep, task=model.task, classes=model.classes_)
+        session = spark.session(self.cluster)
+        if self.progress:
+            self.progress(0, None)
+        done = spark.score_parquet(session, self.src.value, self.target, plan, run_id=run.run_id,
+                                   overwrite=run.resumed)
+        self.counts.update(scored=done.scored, rejected=done.rejected, attempt=done.scored + done.rejected)
+        self.row_count = done.scored + done.rejected
+        if self.progress:
+            self.progress(self.row_count, self.row_count)
         return self.finish()
 
     def on_first(self, frame: pd.DataFrame, offset: int) -> None:
@@ -244,7 +302,8 @@ class _Job:
             outputs={"table": self.target, "rows_scored": counts["scored"],
                      "rows_rejected": counts["rejected"]},
             n_rows=counts["scored"], latency_ms=seconds * 1000.0,
-            meta={"run_id": run.run_id, "cluster": self.cluster, "attempts": run.details.get("attempts")},
+            meta={"run_id": run.run_id, "cluster": self.cluster, "engine": self.engine_name,
+                  "attempts": run.details.get("attempts")},
         )])
         return BatchResult(run.run_id, run.model, run.version, self.target, counts["scored"],
                            counts["rejected"], total, seconds, "done", resumed=run.resumed)

@@ -71,16 +71,46 @@ def _kept_type(values: Any) -> Any:
     return Text()
 
 
-def _prediction_type(task: str, classes: list[Any] | None) -> Any:
+def prediction_kind(task: str, classes: list[Any] | None) -> str:
+    """What a prediction column holds: ``float`` (regression), or the classes' ``bool``, ``int`` or ``text``."""
     if task != "classification" or not classes:
-        return Float()
+        return "float"
     if all(isinstance(c, bool) for c in classes):
-        return Boolean()
+        return "bool"
     if all(isinstance(c, int) for c in classes):
-        return BigInteger()
+        return "int"
     if all(isinstance(c, (int, float)) for c in classes):
-        return Float()
-    return Text()
+        return "float"
+    return "text"
+
+
+def _prediction_type(task: str, classes: list[Any] | None) -> Any:
+    return {"float": Float, "bool": Boolean, "int": BigInteger, "text": Text}[prediction_kind(task, classes)]()
+
+
+def output_columns(key: str | None, keep: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The output's key column (the user's key under its own name; without one, ``key``) and the ``--keep``
+    columns beside it; refused when one would clash with a column of ours."""
+    name = key or "key"
+    kept = tuple(c for c in keep if c != name)
+    clash = sorted({name, *kept} & OURS)
+    if clash:
+        raise BatchError(f"the output table has its own column '{clash[0]}': rename it in the query "
+                         f"(SELECT {clash[0]} AS ...) to use it as --key or --keep")
+    return name, kept
+
+
+def is_parquet_target(target: str) -> bool:
+    """``--to`` names Parquet output (a ``.parquet`` path, a directory ``PATH/`` or a ``scheme://`` URI),
+    written by ``--engine spark``, rather than a table."""
+    return target.endswith(("/", ".parquet")) or "://" in target
+
+
+def rejected_path(target: str) -> str:
+    """Where the rejects of a Parquet target go: ``out.parquet`` → ``out_rejected.parquet``, ``dir/`` →
+    ``dir_rejected``."""
+    base = target.rstrip("/")
+    return base[: -len(".parquet")] + "_rejected.parquet" if base.endswith(".parquet") else base + "_rejected"
 
 
 class Sink:
@@ -88,12 +118,7 @@ class Sink:
 
     def __init__(self, engine: Engine, name: str, *, task: str, classes: list[Any] | None,
                  key: str | None = None, keep: tuple[str, ...] = ()) -> None:
-        self.key = key or "key"  # the user's key column keeps its own name; without one, "key"
-        self.keep = tuple(c for c in keep if c != self.key)
-        clash = sorted({self.key, *self.keep} & OURS)
-        if clash:
-            raise BatchError(f"the output table has its own column '{clash[0]}': rename it in the query "
-                             f"(SELECT {clash[0]} AS ...) to use it as --key or --keep")
+        self.key, self.keep = output_columns(key, keep)
         self.engine = engine
         self.schema, self.name = _split(name)
         self.rejected_name = f"{self.name}_rejected"

@@ -28,16 +28,22 @@ class _RowsPerSecond(ProgressColumn):
 @friendly
 def score_cmd(
     ref: str = typer.Argument(..., metavar="NAME[@ALIAS]", help="NAME, NAME@ALIAS or NAME@VERSION."),
-    source: str = typer.Option(..., "--from", help="A SELECT query, a table name, or a .csv/.parquet file."),
-    target: str = typer.Option(..., "--to", help="Output table (created when missing)."),
+    source: str = typer.Option(..., "--from", help="A SELECT query, a table name, or a .csv/.parquet file "
+                               "(with --engine spark and a Parquet --to: a Parquet file, directory, glob or URI)."),
+    target: str = typer.Option(..., "--to", help="Output table (created when missing); with --engine spark "
+                               "also PATH.parquet, PATH/ or a URI: Parquet written by Spark."),
     db: str | None = typer.Option(None, "--db", help="Database of input and output (default: registry's)."),
     key: str | None = typer.Option(None, "--key", help="Unique key column, kept under its own name "
                                    "(default: the row's position, in a column 'key')."),
     keep: str | None = typer.Option(None, "--keep", metavar="COLUMNS",
                                     help="Input columns to carry into the output, comma-separated."),
-    chunk_size: int = typer.Option(10_000, "--chunk-size", min=1, help="Rows per chunk."),
+    chunk_size: int | None = typer.Option(None, "--chunk-size", min=1,
+                                          help="Rows per chunk (default 10,000; 100,000 with --engine spark)."),
     run_id: str | None = typer.Option(None, "--run-id", help="Resume this run (or name a new one)."),
-    cluster: str | None = typer.Option(None, "--cluster", help="Score chunks on a Dask scheduler tcp://HOST:PORT."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Score chunks on a Dask scheduler tcp://HOST:PORT "
+                                       "(with --engine spark: the Spark master, default local[*])."),
+    engine: str | None = typer.Option(None, "--engine", metavar="local|dask|spark",
+                                      help="Where chunks are scored (default: dask with --cluster, else local)."),
     log_rows: bool = typer.Option(False, "--log-rows", help="Also log every row in the prediction log."),
     threads: int = typer.Option(1, "--threads", min=0, help="OpenMP threads per prediction (0: default)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -61,7 +67,8 @@ def score_cmd(
                        total_text=f"{total:,}" if total is not None else "?")
 
         result = score(ref, source=source, target=target, settings=settings(), db=db, key=key,
-                       chunk_size=chunk_size, run_id=run_id, cluster=cluster, log_rows=log_rows,
+                       chunk_size=chunk_size or (100_000 if engine == "spark" else 10_000), run_id=run_id,
+                       cluster=cluster, log_rows=log_rows, engine=engine,
                        progress=progress, threads=threads or None,
                        keep=tuple(c.strip() for c in (keep or "").split(",") if c.strip()))
     if json_out:
