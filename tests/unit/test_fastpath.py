@@ -177,8 +177,10 @@ COMMON_ESTIMATORS = [
     pytest.param(lambda: HistGradientBoostingClassifier(max_iter=10), "binary", id="hgb-clf"),
     pytest.param(lambda: HistGradientBoostingClassifier(max_iter=10), "multiclass", id="hgb-clf3"),
     pytest.param(lambda: LogisticRegression(max_iter=300), "multiclass", id="logistic"),
-    pytest.param(lambda: _booster("lightgbm", "LGBMRegressor", n_estimators=15, verbose=-1), "regression", id="lgbm-reg"),
-    pytest.param(lambda: _booster("lightgbm", "LGBMClassifier", n_estimators=15, verbose=-1), "multiclass", id="lgbm-clf"),
+    pytest.param(lambda: _booster("lightgbm", "LGBMRegressor", n_estimators=15, verbose=-1), "regression",
+                 id="lgbm-reg"),
+    pytest.param(lambda: _booster("lightgbm", "LGBMClassifier", n_estimators=15, verbose=-1), "multiclass",
+                 id="lgbm-clf"),
 ]
 
 
