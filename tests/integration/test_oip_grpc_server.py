@@ -106,8 +106,13 @@ def test_grpc_takes_the_canary_split_the_shadow_the_log_and_the_metrics(
     assert versions == {k: expected_version(k) for k in keys}  # the same sticky split as REST
     wait_until(lambda: server.metric("modelyard_requests_total", model=MODEL, status="200") >= before + 200,
                30, "the gRPC requests in /metrics (both workers)")
-    answered = wait_until(lambda: (a := _answered(settings)) and all(rid in a for rid in ids.values()) and a,
-                          30, "every gRPC request in the prediction log")
+    try:
+        answered = wait_until(lambda: (a := _answered(settings)) and all(rid in a for rid in ids.values()) and a,
+                              60, "every gRPC request in the prediction log")
+    except AssertionError as exc:
+        missing = sorted(set(ids.values()) - set(_answered(settings)))
+        raise AssertionError(f"{exc}: {len(missing)} of {len(ids)} missing, e.g. {missing[:3]}; server log:\n"
+                             f"{server.log()[-4000:]}") from None
     for key, rid in ids.items():
         record = answered[rid]
         assert record.version == versions[key] and record.meta is not None
