@@ -126,5 +126,15 @@ def scalar(url: str, sql: str, default: object = None) -> object:
         engine.dispose()
 
 
+def run_details(url: str, run_id: str | None = None) -> dict[str, Any]:
+    """The ``details`` of a batch run in ``modelyard_batch_runs`` (the first run when no id is given)."""
+    import json
+
+    where = "" if run_id is None else f" WHERE run_id = '{run_id}'"
+    run = read_sql(url, f"SELECT details FROM modelyard_batch_runs{where}").iloc[0]
+    details: dict[str, Any] = run["details"] if isinstance(run["details"], dict) else json.loads(run["details"])
+    return details
+
+
 def db_url(settings: Settings) -> str:
     return settings.resolved_database_url

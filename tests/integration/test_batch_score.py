@@ -22,6 +22,7 @@ from tests.batchstream_helpers import (
     houses_input,
     publish,
     read_sql,
+    run_details,
     spoil,
     write_table,
 )
@@ -159,8 +160,7 @@ def test_a_run_resumes_after_the_committed_prefix_and_keeps_its_version(house_mo
     assert (resumed.rows_scored, resumed.rows_rejected) == (999, 1)
     out = read_sql(url, "SELECT id, version FROM s")
     assert out["id"].is_unique and len(out) == 999 and set(out["version"]) == {1}
-    run = read_sql(url, "SELECT * FROM modelyard_batch_runs").iloc[0]
-    details = run["details"] if isinstance(run["details"], dict) else json.loads(run["details"])
+    details = run_details(url)
     assert details["attempts"] == 2 and details["resumed_at_row"] == 600
 
 

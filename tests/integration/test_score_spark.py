@@ -29,6 +29,7 @@ from tests.batchstream_helpers import (
     houses_input,
     publish,
     read_sql,
+    run_details,
     spoil,
     write_table,
 )
@@ -114,7 +115,7 @@ def test_a_query_scored_on_spark_equals_the_local_engine_rejects_included_and_re
     [reason] = read_sql(url, "SELECT reason FROM by_spark_rejected WHERE position = 3")["reason"]
     assert "'huge' is not a number" in reason and "row 3" in reason
     run = read_sql(url, "SELECT * FROM modelyard_batch_runs WHERE run_id = 'spark-1'").iloc[0]
-    details = run["details"] if isinstance(run["details"], dict) else json.loads(run["details"])
+    details = run_details(url, "spark-1")
     assert run["status"] == "done" and details["engine"] == "spark" and run["rows_scored"] == 1996
 
     # interrupted after its first chunk (the later ones never committed): the rerun scores only the rest
@@ -126,8 +127,7 @@ def test_a_query_scored_on_spark_equals_the_local_engine_rejects_included_and_re
                     chunk_size=700, keep=("neighborhood",), engine="spark", run_id="spark-1")
     assert resumed.resumed and (resumed.rows_scored, resumed.rows_rejected) == (1996, 4)
     compare()
-    run = read_sql(url, "SELECT * FROM modelyard_batch_runs WHERE run_id = 'spark-1'").iloc[0]
-    details = run["details"] if isinstance(run["details"], dict) else json.loads(run["details"])
+    details = run_details(url, "spark-1")
     assert details["attempts"] == 2 and details["resumed_at_row"] == 700
 
 
