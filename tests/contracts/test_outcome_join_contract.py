@@ -16,7 +16,7 @@ from modelyard.predlog import PredictionRecord, insert_records
 from modelyard.predlog.outcomes import Outcome, join_outcomes
 from modelyard.registry import tables
 from modelyard.registry.db import get_engine
-from modelyard.registry.outcome_join import joins_in_database
+from modelyard.registry.outcome_join import JoinInput, database_join, joins_in_database
 from modelyard.registry.outcomes import SqlOutcomeStore
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -219,3 +219,23 @@ def test_two_joins_of_the_same_outcomes_at_once_store_each_row_once_and_count_it
                                 [outcomes, outcomes[::-1]]))
     assert sum(r.matched for r in results) == n and sum(r.duplicate for r in results) == n
     assert sum(r.rows_stored for r in results) == n == SqlOutcomeStore(engine).counts("houses").matched
+
+
+def test_a_join_probes_the_log_and_the_outcomes_by_index_even_when_the_statistics_say_empty(
+        pg_session_url: str) -> None:
+    """Planned from statistics of empty tables (a new database, or a join while another one fills the table),
+    a sequential probe per outcome made two 50k joins at once run for minutes: the probes must use indexes."""
+    engine = get_engine(pg_session_url)
+    with engine.begin() as conn:
+        for table in reversed(tables.metadata.sorted_tables):
+            conn.execute(delete(table))
+        conn.exec_driver_sql("ANALYZE modelyard_outcomes")
+        conn.exec_driver_sql("ANALYZE modelyard_predictions")
+    n = 2000
+    data = JoinInput(request_ids=[f"p{i}" for i in range(n)], rows=[0] * n, actuals=[1.0] * n, observed=[None] * n)
+    with database_join(engine, data, model="houses", source="test", now=T0, late_after=86400.0,
+                       window=3600.0) as join:
+        plan = join.plan()
+    scans = [line.strip() for line in plan.splitlines()  # the outcomes' own temporary table is read whole
+             if "Seq Scan on modelyard_predictions" in line or "Seq Scan on modelyard_outcomes " in line]
+    assert not scans, plan

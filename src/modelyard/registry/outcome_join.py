@@ -302,6 +302,11 @@ class DatabaseJoin:
                     raise  # another join of the same outcomes kept colliding with this one
         raise AssertionError("unreachable")
 
+    def plan(self, rejected: Sequence[int] = ()) -> str:
+        """What PostgreSQL would do for ``run`` (``EXPLAIN``), for a slow join and for the tests."""
+        self._cur.execute("EXPLAIN " + self._statement, {**self._params, "rejected": list(rejected)})
+        return "\n".join(str(r[0]) for r in self._cur.fetchall())
+
     def first_versions(self, rejected: Sequence[int] = ()) -> dict[tuple[str, int], list[int]]:
         """(model, version) of each outcome's answering record → the outcomes' indices (reads only)."""
         self._cur.execute(_first_versions(self._key_sets, self._model_filter),
@@ -351,6 +356,10 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
         with dbapi.cursor() as cur:  # type: ignore[union-attr]
             cur.execute("SET LOCAL jit = off")  # compiling the plan cost more than it saved at these sizes
             cur.execute("SET LOCAL work_mem = '64MB'")  # a 50k chunk's sorts and hashes stay in memory
+            # Each outcome is probed by index. Planned from an outcomes table that looked empty (a new one,
+            # stale statistics), a sequential probe per outcome made a 50k chunk run for minutes while another
+            # join was filling the table: two joins at once, as two feedback requests or `feedback` processes.
+            cur.execute("SET LOCAL enable_seqscan = off")
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEMP} (i int, request_id text, row int, ident text, "
                         "kset int, key json, actual json, stored_actual json, observed_at timestamptz) "
                         "ON COMMIT DELETE ROWS")
