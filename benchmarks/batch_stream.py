@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +32,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 import psycopg  # noqa: E402
 from tests.batchstream_helpers import _train, houses_input, write_table  # noqa: E402
 from tests.conftest import EXAMPLES, cli_env, generate_houses  # noqa: E402
+from tests.integration.serving import fresh_pg_database  # noqa: E402
 from tests.stream_kits import NatsKit  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -138,30 +138,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=10_000)
     args = parser.parse_args()
-    db = f"modelyard_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    url = ADMIN.rsplit("/", 1)[0] + f"/{db}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            generate_houses(5000, seed=11).to_csv(folder / "houses.csv", index=False)
-            spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
-            bundle = _train(folder, spec.replace("max_iter = 100", f"max_iter = {args.max_iter}"))
-            settings = Settings(home=folder / ".modelyard", database_url=url)
-            registry = Registry(settings)
-            registry.publish(bundle, alias="production")
-            model = Model(registry.load("house-prices"))
-            print(f"house-prices, HistGradientBoosting max_iter={args.max_iter}; {os.cpu_count()} CPUs, "
-                  f"load average {os.getloadavg()[0]:.1f}")
-            bench_batch(settings, model, args.rows, args.repeat, args.chunk_size)
-            asyncio.run(_stream(settings, model, args.messages, args.batch_size))
-    finally:
-        from modelyard.registry.db import get_engine
-
-        get_engine(url).dispose()
-        with psycopg.connect(ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    with fresh_pg_database() as url, tempfile.TemporaryDirectory() as tmp:  # a database of its own, dropped
+        folder = Path(tmp)
+        generate_houses(5000, seed=11).to_csv(folder / "houses.csv", index=False)
+        spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
+        bundle = _train(folder, spec.replace("max_iter = 100", f"max_iter = {args.max_iter}"))
+        settings = Settings(home=folder / ".modelyard", database_url=url)
+        registry = Registry(settings)
+        registry.publish(bundle, alias="production")
+        model = Model(registry.load("house-prices"))
+        print(f"house-prices, HistGradientBoosting max_iter={args.max_iter}; {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        bench_batch(settings, model, args.rows, args.repeat, args.chunk_size)
+        asyncio.run(_stream(settings, model, args.messages, args.batch_size))
 
 
 if __name__ == "__main__":

@@ -34,15 +34,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
-import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
-import psycopg
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-import modelyard.predlog.outcomes as outcomes_module
-from modelyard.predlog.outcomes import Outcome, join_outcomes
-from modelyard.registry.db import get_engine
+import psycopg  # noqa: E402
+from tests.integration.serving import fresh_pg_database  # noqa: E402
+
+import modelyard.predlog.outcomes as outcomes_module  # noqa: E402
+from modelyard.predlog.outcomes import Outcome, join_outcomes  # noqa: E402
+from modelyard.registry.db import get_engine  # noqa: E402
 
 ADMIN = os.environ.get("MODELYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MODEL = "bench-houses"
@@ -81,11 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.in_python:
         outcomes_module.joins_in_database = lambda engine: False
-    name = f"modelyard_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with fresh_pg_database() as url:  # a new database of its own, dropped at the end
+        name = url.rsplit("/", 1)[1]
         engine = get_engine(url)  # migrated
         started = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -120,10 +122,6 @@ def main() -> None:
         with engine.connect() as conn:
             stored = conn.exec_driver_sql("SELECT count(*) FROM modelyard_outcomes").scalar_one()
         print(f"outcome rows stored: {stored:,}")
-    finally:
-        get_engine(url).dispose()
-        with psycopg.connect(ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ to be written and published. For comparison: the same events fed to ``OnlineLear
 broker, in calls of 1000.
 
 Figures: on the idle 2-core machine (load 0.9-1.0) 36,119 and 34,115 events/s (a version written and
-published in 0.31-0.32 s, median). On the shared machine, other work running: 16,050 events/s at load 7.5 (10.8k-22.0k across runs at
-loads 5.4-8.6; a version written and published in 0.4-1.1 s, median; ``--publish-every 50000``: 20,459 at
-load 7); before the batch-at-once learning, the pull protocol and the child processes: 5,250 events/s at
-load 5.9 the same day (363/s at load 32 earlier).
+published in 0.31-0.32 s, median). On the shared machine, other work running: 16,050 events/s at load 7.5
+(10.8k-22.0k across runs at loads 5.4-8.6; a version written and published in 0.4-1.1 s, median;
+``--publish-every 50000``: 20,459 at load 7); before the batch-at-once learning, the pull protocol and the
+child processes: 5,250 events/s at load 5.9 the same day (363/s at load 32 earlier).
 
 Needs NATS JetStream on 127.0.0.1:4222; uses a temporary registry and its own stream.
 """

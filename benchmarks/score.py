@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 import psycopg  # noqa: E402
 from tests.batchstream_helpers import _train, houses_input, write_table  # noqa: E402
 from tests.conftest import EXAMPLES, generate_houses  # noqa: E402
+from tests.integration.serving import fresh_pg_database  # noqa: E402
 
 from modelyard.batch import score  # noqa: E402
 from modelyard.config import Settings  # noqa: E402
@@ -56,75 +56,64 @@ def main() -> None:
     parser.add_argument("--spark-chunk-size", type=int, default=100_000, help="rows per Spark job (PG → PG)")
     parser.add_argument("--master", default="local[2]", help="the Spark master for --engine spark")
     args = parser.parse_args()
-    db = f"modelyard_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    url = ADMIN.rsplit("/", 1)[0] + f"/{db}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            generate_houses(5000, seed=11).to_csv(folder / "houses.csv", index=False)
-            spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
-            bundle = _train(folder, spec.replace("max_iter = 100", f"max_iter = {args.max_iter}"))
-            settings = Settings(home=folder / ".modelyard", database_url=url)
-            Registry(settings).publish(bundle, alias="production")
-            model = Model.load(bundle)
-            frame = houses_input(args.rows, seed=99)
-            write_table(url, "bench_houses", frame)
-            with psycopg.connect(url.replace("+psycopg", "")) as conn:
-                conn.execute("ALTER TABLE bench_houses ADD PRIMARY KEY (id)")
-            features = frame.drop(columns=["id"])
-            print(f"house-prices, HistGradientBoosting max_iter={args.max_iter}, fast path {model.fast_path}; "
-                  f"{args.rows:,} rows; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-            in_process, scored = [], []
-            spark_cases: dict[str, list[float]] = {"PG→PG": [], "Parquet→Parquet": []}
+    with fresh_pg_database() as url, tempfile.TemporaryDirectory() as tmp:  # a database of its own, dropped
+        folder = Path(tmp)
+        generate_houses(5000, seed=11).to_csv(folder / "houses.csv", index=False)
+        spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
+        bundle = _train(folder, spec.replace("max_iter = 100", f"max_iter = {args.max_iter}"))
+        settings = Settings(home=folder / ".modelyard", database_url=url)
+        Registry(settings).publish(bundle, alias="production")
+        model = Model.load(bundle)
+        frame = houses_input(args.rows, seed=99)
+        write_table(url, "bench_houses", frame)
+        with psycopg.connect(url.replace("+psycopg", "")) as conn:
+            conn.execute("ALTER TABLE bench_houses ADD PRIMARY KEY (id)")
+        features = frame.drop(columns=["id"])
+        print(f"house-prices, HistGradientBoosting max_iter={args.max_iter}, fast path {model.fast_path}; "
+              f"{args.rows:,} rows; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        in_process, scored = [], []
+        spark_cases: dict[str, list[float]] = {"PG→PG": [], "Parquet→Parquet": []}
+        if args.engine == "spark":
+            parquet = folder / "bench_houses.parquet"
+            frame.to_parquet(parquet, index=False, row_group_size=100_000)
+            _warm_spark(args.master, settings, frame, folder)
+        for i in range(args.repeat):
+            t = time.perf_counter()
+            model.predict(features)
+            in_process.append(args.rows / (time.perf_counter() - t))
+            t = time.perf_counter()
+            result = score("house-prices", source="SELECT * FROM bench_houses", target="bench_scores",
+                           settings=settings, key="id", chunk_size=args.chunk_size, run_id=f"bench-{i}")
+            scored.append(args.rows / (time.perf_counter() - t))
+            assert result.rows_scored == args.rows, result
+            print(f"  round {i + 1}: in-process Model.predict {in_process[-1]:,.0f} rows/s; "
+                  f"modelyard score PG→PG {scored[-1]:,.0f} rows/s; ratio {scored[-1] / in_process[-1]:.2f}")
             if args.engine == "spark":
-                parquet = folder / "bench_houses.parquet"
-                frame.to_parquet(parquet, index=False, row_group_size=100_000)
-                _warm_spark(args.master, settings, frame, folder)
-            for i in range(args.repeat):
                 t = time.perf_counter()
-                model.predict(features)
-                in_process.append(args.rows / (time.perf_counter() - t))
-                t = time.perf_counter()
-                result = score("house-prices", source="SELECT * FROM bench_houses", target="bench_scores",
-                               settings=settings, key="id", chunk_size=args.chunk_size, run_id=f"bench-{i}")
-                scored.append(args.rows / (time.perf_counter() - t))
+                result = score("house-prices", source="SELECT * FROM bench_houses", target="bench_spark",
+                               settings=settings, key="id", chunk_size=args.spark_chunk_size,
+                               run_id=f"bench-spark-{i}", engine="spark", cluster=args.master)
+                spark_cases["PG→PG"].append(args.rows / (time.perf_counter() - t))
                 assert result.rows_scored == args.rows, result
-                print(f"  round {i + 1}: in-process Model.predict {in_process[-1]:,.0f} rows/s; "
-                      f"modelyard score PG→PG {scored[-1]:,.0f} rows/s; ratio {scored[-1] / in_process[-1]:.2f}")
-                if args.engine == "spark":
-                    t = time.perf_counter()
-                    result = score("house-prices", source="SELECT * FROM bench_houses", target="bench_spark",
-                                   settings=settings, key="id", chunk_size=args.spark_chunk_size,
-                                   run_id=f"bench-spark-{i}", engine="spark", cluster=args.master)
-                    spark_cases["PG→PG"].append(args.rows / (time.perf_counter() - t))
-                    assert result.rows_scored == args.rows, result
-                    t = time.perf_counter()
-                    result = score("house-prices", source=str(parquet), key="id", settings=settings,
-                                   target=str(folder / f"bench_out_{i}.parquet"), run_id=f"bench-pq-{i}",
-                                   engine="spark", cluster=args.master)
-                    spark_cases["Parquet→Parquet"].append(args.rows / (time.perf_counter() - t))
-                    assert result.rows_scored == args.rows, result
-                    print("           " + "; ".join(
-                        f"score --engine spark {case} {rates[-1]:,.0f} rows/s ({rates[-1] / in_process[-1]:.2f}x "
-                        f"in-process, {rates[-1] / scored[-1]:.2f}x local engine)"
-                        for case, rates in spark_cases.items()))
-            best_in, best_scored = max(in_process), max(scored)
-            ratio = best_scored / best_in
-            print(f"best: score {best_scored:,.0f} rows/s vs in-process {best_in:,.0f} rows/s: {ratio:.2f}x "
-                  f"(goal ≥ 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
-            for case, rates in spark_cases.items():
-                if rates:
-                    print(f"best: score --engine spark {case} {max(rates):,.0f} rows/s "
-                          f"({max(rates) / best_in:.2f}x in-process, {max(rates) / best_scored:.2f}x local engine)")
-            print(f"load average now {os.getloadavg()[0]:.1f} (a shared machine: figures move between runs)")
-    finally:
-        from modelyard.registry.db import get_engine
-
-        get_engine(url).dispose()
-        with psycopg.connect(ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                t = time.perf_counter()
+                result = score("house-prices", source=str(parquet), key="id", settings=settings,
+                               target=str(folder / f"bench_out_{i}.parquet"), run_id=f"bench-pq-{i}",
+                               engine="spark", cluster=args.master)
+                spark_cases["Parquet→Parquet"].append(args.rows / (time.perf_counter() - t))
+                assert result.rows_scored == args.rows, result
+                print("           " + "; ".join(
+                    f"score --engine spark {case} {rates[-1]:,.0f} rows/s ({rates[-1] / in_process[-1]:.2f}x "
+                    f"in-process, {rates[-1] / scored[-1]:.2f}x local engine)"
+                    for case, rates in spark_cases.items()))
+        best_in, best_scored = max(in_process), max(scored)
+        ratio = best_scored / best_in
+        print(f"best: score {best_scored:,.0f} rows/s vs in-process {best_in:,.0f} rows/s: {ratio:.2f}x "
+              f"(goal ≥ 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+        for case, rates in spark_cases.items():
+            if rates:
+                print(f"best: score --engine spark {case} {max(rates):,.0f} rows/s "
+                      f"({max(rates) / best_in:.2f}x in-process, {max(rates) / best_scored:.2f}x local engine)")
+        print(f"load average now {os.getloadavg()[0]:.1f} (a shared machine: figures move between runs)")
 
 
 def _warm_spark(master: str, settings: Settings, frame: Any, folder: Path) -> None:
