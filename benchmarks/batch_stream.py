@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import psycopg  # noqa: E402
-from tests.batchstream_helpers import _train, houses_input, write_table  # noqa: E402
-from tests.conftest import EXAMPLES, cli_env, generate_houses  # noqa: E402
+from tests.batchstream_helpers import houses_input, train_houses, write_table  # noqa: E402
+from tests.conftest import cli_env  # noqa: E402
 from tests.integration.serving import fresh_pg_database  # noqa: E402
 from tests.stream_kits import NatsKit  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -140,9 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     with fresh_pg_database() as url, tempfile.TemporaryDirectory() as tmp:  # a database of its own, dropped
         folder = Path(tmp)
-        generate_houses(5000, seed=11).to_csv(folder / "houses.csv", index=False)
-        spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
-        bundle = _train(folder, spec.replace("max_iter = 100", f"max_iter = {args.max_iter}"))
+        bundle = train_houses(folder, 5000, args.max_iter)
         settings = Settings(home=folder / ".modelyard", database_url=url)
         registry = Registry(settings)
         registry.publish(bundle, alias="production")

@@ -25,17 +25,21 @@ def _train(folder: Path, spec_text: str) -> Path:
     return folder / "bundle"
 
 
+def train_houses(folder: Path, rows: int, max_iter: int) -> Path:
+    """The house-price example trained on ``rows`` generated rows with ``max_iter`` boosting iterations; its
+    bundle's folder (under ``folder``)."""
+    generate_houses(rows, seed=11).to_csv(folder / "houses.csv", index=False)
+    spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
+    return _train(folder, spec.replace("max_iter = 100", f"max_iter = {max_iter}"))
+
+
 _bundles: dict[str, Path] = {}
 
 
 def house_bundle_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The house-price model with 20 boosting iterations, trained once per session: publish it anywhere."""
     if "house" not in _bundles:
-        folder = tmp_path_factory.mktemp("house_bundle")
-        generate_houses(3000, seed=11).to_csv(folder / "houses.csv", index=False)
-        spec = (EXAMPLES / "house_prices" / "spec.toml").read_text()
-        spec = spec.replace("max_iter = 100", "max_iter = 20")
-        _bundles["house"] = _train(folder, spec)
+        _bundles["house"] = train_houses(tmp_path_factory.mktemp("house_bundle"), 3000, 20)
     return _bundles["house"]
 
 
