@@ -8,6 +8,7 @@ a command that trains or predicts nothing must not import scikit-learn, pandas' 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,7 +17,14 @@ __all__ = ["lazy_names"]
 
 
 def lazy_names(package: str, homes: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for ``package``: each name of ``homes`` from its module, once."""
+    """``__getattr__`` and ``__dir__`` for ``package``: each name of ``homes`` from its module, once.
+
+    A lazy name must not also be a submodule's: importing ``package.name`` binds the module to that
+    attribute, and ``__getattr__`` is never asked again (``from package import train`` gave the module).
+    """
+    shadowed = sorted(name for name in homes if importlib.util.find_spec(f"{package}.{name}") is not None)
+    if shadowed:
+        raise ImportError(f"{package}: lazy names {shadowed} are also submodules of it; rename the modules")
 
     def __getattr__(name: str) -> Any:
         home = homes.get(name)

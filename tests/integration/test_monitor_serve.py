@@ -27,7 +27,7 @@ from modelyard.registry import tables as t
 from tests.conftest import generate_houses
 from tests.integration.monitor_helpers import Receiver, json_rows, webhook_receiver
 from tests.integration.serving import fresh_pg_database
-from tests.support import Server, served_model
+from tests.support import Server, served_model, wait_until
 
 pytestmark = pytest.mark.postgres
 WINDOW_SECONDS = 8
@@ -122,7 +122,11 @@ def test_shifted_traffic_fires_the_drift_alert_once_and_normal_traffic_resolves_
     (lease,) = lease_rows(monitored.settings)
     holder_pid = int(lease["holder"].split(":")[1])
     assert lease["active"] and parent_pid(holder_pid) == server.proc.pid  # a worker of this server holds it
-    episodes = [a for a in alert_rows(monitored.settings, "input_drift") if a["details"]["feature"] == "area_sqm"]
+    # the notifier records a delivery after the webhook's POST returns, so the row may lag the body we received
+    episodes = wait_until(
+        lambda: [a for a in alert_rows(monitored.settings, "input_drift")
+                 if a["details"]["feature"] == "area_sqm" and "resolved" in a["details"].get("notified", {})],
+        10, "the resolved message's delivery to be recorded")
     assert len(episodes) == 1 and episodes[0]["status"] == "resolved" and episodes[0]["resolved_at"] is not None
     assert episodes[0]["details"]["notified"] == {"firing": True, "resolved": True}
 

@@ -27,7 +27,7 @@ def train_cmd(
     with console.status(f"[bold]{spec.name}[/]: starting") as status:
         if dry_run:
             from modelyard.pipeline.build import build_pipeline
-            from modelyard.pipeline.train import load_training_data
+            from modelyard.pipeline.training import load_training_data
 
             status.update("reading data")
             data = load_training_data(spec)

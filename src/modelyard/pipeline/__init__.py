@@ -12,9 +12,9 @@ from modelyard import _lazy
 from modelyard.pipeline.spec import TrainSpec, load_spec, parse_spec
 
 if typing.TYPE_CHECKING:
-    from modelyard.pipeline.train import TrainResult, train
+    from modelyard.pipeline.training import TrainResult, train
 
 __all__ = ["TrainResult", "TrainSpec", "load_spec", "parse_spec", "train"]
 
-__getattr__, __dir__ = _lazy.lazy_names(__name__, {"train": "modelyard.pipeline.train",
-                                             "TrainResult": "modelyard.pipeline.train"})
+__getattr__, __dir__ = _lazy.lazy_names(__name__, {"train": "modelyard.pipeline.training",
+                                             "TrainResult": "modelyard.pipeline.training"})

@@ -21,7 +21,7 @@ from modelyard.errors import LineageMismatchError, SpecError
 from modelyard.pipeline.lineage import environment, stream_lineage
 from modelyard.pipeline.online import Event, OnlineLearner
 from modelyard.pipeline.spec import parse_spec
-from modelyard.pipeline.train import load_training_data, train
+from modelyard.pipeline.training import load_training_data, train
 
 
 @dataclass
