@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -178,5 +179,7 @@ outcomes = Table(
     Column("matched", Boolean, nullable=False),
     Column("late", Boolean, nullable=False, default=False),
     UniqueConstraint("model", "request_id", "row", "route", name="uq_outcome_request_row_route"),
-    Index("ix_outcomes_model_predicted_at", "model", "predicted_at"),
+    # matched rows only: the live-quality reads say ``matched``, the join's probes never do (migration 0005)
+    Index("ix_outcomes_matched_model_predicted_at", "model", "predicted_at",
+          postgresql_where=text("matched"), sqlite_where=text("matched")),
 )
