@@ -46,7 +46,7 @@ import psycopg  # noqa: E402
 from tests.integration.serving import fresh_pg_database  # noqa: E402
 
 import modelyard.predlog.outcomes as outcomes_module  # noqa: E402
-from modelyard.predlog.outcomes import Outcome, join_outcomes  # noqa: E402
+from modelyard.predlog.outcomes import JOINS_IN_FLIGHT, Outcome, join_chunks  # noqa: E402
 from modelyard.registry.db import get_engine  # noqa: E402
 
 ADMIN = os.environ.get("MODELYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -83,6 +83,8 @@ def main() -> None:
                              "as `modelyard feedback --key id` does, instead of by request id")
     parser.add_argument("--in-python", action="store_true",
                         help="join in Python, record by record (the SQLite path), for comparison")
+    parser.add_argument("--in-flight", type=int, default=JOINS_IN_FLIGHT,
+                        help="chunks joined at once, each on its own connection (1: one after the other)")
     args = parser.parse_args()
     if args.in_python:
         outcomes_module.joins_in_database = lambda engine: False
@@ -108,17 +110,17 @@ def main() -> None:
             matched = duplicate = 0
             cpu, server = time.process_time(), _server_cpu(name)
             started = time.perf_counter()
-            for i in range(0, len(outcomes), args.chunk):
-                got = join_outcomes(engine, outcomes[i:i + args.chunk], model=MODEL, source="sql",
-                                    task_of=_task_of, now=now, window=7200.0)
+            chunks = ((outcomes[i:i + args.chunk], i) for i in range(0, len(outcomes), args.chunk))
+            for got, _ in join_chunks(engine, chunks, in_flight=args.in_flight, model=MODEL, source="sql",
+                                      task_of=_task_of, now=now, window=7200.0):
                 matched += got.matched
                 duplicate += got.duplicate
             seconds = time.perf_counter() - started
             cpu, server_after = time.process_time() - cpu, _server_cpu(name)
             spent = f"{server_after - server:.1f}s" if server is not None and server_after is not None else "n/a"
             print(f"{label}: {args.rows:,} outcomes in {seconds:.2f}s = {args.rows / seconds:,.0f} rows/s "
-                  f"(matched {matched:,}, duplicate {duplicate:,}; chunks of {args.chunk:,}); CPU: this process "
-                  f"{cpu:.1f}s, PostgreSQL {spent}")
+                  f"(matched {matched:,}, duplicate {duplicate:,}; chunks of {args.chunk:,}, "
+                  f"{args.in_flight} at once); CPU: this process {cpu:.1f}s, PostgreSQL {spent}")
         with engine.connect() as conn:
             stored = conn.exec_driver_sql("SELECT count(*) FROM modelyard_outcomes").scalar_one()
         print(f"outcome rows stored: {stored:,}")

@@ -5,6 +5,7 @@ outcomes counted, wrong types and unknown ids refused, concurrent joins of the s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, delete
 
 from modelyard.errors import OutcomeError, UnknownRequestError
 from modelyard.predlog import PredictionRecord, insert_records
-from modelyard.predlog.outcomes import Outcome, join_outcomes
+from modelyard.predlog.outcomes import Outcome, join_chunks, join_outcomes
 from modelyard.registry import tables
 from modelyard.registry.db import get_engine
 from modelyard.registry.outcome_join import JoinInput, database_join, joins_in_database
@@ -243,3 +244,36 @@ def test_a_join_probes_the_log_and_the_outcomes_by_index_even_when_the_statistic
     # outcome of the model that a join running beside this one had stored (two 20k joins: 0.5 s -> 13.7 s)
     probes = [line.strip() for line in plan.splitlines() if " on modelyard_outcomes " in line and "Scan" in line]
     assert probes and all("using uq_outcome_request_row_route" in p for p in probes), plan
+
+
+def test_chunks_joined_at_once_give_the_counts_of_one_after_the_other_in_the_input_order(engine: Engine) -> None:
+    """``join_chunks`` joins two chunks at once on PostgreSQL (one after the other on SQLite): the results come
+    back in the chunks' order and add up to what joining them one by one gives, a repeat across chunks once."""
+    n = 400
+    insert_records(engine, [PredictionRecord(f"c{i}", "houses", 1, "primary", [{"id": i}], [float(i)], ts=T0)
+                            for i in range(n)])
+    outcomes = [Outcome(float(i) + 0.5, f"c{i}") for i in range(n)] + [Outcome(1.5, "c1"), Outcome(2.0, "nope")]
+    chunks = [(outcomes[i:i + 67], i) for i in range(0, len(outcomes), 67)]
+    now = T0 + timedelta(minutes=1)
+    got = list(join_chunks(engine, iter(chunks), in_flight=2, model="houses", task_of=_task, now=now))
+    assert [tag for _, tag in got] == [tag for _, tag in chunks]
+    assert [r.received for r, _ in got] == [len(c) for c, _ in chunks]
+    assert sum(r.matched for r, _ in got) == n and sum(r.duplicate for r, _ in got) == 1
+    assert sum(r.unmatched for r, _ in got) == 1
+    assert SqlOutcomeStore(engine).counts("houses").matched == n
+
+
+def test_a_failing_chunk_fails_the_chunked_join_after_the_joins_started_finish(engine: Engine) -> None:
+    insert_records(engine, [PredictionRecord(f"e{i}", "houses", 1, "primary", [{"id": i}], [float(i)], ts=T0)
+                            for i in range(10)])
+
+    def chunks() -> Iterator[tuple[list[Outcome], int]]:
+        yield [Outcome(1.0, f"e{i}") for i in range(5)], 0
+        yield [Outcome(1.0, f"e{i}") for i in range(5, 10)], 1
+        raise OutcomeError("the source broke", field="actual")
+
+    results = []
+    with pytest.raises(OutcomeError, match="the source broke"):
+        for result, _ in join_chunks(engine, chunks(), in_flight=2, model="houses", task_of=_task, now=T0):
+            results.append(result)
+    assert SqlOutcomeStore(engine).counts("houses").matched == 10  # both chunks read before it were joined

@@ -15,7 +15,7 @@ duplicates, never stored twice. Each row's ``--key`` value names its prediction:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,7 @@ from modelyard.predlog.outcomes import (
     DEFAULT_LATE_AFTER,
     JoinResult,
     Outcome,
-    join_outcomes,
+    join_chunks,
     key_text,
     task_of_registry,
 )
@@ -135,18 +135,22 @@ def feed(name: str, *, source: str, key: str, actual: str, settings: Settings, d
     skip = base_scored + base_rejected
     total = src.count(reading)
     out.rows_read = skip
-    try:
+
+    def chunks() -> Iterator[tuple[list[Outcome], int]]:
         for frame in src.chunks(reading, chunk_size, key=key, skip=skip):
             for col in (key, actual, at, row):
                 if col is not None and col not in frame.columns:
                     raise BatchError(f"the column '{col}' is not in the input (columns: "
                                      f"{', '.join(map(str, frame.columns))})")
-            outcomes = _outcomes(frame, key, actual, at, row, by_request=request_ids or batch_run is not None,
-                                 prefix=f"{batch_run}:" if batch_run else "")
-            got = join_outcomes(registry.engine, outcomes, model=name, source="sql", window=window,
-                                late_after=late_after, task_of=task_of, answers=answers)
+            yield _outcomes(frame, key, actual, at, row, by_request=request_ids or batch_run is not None,
+                            prefix=f"{batch_run}:" if batch_run else ""), len(frame)
+
+    try:
+        # read ahead while the database joins: two chunks at once on PostgreSQL, progress in input order
+        for got, n_rows in join_chunks(registry.engine, chunks(), model=name, source="sql", window=window,
+                                       late_after=late_after, task_of=task_of, answers=answers):
             out.result.add(got)
-            out.rows_read += len(frame)
+            out.rows_read += n_rows
             record_progress(registry.engine, run, scored=base_scored + out.result.matched + out.result.duplicate,
                             rejected=base_rejected + out.result.unmatched, row_count=total)
             if progress:

@@ -25,12 +25,14 @@ Both ways give the same rows and counts (``tests/contracts/test_outcome_join_con
 
 from __future__ import annotations
 
+import collections
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from modelyard.durations import parse_duration
 from modelyard.errors import BadRequestError, ModelyardError, OutcomeError, UnknownRequestError
@@ -42,7 +44,8 @@ from modelyard.registry.predictions import PredictionRow, SqlPredictionStore
 from modelyard.registry.registry import Registry
 
 __all__ = ["DEFAULT_KEY_WINDOW", "DEFAULT_LATE_AFTER", "FeedbackBody", "JoinResult", "Outcome", "TaskOf",
-           "check_actual", "join_outcomes", "key_text", "parse_feedback", "parse_outcome", "task_of_registry"]
+           "check_actual", "join_chunks", "join_outcomes", "key_text", "parse_feedback", "parse_outcome",
+           "task_of_registry"]
 
 MAX_KEY_WINDOW = 366 * 86400.0
 DEFAULT_KEY_WINDOW = 3600.0
@@ -50,6 +53,9 @@ DEFAULT_KEY_WINDOW = 3600.0
 DEFAULT_LATE_AFTER = 86400.0
 """An outcome arriving more than this many seconds after its prediction is counted as late (and kept)."""
 MAX_LISTED = 20
+JOINS_IN_FLIGHT = 2
+"""Chunks ``join_chunks`` joins at once in the database (one backend each)."""
+T = TypeVar("T")
 
 TaskOf = Callable[[str, int], tuple[str, list[Any] | None]]
 """(model, version) → (task, classes): what a valid ``actual`` looks like."""
@@ -233,6 +239,39 @@ def join_outcomes(engine: Engine, outcomes: Sequence[Outcome], *, model: str | N
                          "matched": False, "late": False})
     result.rows_stored = store.insert(rows)
     return result
+
+
+def join_chunks(engine: Engine, chunks: Iterable[tuple[Sequence[Outcome], T]], *, in_flight: int | None = None,
+                **options: Any) -> Iterator[tuple[JoinResult, T]]:
+    """``join_outcomes(engine, chunk, **options)`` for each ``(chunk, tag)``, yielding ``(result, tag)`` in the
+    chunks' order.
+
+    Where the join runs in the database, ``in_flight`` chunks (default ``JOINS_IN_FLIGHT``) are joined at
+    once, each in its own transaction on its own connection, while the next chunk is read: one PostgreSQL
+    backend per chunk, so a long feed uses the machine's cores rather than one. A chunk is committed when its
+    join returns, perhaps before an earlier one; a caller that records progress after each yielded result
+    therefore never records a chunk as done that is not, and a resumed feed joins the rest again (stored rows
+    count as duplicates). Elsewhere (SQLite: one writer) the chunks are joined one after the other. When a
+    join fails, the joins already started are waited for and the error is raised."""
+    width = in_flight or JOINS_IN_FLIGHT
+    if width < 2 or options.get("answers") is not None or not joins_in_database(engine):
+        for chunk, tag in chunks:
+            yield join_outcomes(engine, chunk, **options), tag
+        return
+    pending: collections.deque[tuple[Future[JoinResult], T]] = collections.deque()
+    with ThreadPoolExecutor(width, thread_name_prefix="modelyard-join") as pool:
+        try:
+            for chunk, tag in chunks:
+                pending.append((pool.submit(join_outcomes, engine, chunk, **options), tag))
+                if len(pending) >= width:
+                    future, first = pending.popleft()
+                    yield future.result(), first
+            while pending:
+                future, first = pending.popleft()
+                yield future.result(), first
+        finally:
+            for future, _ in pending:
+                future.cancel()  # not started yet; the running ones finish before the pool closes
 
 
 def _unknown(o: Outcome, index: int, window: float, now: datetime) -> UnknownRequestError:
