@@ -71,7 +71,7 @@ def score_chunk(model: Model, frame: pd.DataFrame, key: str | None, offset: int 
         rejected[int(pos)] = Rejected(None, f"the key column '{key}' is empty", key,
                                     _row_json(frame, int(pos)), int(pos))
     candidates = np.flatnonzero(~missing_key)
-    sub = frame.iloc[candidates].reset_index(drop=True)
+    sub = frame.iloc[candidates].reset_index(drop=True) if len(candidates) < len(frame) else frame
     result = model.predict_partial(sub, probabilities=model.has_proba)
     for error in result.errors:
         original = int(candidates[error.row])
