@@ -299,9 +299,7 @@ class ChunkWriter:
             data[name] = pa.array(chunk.kept[name], from_pandas=True)
         data["prediction"] = pa.array(chunk.predictions)
         if self.sink.with_proba:
-            proba: list[dict[str, float] | None] = list(chunk.probabilities) if chunk.probabilities else [None] * n
-            data["probabilities"] = pa.array([None if p is None else orjson.dumps(p).decode() for p in proba],
-                                             pa.string())
+            data["probabilities"] = chunk.probabilities if chunk.probabilities is not None else pa.nulls(n, pa.string())
         data.update(model=pa.scalar(model), version=pa.scalar(version),
                     scored_at=pa.scalar(now, pa.timestamp("us", tz="UTC")))
         if self.oids is None:
@@ -334,6 +332,6 @@ class ChunkWriter:
             for row, v in zip(rows, values.tolist(), strict=True):
                 row[name] = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
         if proba is not None:
-            for row, pr in zip(rows, proba, strict=True):
-                row["probabilities"] = pr
+            for row, pr in zip(rows, proba.to_pylist(), strict=True):
+                row["probabilities"] = orjson.loads(pr)
         self.conn.execute(self.sink.table.insert(), rows)
