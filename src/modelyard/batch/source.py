@@ -184,7 +184,11 @@ def _pg_chunks(engine: Engine, query: str, chunk_size: int, key: str | None,
     if skip:
         sql += f" OFFSET {int(skip)}"
     uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with adbc.connect(uri) as conn, conn.cursor() as cur:
+    try:
+        conn = adbc.connect(uri)
+    except adbc.Error as exc:
+        raise BatchError(f"cannot read the input: {_first_line(exc)}") from exc
+    with conn, conn.cursor() as cur:
         try:
             cur.execute(sql)
             reader = cur.fetch_record_batch()
@@ -192,7 +196,14 @@ def _pg_chunks(engine: Engine, query: str, chunk_size: int, key: str | None,
             raise BatchError(f"cannot read the input: {_first_line(exc)}") from exc
         pending: list[Any] = []
         rows = 0
-        for batch in reader:
+        batches = iter(reader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (adbc.Error, pa.ArrowException, OSError) as exc:  # the query failed part way through
+                raise BatchError(f"cannot read the input: {_first_line(exc)}") from exc
             pending.append(batch)
             rows += batch.num_rows
             while rows >= chunk_size:
