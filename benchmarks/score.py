@@ -1,12 +1,15 @@
 """``modelyard score`` PostgreSQL → PostgreSQL against in-process ``Model.predict``, in one run.
 
     python benchmarks/score.py [--rows 1000000] [--chunk-size 20000] [--max-iter 100] [--repeat 1]
-                               [--engine spark [--spark-chunk-size 100000] [--master local[2]]]
+                               [--baseline-src PATH] [--engine spark [--spark-chunk-size 100000] [--master local[2]]]
 
 The example house-price model (HistGradientBoosting, ``--max-iter`` iterations, ONNX fast path) scores a
 table of ``--rows`` rows with ``modelyard.batch.score`` (read with COPY, validate, predict, COPY out, the
 run's bookkeeping, read ▶ score ▶ write overlapped); the baseline is ``Model.predict`` on the same rows
 already in memory as one frame, with the same model object. Goal (issue 17): score ≥ 0.8x in-process.
+``--baseline-src PATH`` (another checkout's ``src``, e.g. ``git archive main src | tar -x -C /tmp/base``) adds,
+in the same rounds, the same run scored by that code in a child process (the model loaded before the clock
+starts, as in this one's rounds after the first).
 
 ``--engine spark`` adds, in the same rounds, ``score --engine spark`` on PySpark (``--master``, default
 ``local[2]``): PostgreSQL → PostgreSQL (the driver reads and writes, Spark scores each chunk) and the same
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +58,7 @@ def main() -> None:
                         help="spark: also score on PySpark in the same rounds")
     parser.add_argument("--spark-chunk-size", type=int, default=100_000, help="rows per Spark job (PG → PG)")
     parser.add_argument("--master", default="local[2]", help="the Spark master for --engine spark")
+    parser.add_argument("--baseline-src", type=Path, help="also score with the modelyard package under PATH")
     args = parser.parse_args()
     with fresh_pg_database() as url, tempfile.TemporaryDirectory() as tmp:  # a database of its own, dropped
         folder = Path(tmp)
@@ -68,7 +73,9 @@ def main() -> None:
         features = frame.drop(columns=["id"])
         print(f"house-prices, HistGradientBoosting max_iter={args.max_iter}, fast path {model.fast_path}; "
               f"{args.rows:,} rows; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        in_process, scored = [], []
+        in_process, scored, baseline = [], [], []
+        score("house-prices", source="SELECT * FROM bench_houses LIMIT 1000", target="warm", settings=settings,
+              key="id")  # loads the pinned model into this process, as the baseline's child does first
         spark_cases: dict[str, list[float]] = {"PG→PG": [], "Parquet→Parquet": []}
         if args.engine == "spark":
             parquet = folder / "bench_houses.parquet"
@@ -84,7 +91,12 @@ def main() -> None:
             scored.append(args.rows / (time.perf_counter() - t))
             assert result.rows_scored == args.rows, result
             print(f"  round {i + 1}: in-process Model.predict {in_process[-1]:,.0f} rows/s; "
-                  f"modelyard score PG→PG {scored[-1]:,.0f} rows/s; ratio {scored[-1] / in_process[-1]:.2f}")
+                  f"modelyard score PG→PG {scored[-1]:,.0f} rows/s; ratio {scored[-1] / in_process[-1]:.2f}; "
+                  f"load {os.getloadavg()[0]:.1f}")
+            if args.baseline_src:
+                baseline.append(_baseline(args.baseline_src, settings, args.chunk_size, f"bench-base-{i}", args.rows))
+                print(f"           baseline {args.baseline_src}: score PG→PG {baseline[-1]:,.0f} rows/s; ratio "
+                      f"{baseline[-1] / in_process[-1]:.2f}; this code {scored[-1] / baseline[-1]:.2f}x the baseline")
             if args.engine == "spark":
                 t = time.perf_counter()
                 result = score("house-prices", source="SELECT * FROM bench_houses", target="bench_spark",
@@ -106,11 +118,39 @@ def main() -> None:
         ratio = best_scored / best_in
         print(f"best: score {best_scored:,.0f} rows/s vs in-process {best_in:,.0f} rows/s: {ratio:.2f}x "
               f"(goal ≥ 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+        if baseline:
+            print(f"best: baseline score {max(baseline):,.0f} rows/s: {max(baseline) / best_in:.2f}x in-process; "
+                  f"this code {best_scored / max(baseline):.2f}x the baseline")
         for case, rates in spark_cases.items():
             if rates:
                 print(f"best: score --engine spark {case} {max(rates):,.0f} rows/s "
                       f"({max(rates) / best_in:.2f}x in-process, {max(rates) / best_scored:.2f}x local engine)")
         print(f"load average now {os.getloadavg()[0]:.1f} (a shared machine: figures move between runs)")
+
+
+_BASELINE_CHILD = """
+import sys, time
+from modelyard.batch import score
+from modelyard.batch.chunk import load_pinned
+from modelyard.config import Settings
+from modelyard.registry import Registry
+home, url, chunk_size, run_id, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+settings = Settings(home=home, database_url=url)
+load_pinned(settings, "house-prices", Registry(settings).resolve("house-prices@production").version)
+t = time.perf_counter()
+result = score("house-prices", source="SELECT * FROM bench_houses", target="bench_base_scores",
+               settings=settings, key="id", chunk_size=chunk_size, run_id=run_id)
+assert result.rows_scored == rows, result
+print(rows / (time.perf_counter() - t))
+"""
+
+
+def _baseline(src: Path, settings: Settings, chunk_size: int, run_id: str, rows: int) -> float:
+    """Rows/s of the same run scored by the modelyard package under ``src``, in a child process."""
+    env = {**os.environ, "PYTHONPATH": str(src.resolve())}
+    out = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, str(settings.home), settings.resolved_database_url,
+                          str(chunk_size), run_id, str(rows)], env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def _warm_spark(master: str, settings: Settings, frame: Any, folder: Path) -> None:

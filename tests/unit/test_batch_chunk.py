@@ -83,3 +83,22 @@ def test_a_rejected_row_gives_every_problem_of_its_own_renumbered_and_none_of_th
     assert reasons == {4: "column 'area_sqm' row 504: 'big' is not a number; "
                           "column 'bedrooms' row 504: 'lots' is not a number",
                        9: "column 'bedrooms' row 509: 'many' is not a number"}
+
+
+def test_probability_json_says_what_a_dict_per_row_through_orjson_said() -> None:
+    import json
+
+    import orjson
+
+    from modelyard.batch.chunk import probability_json
+
+    rng = np.random.default_rng(3)
+    proba = np.vstack([rng.random((500, 3)), rng.random((50, 3)) * 1e-4,
+                       [[0.0, 1.0, 0.5], [1e-7, 5e-7, 0.9999996], [np.nan, np.inf, -0.0], [1e-6, 2.5e-5, 1e-4]]])
+    labels = ["no", 'say "yes"', "ünï"]
+    got = [json.loads(t) for t in probability_json(proba, labels).to_pylist()]
+    want = [json.loads(orjson.dumps(dict(zip(labels, row, strict=True))))
+            for row in proba.round(6).tolist()]
+    assert got == want
+    assert [[type(v) for v in row.values()] for row in got] == [[type(v) for v in row.values()] for row in want]
+    assert probability_json(proba[:0], labels).to_pylist() == []

@@ -1,16 +1,16 @@
 """Where a batch run reads its rows: a SQL query, a table, or a CSV/Parquet file, in chunks.
 
-Nothing is read whole: PostgreSQL streams the query through ``COPY (query) TO STDOUT`` into Arrow's CSV
-reader, which parses in C++ without holding the GIL (measured: the Python-tuple path of a named cursor was
-the batch's largest cost, and its GIL time starved the scoring thread); other databases use a cursor with
-``fetchmany``; files are read chunk by chunk. Resuming skips the rows already committed:
-the query is ordered by the key (when there is one) and offset by that count, so the same rows come back in
-the same order; without a key the input's own order must be stable (true of files, not of every query).
+Nothing is read whole: PostgreSQL streams the query through ADBC (a binary ``COPY (query) TO STDOUT``
+decoded into Arrow in C, without the GIL; measured: a named cursor's Python tuples, then psycopg's text COPY
+handing over one row per Python call, were the batch's largest cost, and their GIL time starved the scoring
+thread); other databases use a cursor with ``fetchmany``; files are read chunk by chunk. Resuming skips the
+rows already committed: the query is ordered by the key (when there is one) and offset by that count, so the
+same rows come back in the same order; without a key the input's own order must be stable (true of files,
+not of every query).
 """
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,14 +114,14 @@ def _first_line(exc: BaseException) -> str:
 def _sql_chunks(engine: Engine, query: str, chunk_size: int, key: str | None,
                 skip: int) -> Iterator[pd.DataFrame]:
     dialect = engine.dialect.name
+    if dialect == "postgresql":
+        yield from _pg_chunks(engine, query, chunk_size, key, skip)
+        return
     sql = f"SELECT * FROM ({query}) AS modelyard_src"
     if key is not None:
         sql += f" ORDER BY {engine.dialect.identifier_preparer.quote(key)}"
     if skip:
         sql += f" LIMIT -1 OFFSET {int(skip)}" if dialect == "sqlite" else f" OFFSET {int(skip)}"
-    if dialect == "postgresql":
-        yield from _pg_copy_chunks(engine, sql, chunk_size)
-        return
     raw = engine.raw_connection()
     try:
         cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
@@ -142,77 +142,77 @@ def _sql_chunks(engine: Engine, query: str, chunk_size: int, key: str | None,
         raw.close()
 
 
-# PostgreSQL type OIDs → Arrow types; anything else (dates, JSON, ...) arrives as text.
-_PG_ARROW = {16: "bool", 20: "int64", 21: "int64", 23: "int64", 26: "int64", 700: "float64", 701: "float64",
-             1700: "float64"}
+# PostgreSQL type OIDs read as they are (bool, int8, float8, and text, varchar, char(n) padded, name) or cast
+# by the server to int8 or float8 (float4 through its text, as it prints); anything else (dates, JSON, ...)
+# is cast to its text, as COPY's text format printed it.
+_PG_AS_IS = {16, 20, 701, 25, 1043, 1042, 19}
+_PG_CASTS = {21: "int8", 23: "int8", 26: "int8", 700: "text::float8", 1700: "float8"}
 
 
-class _CopyStream(io.RawIOBase):
-    """``COPY ... TO STDOUT`` as a file Arrow can read from."""
+def _pg_chunks(engine: Engine, query: str, chunk_size: int, key: str | None,
+               skip: int) -> Iterator[pd.DataFrame]:
+    """The query through ADBC: a binary ``COPY ... TO STDOUT`` decoded into Arrow in C, without the GIL.
 
-    def __init__(self, copy: Any) -> None:
-        self.copy = copy
-        self.pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending:
-            block = self.copy.read()
-            if not block:
-                return 0
-            self.pending = bytes(block)
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
-
-
-def _pg_copy_chunks(engine: Engine, sql: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    The columns are typed first (a ``LIMIT 0`` of the query); each one of a type outside bool, int8,
+    float8 and the text types is cast by the server: other integers to int8, NUMERIC and float4 to float8,
+    the rest to their text (what the models and ``--keep`` saw of them in the text format)."""
+    import adbc_driver_postgresql.dbapi as adbc
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
+    quote = engine.dialect.identifier_preparer.quote
+    inner = f"SELECT * FROM ({query}) AS modelyard_src"
     raw = engine.raw_connection()
     try:
-        conn = raw.driver_connection
-        with conn.cursor() as cur:  # type: ignore[union-attr]
+        with raw.driver_connection.cursor() as cur:  # type: ignore[union-attr]
             try:
-                cur.execute(f"SELECT * FROM ({sql}) AS modelyard_q LIMIT 0")
+                cur.execute(inner + " LIMIT 0")
             except Exception as exc:
                 raise BatchError(f"cannot read the input: {_first_line(exc)}") from exc
-            names = [d.name for d in cur.description]
-            if len(set(names)) != len(names):
-                raise BatchError(f"the input has duplicate column names: {', '.join(names)}")
-            types = {d.name: getattr(pa, _PG_ARROW.get(d.type_code, "string"))() for d in cur.description}
-        with conn.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:  # type: ignore[union-attr]
-            try:
-                reader = pacsv.open_csv(
-                    io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20),
-                    read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20),
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types=types, null_values=[""], strings_can_be_null=True,
-                        quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
-                )
-            except pa.ArrowInvalid as exc:  # COPY sent nothing: the query has no rows
-                if "Empty CSV file" in str(exc):
-                    return
-                raise
-            pending: list[Any] = []
-            rows = 0
-            for batch in reader:
-                pending.append(batch)
-                rows += batch.num_rows
-                while rows >= chunk_size:
-                    table = pa.Table.from_batches(pending)
-                    yield table.slice(0, chunk_size).to_pandas()
-                    rest = table.slice(chunk_size)
-                    pending, rows = rest.to_batches(), rest.num_rows
-            if rows:
-                yield pa.Table.from_batches(pending).to_pandas()
+            described = [(d.name, d.type_code) for d in cur.description]
     finally:
         raw.close()
+    names = [name for name, _ in described]
+    if len(set(names)) != len(names):
+        raise BatchError(f"the input has duplicate column names: {', '.join(names)}")
+    select = ", ".join(
+        f"modelyard_src.{quote(name)}" if oid in _PG_AS_IS
+        else f"modelyard_src.{quote(name)}::{_PG_CASTS.get(oid, 'text')} AS {quote(name)}"
+        for name, oid in described)
+    sql = f"SELECT {select} FROM ({query}) AS modelyard_src"
+    if key is not None:
+        sql += f" ORDER BY modelyard_src.{quote(key)}"
+    if skip:
+        sql += f" OFFSET {int(skip)}"
+    uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        conn = adbc.connect(uri)
+    except adbc.Error as exc:
+        raise BatchError(f"cannot read the input: {_first_line(exc)}") from exc
+    with conn, conn.cursor() as cur:
+        try:
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+        except adbc.Error as exc:
+            raise BatchError(f"cannot read the input: {_first_line(exc)}") from exc
+        pending: list[Any] = []
+        rows = 0
+        batches = iter(reader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (adbc.Error, pa.ArrowException, OSError) as exc:  # the query failed part way through
+                raise BatchError(f"cannot read the input: {_first_line(exc)}") from exc
+            pending.append(batch)
+            rows += batch.num_rows
+            while rows >= chunk_size:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, chunk_size).to_pandas()
+                rest = table.slice(chunk_size)
+                pending, rows = rest.to_batches(), rest.num_rows
+        if rows:
+            yield pa.Table.from_batches(pending).to_pandas()
 
 
 def _decimals_to_float(frame: pd.DataFrame) -> pd.DataFrame:

@@ -178,8 +178,8 @@ def _score_batch(model: Any, batch: pa.RecordBatch, plan: _Plan) -> pa.RecordBat
     arrays["prediction"] = ours(_predictions(chunk.predictions, plan.prediction), _ARROW[plan.prediction],
                                 rejected=False)
     if plan.with_proba:
-        proba = [orjson.dumps(p).decode() for p in chunk.probabilities] if chunk.probabilities else [None] * ns
-        arrays["probabilities"] = ours(proba, pa.string(), rejected=False)
+        proba = chunk.probabilities if chunk.probabilities is not None else pa.nulls(ns, pa.string())
+        arrays["probabilities"] = pa.concat_arrays([proba.cast(pa.string()), pa.nulls(nr, pa.string())])
     if plan.with_inputs:
         rows = [orjson.dumps(r).decode() for r in chunk.inputs] if chunk.inputs else [None] * ns
         arrays[INPUT] = ours(rows, pa.string(), rejected=False)
@@ -308,7 +308,7 @@ def _to_chunk(out: pa.Table, plan: _Plan, offset: int) -> ScoredChunk:
 
     probabilities = None
     if plan.with_proba and scored.num_rows:
-        probabilities = [orjson.loads(p) for p in scored.column("probabilities").to_pylist()]
+        probabilities = scored.column("probabilities").combine_chunks()
     inputs = [orjson.loads(r) for r in scored.column(INPUT).to_pylist()] if plan.with_inputs else None
     return ScoredChunk(
         keys=values(scored, plan.key_name),
