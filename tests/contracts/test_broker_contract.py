@@ -16,7 +16,15 @@ from tests.batchstream_helpers import publish_linear
 from tests.stream_kits import NatsKit, RedisKit
 from tests.support import wait_until_async
 
+
+class NatsChildKit(NatsKit):
+    """JetStream with the pulls in a child process (``nats.ChildFetcher``), as ``modelyard stream`` runs it."""
+
+    fetch_in_child = True
+
+
 KITS = [pytest.param(NatsKit, marks=pytest.mark.nats, id="nats"),
+        pytest.param(NatsChildKit, marks=pytest.mark.nats, id="nats-child-fetcher"),
         pytest.param(RedisKit, marks=pytest.mark.redis, id="redis")]
 
 
@@ -39,7 +47,8 @@ def run(kit: Any, scenario: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def _connected(kit: Any, durable: str, ack_wait: float = 30.0) -> Broker:
-    broker = open_broker(kit.url, kit.in_subject, durable=durable, ack_wait=ack_wait)
+    broker = open_broker(kit.url, kit.in_subject, durable=durable, ack_wait=ack_wait,
+                         fetch_in_child=getattr(kit, "fetch_in_child", False))
     await broker.connect()
     return broker
 

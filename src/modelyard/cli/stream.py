@@ -48,10 +48,11 @@ def stream_cmd(
     name, _ = parse_ref(ref)
     registry = Registry(cfg)
     holder = ModelHolder(registry, ref, interval=cfg.reload_interval)
-    writer = None if no_log else PredictionLogWriter.from_settings(cfg).start()
+    # the log store's inserts run in a child process: this interpreter's time is the stream's
+    writer = None if no_log else PredictionLogWriter.from_settings(cfg, ship_in_child=True).start()
     consumer = StreamConsumer(
         open_broker(broker, in_subject, durable=durable or safe_name(f"modelyard-{name}-{in_subject}"),
-                    ack_wait=ack_wait),
+                    ack_wait=ack_wait, fetch_in_child=True),
         holder, out_subject=out_subject, dlq_subject=dlq, batch_size=batch_size,
         log=writer,
         member=FleetMember.from_settings(cfg, registry.engine, "stream", holder.serving,

@@ -91,13 +91,15 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)
 
 
-def open_broker(url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0) -> Broker:
-    """The adapter for ``url``'s scheme: ``nats://`` (JetStream) or ``redis://`` (Redis Streams)."""
+def open_broker(url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
+                fetch_in_child: bool = False) -> Broker:
+    """The adapter for ``url``'s scheme: ``nats://`` (JetStream) or ``redis://`` (Redis Streams).
+    ``fetch_in_child``: JetStream pulls in a child process (``nats.ChildFetcher``); Redis ignores it."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in {"nats", "tls"}:
         from modelyard.stream.nats import JetStreamBroker
 
-        return JetStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait)
+        return JetStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait, fetch_in_child=fetch_in_child)
     if scheme in {"redis", "rediss", "unix"}:
         from modelyard.stream.redis import RedisStreamBroker
 

@@ -83,12 +83,13 @@ does not take events from the consumer its successor recreated under the same na
 class ChildFetcher:
     """Pull in a child interpreter (``FETCHER``), hand over batches through a pipe.
 
-    Why: receiving a message costs nats-py as much Python as learning it (protocol parsing, headers, a
-    ``Msg`` object), and one interpreter runs one thread of Python at a time; in a child it runs beside
-    the learning. The messages come back with their ack subject as ``Message.raw`` (acked by the parent's
-    own connection). Only for a consumer the caller alone reads and whose position it keeps itself (the
-    online learner): if the child dies, what it had pulled is delivered again only after ``ack_wait``,
-    out of order, so ``FetcherError`` tells the caller to start over from its own position.
+    Why: receiving a message costs nats-py as much Python as learning or predicting it (protocol parsing,
+    headers, a ``Msg`` object), and one interpreter runs one thread of Python at a time; in a child it runs
+    beside the learning (the online learner) or the predicting (the stream consumer). The messages come
+    back with their ack subject as ``Message.raw`` (acked by the parent's own connection). If the child
+    dies, what it had pulled is delivered again only after ``ack_wait``, out of order: ``FetcherError``
+    tells the caller. The learner, which keeps its position itself, starts over from it; the stream
+    consumer, for which order does not matter, fetches again (the broker starts a new child).
     """
 
     def __init__(self, url: str, subject: str, durable: str, batch: int, timeout: float) -> None:
@@ -218,7 +219,14 @@ class JetStreamBroker(Broker):
         if self.fetch_in_child:
             if self._child is None:
                 self._child = ChildFetcher(self.url, self.in_subject, self.durable, max_messages, timeout)
-            return await asyncio.to_thread(self._child.read)
+            child = self._child
+            try:
+                return await asyncio.to_thread(child.read)
+            except FetcherError:  # the next fetch starts a new child
+                if self._child is child:
+                    self._child = None
+                await asyncio.to_thread(child.close)
+                raise
         return [self._message(m) for m in await self._pull(max_messages, timeout)]
 
     async def fetch_handed(self, max_messages: int, timeout: float) -> list[tuple[int, str, bytes, str, int]]:
@@ -344,7 +352,12 @@ class JetStreamBroker(Broker):
 
     async def nak(self, messages: Sequence[Message], delay: float = 1.0) -> None:
         for m in messages:
-            await m.raw.nak(delay=delay)
+            if isinstance(m.raw, str):  # fetched by a ``ChildFetcher``: its ack subject
+                assert self.nc is not None
+                delayed = b" " + json.dumps({"delay": int(delay * 1e9)}).encode() if delay else b""
+                await self.nc.publish(m.raw, Msg.Ack.Nak + delayed)  # what ``Msg.nak`` sends
+            else:
+                await m.raw.nak(delay=delay)
 
     async def close(self) -> None:
         self._pulled.clear()  # delivered, never fetched: redelivered after ack_wait (or from a new position)
