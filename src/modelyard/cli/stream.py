@@ -52,7 +52,7 @@ def stream_cmd(
     writer = None if no_log else PredictionLogWriter.from_settings(cfg, ship_in_child=True).start()
     consumer = StreamConsumer(
         open_broker(broker, in_subject, durable=durable or safe_name(f"modelyard-{name}-{in_subject}"),
-                    ack_wait=ack_wait, fetch_in_child=True),
+                    ack_wait=ack_wait, in_children=True),
         holder, out_subject=out_subject, dlq_subject=dlq, batch_size=batch_size,
         log=writer,
         member=FleetMember.from_settings(cfg, registry.engine, "stream", holder.serving,

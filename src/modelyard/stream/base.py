@@ -66,6 +66,26 @@ class Broker(abc.ABC):
 
         return confirmed()
 
+    async def answer(self, groups: Sequence[tuple[str, Sequence[OutMessage], Sequence[Message]]],
+                     nak_delay: float = 1.0) -> Awaitable[list[list[BaseException | None]]]:
+        """Publish each group's ``OutMessage``s to its subject (``send``), then ack each one's input message
+        (the ``Message`` at the same place) once the broker confirmed it, and nak the input of each one it
+        did not confirm (redelivered after ``nak_delay``). Returns what waits for all that: each group's
+        errors (None: confirmed and acked). The default does it here; a broker may hand it elsewhere."""
+        confirmations = [await self.send(subject, out) if out else None for subject, out, _ in groups]
+
+        async def settled() -> list[list[BaseException | None]]:
+            errors = [[] if confirmed is None else await confirmed for confirmed in confirmations]
+            pairs = [(m, e) for (_, _, inputs), errs in zip(groups, errors, strict=True)
+                     for m, e in zip(inputs, errs, strict=True)]
+            failed = [m for m, e in pairs if e is not None]
+            if failed:
+                await self.nak(failed, delay=nak_delay)
+            await self.ack([m for m, e in pairs if e is None])
+            return errors
+
+        return settled()
+
     @abc.abstractmethod
     async def ack(self, messages: Sequence[Message]) -> None:
         """Done with these: never deliver them again."""
@@ -92,14 +112,16 @@ def safe_name(text: str) -> str:
 
 
 def open_broker(url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
-                fetch_in_child: bool = False) -> Broker:
+                in_children: bool = False) -> Broker:
     """The adapter for ``url``'s scheme: ``nats://`` (JetStream) or ``redis://`` (Redis Streams).
-    ``fetch_in_child``: JetStream pulls in a child process (``nats.ChildFetcher``); Redis ignores it."""
+    ``in_children``: JetStream pulls in a child process (``nats.ChildFetcher``) and answers (publishes,
+    confirmations, acks) in another (``nats.ChildPublisher``); Redis ignores it."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in {"nats", "tls"}:
         from modelyard.stream.nats import JetStreamBroker
 
-        return JetStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait, fetch_in_child=fetch_in_child)
+        return JetStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait, fetch_in_child=in_children,
+                               publish_in_child=in_children)
     if scheme in {"redis", "rediss", "unix"}:
         from modelyard.stream.redis import RedisStreamBroker
 
