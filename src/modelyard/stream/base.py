@@ -8,8 +8,9 @@ delivery, and exactly-once answers wherever the broker deduplicates on that id.
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,16 @@ class Broker(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (uvicorn[standard] brings it), for ``asyncio.Runner``: the
+    consumer's loop and its children's (``nats.FETCHER``, ``nats.PUBLISHER``) handle every message."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def safe_name(text: str) -> str:

@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from modelyard.errors import StreamError
-from modelyard.stream.base import Broker, Message, OutMessage, safe_name
+from modelyard.stream.base import Broker, Message, OutMessage, loop_factory, safe_name
 
 PULL_GRACE = 1.0  # seconds past a pull request's expiry after which it is taken as over without its status
 
@@ -55,6 +55,7 @@ FETCHER = """
 import asyncio, os, pickle, sys
 out = os.fdopen(os.dup(1), "wb")
 os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the batches
+from modelyard.stream.base import loop_factory
 from modelyard.stream.nats import JetStreamBroker
 url, subject, durable, batch, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 
@@ -74,7 +75,8 @@ async def main():
     except (BrokenPipeError, ValueError):  # the reading process is gone
         pass
 
-asyncio.run(main())
+with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    runner.run(main())
 """
 """The fetching child's program (``python -c FETCHER URL SUBJECT DURABLE BATCH TIMEOUT``): it pulls from the
 durable consumer and writes each batch to stdout (pickled, prefixed with its length; an empty one when
@@ -219,7 +221,8 @@ def publish_in_child(url: str, timeout: float, jobs: Any, results: Any) -> None:
         await nc.close()
         writer.shutdown()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
 
 
 def _write_result(results: Any, job_id: int, errors: list[str | None]) -> None:
