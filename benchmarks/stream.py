@@ -8,7 +8,9 @@ store). For each ``--batch-size``, a backlog of ``--messages`` messages is publi
 stream first; then one ``modelyard stream`` process starts and the clock runs from its first answer (a
 warm-up message) until every answer has arrived on the output subject: messages/s end to end (fetch,
 parse, validate, predict, log, publish with confirmation, ack). Beside it, in-process ``Model.predict``
-on the same rows in batches of the same size (one native thread), the ceiling the consumer works under.
+on the same rows in batches of the same size (one native thread), the ceiling the consumer works under,
+and the CPU seconds the consumer's processes (it and its children) spent per 1,000 messages while they
+answered: a figure other load on the machine changes less than the rate.
 Goal (issue 17): >= 20,000 messages/s. Needs NATS JetStream on 127.0.0.1:4222.
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+import psutil  # noqa: E402
 from tests.conftest import EXAMPLES, cli_env, generate_houses  # noqa: E402
 from tests.stream_kits import NatsKit  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -46,9 +49,27 @@ def inprocess_rate(model: Model, rows: list[dict[str, object]], batch: int) -> f
         return len(rows) / (time.perf_counter() - started)
 
 
+ROLES = {"fetch_handed": "fetcher", "publish_in_child": "publisher", "ship_in_child": "shipper"}
+
+
+def cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """(role, CPU seconds so far: user + system) of process ``pid`` (the consumer) and of each child."""
+    out = {}
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times, command = proc.cpu_times(), " ".join(proc.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        role = next((r for key, r in ROLES.items() if key in command), "consumer" if proc is root else "child")
+        out[proc.pid] = (role, times.user + times.system)
+    return out
+
+
 async def consume(settings: Settings, rows: list[dict[str, object]], batch: int, extra: list[str],
-                  src: Path) -> tuple[float, float]:
-    """(messages/s of one consumer over a backlog of ``rows``, seconds to the first answer)."""
+                  src: Path) -> tuple[float, float, dict[str, float]]:
+    """(messages/s of one consumer over a backlog of ``rows``, seconds to the first answer, CPU seconds of
+    the consumer's processes per 1,000 messages while it answered them, by role)."""
     kit = NatsKit()
     await kit.setup()
     received: set[str] = set()
@@ -77,8 +98,14 @@ async def consume(settings: Settings, rows: list[dict[str, object]], batch: int,
                 raise RuntimeError(f"modelyard stream ended: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             await asyncio.sleep(0.005)
         t0 = first[0]
+        before = cpu_seconds(proc.pid)
         await asyncio.wait_for(done.wait(), timeout=600)
-        return len(rows) / (time.perf_counter() - t0), t0 - started
+        elapsed = time.perf_counter() - t0
+        after = cpu_seconds(proc.pid)
+        cpu: dict[str, float] = {}
+        for p, (role, seconds) in after.items():
+            cpu[role] = cpu.get(role, 0.0) + (seconds - before.get(p, (role, 0.0))[1]) / len(rows) * 1000
+        return len(rows) / elapsed, t0 - started, cpu
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -115,11 +142,14 @@ def main() -> None:
         for batch in [int(b) for b in args.batch_size.split(",")]:
             for round_ in range(args.rounds):
                 for label, src in (trees.items() if round_ % 2 == 0 else reversed(trees.items())):
-                    rate, startup = asyncio.run(consume(settings, rows, batch, args.extra.split(), src))
+                    rate, startup, cpu = asyncio.run(consume(settings, rows, batch, args.extra.split(), src))
                     raw = inprocess_rate(model, rows, batch)
                     print(f"{label:<9} batch {batch:>5} round {round_ + 1}: {rate:9,.0f} msgs/s end to end (goal "
-                          f">= 20,000; start-up {startup:.1f}s); in-process Model.predict in batches of {batch}: "
-                          f"{raw:,.0f} rows/s; ratio {rate / raw:.2f}", flush=True)
+                          f">= 20,000; start-up {startup:.1f}s), {sum(cpu.values()):.3f} CPU s per 1,000 messages "
+                          f"({', '.join(f'{r} {c:.3f}' for r, c in cpu.items())}); in-process Model.predict in "
+                          f"batches of {batch}: "
+                          f"{raw:,.0f} rows/s; ratio {rate / raw:.2f}; load average {os.getloadavg()[0]:.1f}",
+                          flush=True)
 
 
 if __name__ == "__main__":

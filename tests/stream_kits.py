@@ -64,6 +64,13 @@ class NatsKit:
         return out
 
 
+class NatsChildKit(NatsKit):
+    """JetStream pulling and answering in child processes (``nats.ChildFetcher``, ``nats.ChildPublisher``):
+    brokers opened with ``open_broker(..., in_children=kit.in_children)``, as ``modelyard stream`` opens it."""
+
+    in_children = True
+
+
 class RedisKit:
     kind = "redis"
     url = REDIS_URL

@@ -13,10 +13,11 @@ import pytest
 
 from modelyard.stream import Broker, OutMessage, open_broker
 from tests.batchstream_helpers import publish_linear
-from tests.stream_kits import NatsKit, RedisKit
+from tests.stream_kits import NatsChildKit, NatsKit, RedisKit
 from tests.support import wait_until_async
 
 KITS = [pytest.param(NatsKit, marks=pytest.mark.nats, id="nats"),
+        pytest.param(NatsChildKit, marks=pytest.mark.nats, id="nats-in-children"),
         pytest.param(RedisKit, marks=pytest.mark.redis, id="redis")]
 
 
@@ -39,7 +40,8 @@ def run(kit: Any, scenario: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def _connected(kit: Any, durable: str, ack_wait: float = 30.0) -> Broker:
-    broker = open_broker(kit.url, kit.in_subject, durable=durable, ack_wait=ack_wait)
+    broker = open_broker(kit.url, kit.in_subject, durable=durable, ack_wait=ack_wait,
+                         in_children=getattr(kit, "in_children", False))
     await broker.connect()
     return broker
 
@@ -126,6 +128,41 @@ def test_a_nak_ed_message_comes_back_and_an_acked_one_does_not(kit: Any) -> None
 
     ids, delivery = run(kit, scenario)
     assert ids == ["retry"] and delivery >= 2
+
+
+def test_answer_acks_what_the_broker_confirmed_and_naks_what_it_refused(kit: Any) -> None:
+    """``answer``: each input is acked once its answer is confirmed; on JetStream a publish to a subject no
+    stream captures is refused, and its input comes back (Redis takes any key: everything is confirmed)."""
+    async def scenario() -> tuple[list[list[Any]], list[str], int]:
+        await kit.send([(f"m{i}", b"{}") for i in range(4)])
+        broker = await _connected(kit, "answer", ack_wait=20.0)  # what comes back is the nak'ed one
+        try:
+            await broker.ensure_subject(kit.out)
+            got: list[Any] = []
+            while len(got) < 4:
+                got += await broker.fetch(4, 5.0)
+            outs = [OutMessage(f"a-{m.id}", m.id.encode()) for m in got]
+            nowhere = f"{kit.out}-nowhere"  # JetStream: no stream captures it
+            errors = await (await broker.answer([(kit.out, outs[:3], got[:3]), (nowhere, outs[3:], got[3:])],
+                                                nak_delay=0.1))
+            expected_back = 1 if kit.kind == "nats" else 0
+
+            async def back() -> Any:
+                return await broker.fetch(10, 0.5) or ([] if expected_back else ["none"])
+
+            again = await wait_until_async(back, 30, "the refused one's input")
+            again = [m for m in again if m != "none"]
+            await broker.ack(again)
+            return errors, [m.id for m in again], await kit.count(kit.out)
+        finally:
+            await broker.close()
+
+    errors, again, answered = run(kit, scenario)
+    assert errors[0] == [None, None, None] and answered == 3
+    if kit.kind == "nats":
+        assert len(errors[1]) == 1 and errors[1][0] is not None and len(again) == 1
+    else:
+        assert errors[1] == [None] and again == []
 
 
 def test_a_malformed_message_is_dead_lettered_with_its_reason_and_acked(kit: Any, sqlite_settings: Any) -> None:

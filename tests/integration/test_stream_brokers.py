@@ -19,10 +19,11 @@ from modelyard.registry import Registry
 from modelyard.registry.db import get_engine
 from modelyard.stream import ModelHolder, StreamConsumer, open_broker
 from tests.batchstream_helpers import house_bundle_once, houses_input, publish
-from tests.stream_kits import NatsKit, RedisKit
+from tests.stream_kits import NatsChildKit, NatsKit, RedisKit
 from tests.support import wait_until_async
 
 KITS = [pytest.param(NatsKit, marks=pytest.mark.nats, id="nats"),
+        pytest.param(NatsChildKit, marks=pytest.mark.nats, id="nats-in-children"),
         pytest.param(RedisKit, marks=pytest.mark.redis, id="redis")]
 
 
@@ -94,7 +95,8 @@ def test_answers_every_message_once_and_dead_letters_the_malformed(kit: Any,
 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         await kit.send(inputs)
-        consumer = StreamConsumer(open_broker(kit.url, kit.in_subject, durable="contract"),
+        consumer = StreamConsumer(open_broker(kit.url, kit.in_subject, durable="contract",
+                                              in_children=getattr(kit, "in_children", False)),
                                   ModelHolder(registry, "house-prices"), out_subject=kit.out,
                                   log=writer, batch_size=64)
 
@@ -137,7 +139,8 @@ def test_a_new_production_version_is_picked_up_without_a_restart(kit: Any, model
 
     async def scenario() -> set[int]:
         holder = ModelHolder(registry, "house-prices@production", interval=0.2)
-        consumer = StreamConsumer(open_broker(kit.url, kit.in_subject, durable="alias"), holder,
+        consumer = StreamConsumer(open_broker(kit.url, kit.in_subject, durable="alias",
+                                              in_children=getattr(kit, "in_children", False)), holder,
                                   out_subject=kit.out, batch_size=10, fetch_timeout=0.2)
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop))

@@ -227,3 +227,49 @@ def test_serve_on_failure_answers_and_ships_straight_to_the_database(db: str, tm
     assert writer.flush(20)
     writer.stop()
     assert set(counts(db)) == {"served-0", "served-1", "served-2"}
+
+
+def test_with_ship_in_child_a_child_process_ships_and_stop_ships_the_rest(db: str, tmp_path: Path) -> None:
+    gone = PredictionLogWriter(f"sqlite:///{tmp_path / 'missing' / 'x.db'}", tmp_path / "spill", flush_interval=30)
+    gone.start()
+    gone.submit_many(records(40, prefix="orphan"))
+    gone.stop()  # its database unreachable: the segment stays behind, for the next writer
+    writer = PredictionLogWriter(db, tmp_path / "spill", flush_interval=0.05, ship_in_child=True).start()
+    child = writer._ship_child
+    assert child is not None and child.pid != os.getpid()
+    assert writer.pending == 40  # the orphan segment, shipped by the child
+    writer.commit_sync(records(300))
+    assert writer.flush(30)
+    assert writer.shipper.shipped == 0  # not by this process
+    assert counts(db) == {**{f"r-{i}": 1 for i in range(300)}, **{f"orphan-{i}": 1 for i in range(40)}}
+    writer.commit_sync(records(25, prefix="last"))
+    writer.stop()  # the last segment is closed, then shipped by the child's last pass
+    assert child._proc.poll() == 0
+    assert len(counts(db)) == 365 and not spill_mod.segments(tmp_path / "spill")
+
+
+def test_a_shipping_child_dies_with_its_process_and_leaves_the_segments(db: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    program = (f"from modelyard.predlog import PredictionLogWriter as W; from tests.unit.test_predlog_writer "
+               f"import records; w = W({db!r}, {str(tmp_path / 'spill')!r}, flush_interval=60, "
+               f"ship_in_child=True).start(); w.commit_sync(records(10)); print(w._ship_child.pid, flush=True); "
+               f"import time; time.sleep(60)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the shipping child outlived its process")
+    assert counts(db) == {} and spill_mod.count_unheld(tmp_path / "spill") == 10  # the next shipper's

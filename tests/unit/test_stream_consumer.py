@@ -18,7 +18,7 @@ from modelyard.registry import Registry
 from modelyard.runtime import Model
 from modelyard.runtime.columns import Columns
 from modelyard.stream import ModelHolder, StreamError, open_broker, predict_rows
-from modelyard.stream.base import safe_name
+from modelyard.stream.base import Broker, safe_name
 from tests.batchstream_helpers import house_bundle_once, houses_input, publish_linear
 
 
@@ -117,7 +117,7 @@ def test_the_consumer_refuses_a_version_that_cannot_predict_and_keeps_answering_
     assert holder.refusals == 1
 
 
-class _GatedBroker:
+class _GatedBroker(Broker):
     """A broker whose publish confirmations wait for ``gate``: what the consumer does meanwhile is recorded."""
 
     in_subject = "in"
@@ -142,6 +142,9 @@ class _GatedBroker:
             await self.gate.wait()
             return [None for _ in messages]
         return confirmed()
+
+    async def publish(self, subject: str, messages: Any) -> list[BaseException | None]:
+        raise AssertionError("the consumer sends (it does not wait for each batch's confirmations)")
 
     async def ack(self, messages: Any) -> None:
         self.events += [("acked", m.id) for m in messages]

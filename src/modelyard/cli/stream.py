@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
 
 import typer
 
@@ -13,16 +12,7 @@ from modelyard.cli._common import err_console, friendly, settings
 from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter
 from modelyard.registry import Registry, parse_ref
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (uvicorn[standard] brings it): the consumer's loop runs
-    fetches, publishes and acks for every message."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+from modelyard.stream.base import loop_factory
 
 
 @friendly
@@ -48,10 +38,11 @@ def stream_cmd(
     name, _ = parse_ref(ref)
     registry = Registry(cfg)
     holder = ModelHolder(registry, ref, interval=cfg.reload_interval)
-    writer = None if no_log else PredictionLogWriter.from_settings(cfg).start()
+    # the log store's inserts run in a child process: this interpreter's time is the stream's
+    writer = None if no_log else PredictionLogWriter.from_settings(cfg, ship_in_child=True).start()
     consumer = StreamConsumer(
         open_broker(broker, in_subject, durable=durable or safe_name(f"modelyard-{name}-{in_subject}"),
-                    ack_wait=ack_wait),
+                    ack_wait=ack_wait, in_children=True),
         holder, out_subject=out_subject, dlq_subject=dlq, batch_size=batch_size,
         log=writer,
         member=FleetMember.from_settings(cfg, registry.engine, "stream", holder.serving,
@@ -81,7 +72,7 @@ def stream_cmd(
                           f"{stats.retried} left for redelivery", highlight=False)
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(main())
     finally:
         if writer is not None:

@@ -13,7 +13,10 @@ in one ``os.write`` (``process``); in ``machine`` one thread writes and fdatasyn
 one gathers, so one fdatasync covers every request that arrived meanwhile. A background thread (the
 shipper tick, every ``flush_interval`` seconds) rotates the segment, ships every segment nobody holds (ours,
 and any a dead process left) into the log store (the database, or Parquet files: ``MODELYARD_LOG_TARGET``)
-and deletes it (``shipper.py``), and refreshes the backlog.
+and deletes it (``shipper.py``), and refreshes the backlog. With ``ship_in_child`` the tick only rotates:
+a child interpreter ships (``shipper.ShipperProcess``), so that the store's inserts do not take this
+interpreter's time (the stream consumer, whose one interpreter is its hot path); the shipping hooks
+(``on_ship_error``, ``on_spilled``) then do not fire, and ``modelyard log status`` shows the child's errors.
 
 When the segment cannot be written (disk full, unwritable folder) ``commit()`` raises
 ``LogUnavailableError`` (a 503 with ``Retry-After``) and ``healthy`` turns False until a write works again
@@ -40,7 +43,7 @@ from modelyard.errors import LogUnavailableError
 from modelyard.predlog import segments
 from modelyard.predlog.commit import Group, Syncer, settle
 from modelyard.predlog.records import PredictionRecord
-from modelyard.predlog.shipper import Shipper
+from modelyard.predlog.shipper import Shipper, ShipperProcess
 from modelyard.predlog.store import LogSink
 from modelyard.predlog.target import log_sink
 from modelyard.registry.db import Engine, log_engine
@@ -87,6 +90,7 @@ class PredictionLogWriter:
         hooks: LogHooks | None = None,
         engine: Engine | None = None,
         sink: LogSink | None = None,
+        ship_in_child: bool = False,
     ) -> None:
         self.url = url
         self.folder = self.spill_dir = Path(spill_dir)
@@ -98,6 +102,10 @@ class PredictionLogWriter:
         self.shipper = Shipper(url, self.folder, batch_size=batch_size, retry_interval=retry_interval,
                                engine=engine, on_error=self.hooks.on_ship_error,
                                on_spilled=self.hooks.on_spilled, sink=sink)
+        if ship_in_child and engine is not None:
+            raise ValueError("ship_in_child needs a sink the child can build (a url or a sink), not an engine")
+        self.ship_in_child = ship_in_child
+        self._ship_child: ShipperProcess | None = None
         self._lock = threading.Lock()  # the segment and the bookkeeping below
         self._segment = segments.Segment(self.folder)
         self._open_records: list[PredictionRecord] = []  # what the open segment holds
@@ -120,11 +128,12 @@ class PredictionLogWriter:
         self.group_writes = 0  # event-loop groups written (each one os.write for every request in it)
 
     @classmethod
-    def from_settings(cls, settings: Settings, hooks: LogHooks | None = None) -> PredictionLogWriter:
+    def from_settings(cls, settings: Settings, hooks: LogHooks | None = None, *,
+                      ship_in_child: bool = False) -> PredictionLogWriter:
         return cls(settings.resolved_database_url, settings.resolved_spill_dir,
                    durability=settings.log_durability, on_failure=settings.log_on_failure,
                    batch_size=settings.log_batch_size, flush_interval=settings.log_flush_interval,
-                   hooks=hooks, sink=log_sink(settings))
+                   hooks=hooks, sink=log_sink(settings), ship_in_child=ship_in_child)
 
     # ---- the request side ----------------------------------------------------------------------------
     async def commit(self, records: Sequence[PredictionRecord]) -> None:
@@ -241,6 +250,11 @@ class PredictionLogWriter:
             self._orphans = segments.count_unheld(self.folder)
             if self._syncer is not None:
                 self._syncer.start()
+            if self.ship_in_child:
+                self._ship_child = ShipperProcess(
+                    Shipper(self.url, self.folder, batch_size=self.shipper.sink.batch_size or 500,
+                            retry_interval=self.shipper.retry_interval, sink=self.shipper.sink),
+                    self.flush_interval)
             self._thread = threading.Thread(target=self._run, name="modelyard-predlog", daemon=True)
             self._thread.start()
         return self
@@ -252,6 +266,8 @@ class PredictionLogWriter:
             if self.pending == 0:
                 return True
             self._wake.set()
+            if self._ship_child is not None:
+                self._ship_child.ship_now()
             time.sleep(0.02)
         return self.pending == 0
 
@@ -276,6 +292,9 @@ class PredictionLogWriter:
                 with contextlib.suppress(OSError):
                     self._segment.append(segments.encode(leftovers), len(leftovers), sync=True)
             self._rotate_locked()
+        if self._ship_child is not None:  # the last pass, once every segment of ours is closed
+            self._ship_child.stop(timeout)
+            self._ship_child = None
         self.shipper.dispose()
 
     def __enter__(self) -> PredictionLogWriter:
@@ -308,16 +327,21 @@ class PredictionLogWriter:
                 self._rotate_locked()
             known = self._known
         before = self.shipper.shipped
-        if not self.shipper.waiting:
+        if self._ship_child is None and not self.shipper.waiting:
             self.shipper.ship_folder(known)
         shipped = self.shipper.shipped - before
+        # segments others left, still there (the child ships them): counted while there are any
+        unheld = segments.count_unheld(self.folder) if self._ship_child is not None and self._orphans else None
         with self._lock:
             for path in [p for p in self._known if not p.exists()]:  # shipped by another process
                 del self._known[path]
             mine = sum(len(v) for v in self._known.values()) + len(self._open_records)
+            if unheld is not None:
+                self._orphans = max(0, unheld - (mine - len(self._open_records)))
             ours_shipped = self._unshipped - mine
             self._orphans = max(0, self._orphans - max(0, shipped - ours_shipped))
-            if self.shipper.down_since is None:  # every unheld segment went: the rest belong to live writers
+            if self._ship_child is None and self.shipper.down_since is None:  # every unheld segment went: the
+                # rest belong to live writers
                 self._orphans = 0
             if mine > MEMORY_COPY_LIMIT:  # a long outage: read them back from disk when it ends
                 self._orphans += mine - len(self._open_records)

@@ -8,8 +8,9 @@ delivery, and exactly-once answers wherever the broker deduplicates on that id.
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,26 @@ class Broker(abc.ABC):
 
         return confirmed()
 
+    async def answer(self, groups: Sequence[tuple[str, Sequence[OutMessage], Sequence[Message]]],
+                     nak_delay: float = 1.0) -> Awaitable[list[list[BaseException | None]]]:
+        """Publish each group's ``OutMessage``s to its subject (``send``), then ack each one's input message
+        (the ``Message`` at the same place) once the broker confirmed it, and nak the input of each one it
+        did not confirm (redelivered after ``nak_delay``). Returns what waits for all that: each group's
+        errors (None: confirmed and acked). The default does it here; a broker may hand it elsewhere."""
+        confirmations = [await self.send(subject, out) if out else None for subject, out, _ in groups]
+
+        async def settled() -> list[list[BaseException | None]]:
+            errors = [[] if confirmed is None else await confirmed for confirmed in confirmations]
+            pairs = [(m, e) for (_, _, inputs), errs in zip(groups, errors, strict=True)
+                     for m, e in zip(inputs, errs, strict=True)]
+            failed = [m for m, e in pairs if e is not None]
+            if failed:
+                await self.nak(failed, delay=nak_delay)
+            await self.ack([m for m, e in pairs if e is None])
+            return errors
+
+        return settled()
+
     @abc.abstractmethod
     async def ack(self, messages: Sequence[Message]) -> None:
         """Done with these: never deliver them again."""
@@ -86,18 +107,32 @@ class Broker(abc.ABC):
         await self.close()
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (uvicorn[standard] brings it), for ``asyncio.Runner``: the
+    consumer's loop and its children's (``nats.FETCHER``, ``nats.PUBLISHER``) handle every message."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def safe_name(text: str) -> str:
     """A name brokers accept for streams, consumers and groups (no dots, wildcards or spaces)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)
 
 
-def open_broker(url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0) -> Broker:
-    """The adapter for ``url``'s scheme: ``nats://`` (JetStream) or ``redis://`` (Redis Streams)."""
+def open_broker(url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
+                in_children: bool = False) -> Broker:
+    """The adapter for ``url``'s scheme: ``nats://`` (JetStream) or ``redis://`` (Redis Streams).
+    ``in_children``: JetStream pulls in a child process (``nats.ChildFetcher``) and answers (publishes,
+    confirmations, acks) in another (``nats.ChildPublisher``); Redis ignores it."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in {"nats", "tls"}:
         from modelyard.stream.nats import JetStreamBroker
 
-        return JetStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait)
+        return JetStreamBroker(url, in_subject, durable=durable, ack_wait=ack_wait, fetch_in_child=in_children,
+                               publish_in_child=in_children)
     if scheme in {"redis", "rediss", "unix"}:
         from modelyard.stream.redis import RedisStreamBroker
 

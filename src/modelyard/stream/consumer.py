@@ -5,7 +5,10 @@ Order of effects per batch: the prediction records are written ahead (the log's 
 only then are the inputs acknowledged. The batches are pipelined: the next batch is fetched while one is
 predicted, and a batch's confirmations and acks are awaited while the following batches are predicted
 (at most ``window`` batches wait to be settled), so the loop works at the model's and the broker's pace
-rather than at the sum of their round trips. A crash anywhere before the ack means
+rather than at the sum of their round trips. On JetStream (``modelyard stream``) the pulls and the answers
+(publishes, their confirmations, the acks) run in two child processes (``nats.ChildFetcher``,
+``nats.ChildPublisher``) and the log's shipping in a third (``predlog.shipper.ShipperProcess``): this
+interpreter parses, predicts, writes the log ahead and hands the batch over. A crash anywhere before the ack means
 a redelivery, and the answer's dedup id makes the second publish a no-op: at-least-once processing,
 exactly-once answers. A message that is not JSON or fails the schema is dead-lettered with the reason;
 nothing a message contains stops the loop. ``stop`` (SIGTERM) lets the batch in hand finish, then closes.
@@ -252,33 +255,23 @@ class StreamConsumer:
                 await self.broker.nak(messages, delay=2.0)
                 self.stats.retried += len(messages)
                 return
-        answers_confirmed = await self.broker.send(self.out_subject, answers) if answers else None
-        letters_confirmed = await self.broker.send(self.dlq_subject, letters) if letters else None
-        self._settling.append(asyncio.create_task(self._settle(
-            parsed, good, dead, answers_confirmed, letters_confirmed)))
+        groups = [(self.out_subject, answers, [parsed[i] for i in good]),
+                  (self.dlq_subject, letters, [m for m, _, _ in dead])]
+        self._settling.append(asyncio.create_task(self._settle(await self.broker.answer(groups))))
         while len(self._settling) > self.window:
             await self._settling.popleft()
 
-    async def _settle(self, parsed: list[Message], good: list[int], dead: list[tuple[Message, str, str | None]],
-                      answers_confirmed: Awaitable[list[BaseException | None]] | None,
-                      letters_confirmed: Awaitable[list[BaseException | None]] | None) -> None:
-        """Once the broker confirmed the answers and dead letters: ack them (their records were written
-        ahead before they were published); nak what the broker did not confirm."""
-        answer_errors = await answers_confirmed if answers_confirmed is not None else []
-        letter_errors = await letters_confirmed if letters_confirmed is not None else []
-        answered = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is None]
-        lettered = [d for d, err in zip(dead, letter_errors, strict=True) if err is None]
-        failed = [parsed[i] for i, err in zip(good, answer_errors, strict=True) if err is not None]
-        failed += [d[0] for d, err in zip(dead, letter_errors, strict=True) if err is not None]
+    async def _settle(self, settled: Awaitable[list[list[BaseException | None]]]) -> None:
+        """Once the broker confirmed the answers and dead letters and acked their inputs (their records
+        were written ahead before they were published; it nak'ed the inputs of what it did not confirm):
+        count them."""
+        answer_errors, letter_errors = await settled
+        failed = [e for e in [*answer_errors, *letter_errors] if e is not None]
         if failed:  # their records are logged already; the redelivery's are deduplicated
-            first = next(e for e in [*answer_errors, *letter_errors] if e is not None)
-            log.warning("%d publishes failed (%r); they will be redelivered", len(failed), first)
-            await self.broker.nak(failed, delay=1.0)
+            log.warning("%d publishes failed (%r); they will be redelivered", len(failed), failed[0])
             self.stats.retried += len(failed)
-        done = answered + [d[0] for d in lettered]
-        await self.broker.ack(done)
-        self.stats.answered += len(answered)
-        self.stats.dead_lettered += len(lettered)
+        self.stats.answered += sum(e is None for e in answer_errors)
+        self.stats.dead_lettered += sum(e is None for e in letter_errors)
         self.stats.batches += 1
 
 

@@ -19,14 +19,17 @@ after a ``fetch`` gave up waiting stays in the buffer for the next one, so no de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import nats
@@ -38,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from modelyard.errors import StreamError
-from modelyard.stream.base import Broker, Message, OutMessage, safe_name
+from modelyard.stream.base import Broker, Message, OutMessage, loop_factory, safe_name
 
 PULL_GRACE = 1.0  # seconds past a pull request's expiry after which it is taken as over without its status
 
@@ -52,6 +55,7 @@ FETCHER = """
 import asyncio, os, pickle, sys
 out = os.fdopen(os.dup(1), "wb")
 os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the batches
+from modelyard.stream.base import loop_factory
 from modelyard.stream.nats import JetStreamBroker
 url, subject, durable, batch, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 
@@ -71,7 +75,8 @@ async def main():
     except (BrokenPipeError, ValueError):  # the reading process is gone
         pass
 
-asyncio.run(main())
+with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    runner.run(main())
 """
 """The fetching child's program (``python -c FETCHER URL SUBJECT DURABLE BATCH TIMEOUT``): it pulls from the
 durable consumer and writes each batch to stdout (pickled, prefixed with its length; an empty one when
@@ -83,12 +88,13 @@ does not take events from the consumer its successor recreated under the same na
 class ChildFetcher:
     """Pull in a child interpreter (``FETCHER``), hand over batches through a pipe.
 
-    Why: receiving a message costs nats-py as much Python as learning it (protocol parsing, headers, a
-    ``Msg`` object), and one interpreter runs one thread of Python at a time; in a child it runs beside
-    the learning. The messages come back with their ack subject as ``Message.raw`` (acked by the parent's
-    own connection). Only for a consumer the caller alone reads and whose position it keeps itself (the
-    online learner): if the child dies, what it had pulled is delivered again only after ``ack_wait``,
-    out of order, so ``FetcherError`` tells the caller to start over from its own position.
+    Why: receiving a message costs nats-py as much Python as learning or predicting it (protocol parsing,
+    headers, a ``Msg`` object), and one interpreter runs one thread of Python at a time; in a child it runs
+    beside the learning (the online learner) or the predicting (the stream consumer). The messages come
+    back with their ack subject as ``Message.raw`` (acked by the parent's own connection). If the child
+    dies, what it had pulled is delivered again only after ``ack_wait``, out of order: ``FetcherError``
+    tells the caller. The learner, which keeps its position itself, starts over from it; the stream
+    consumer, for which order does not matter, fetches again (the broker starts a new child).
     """
 
     def __init__(self, url: str, subject: str, durable: str, batch: int, timeout: float) -> None:
@@ -125,17 +131,214 @@ class ChildFetcher:
             self._proc.stdout.close()
 
 
+PUBLISHER = """
+import os, sys
+out = os.fdopen(os.dup(1), "wb")
+os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the results
+from modelyard.stream.nats import publish_in_child
+publish_in_child(sys.argv[1], float(sys.argv[2]), sys.stdin.buffer, out)
+"""
+"""The publishing child's program (``python -c PUBLISHER URL TIMEOUT``): jobs come pickled on stdin, each
+prefixed with its length: ``(job id, [(subject, dedup id, data, headers, ack subject), ...], nak delay)``.
+Each item is published; once JetStream confirmed it, its input's ack subject is acked (nak'ed with the
+delay when it was refused or not confirmed within TIMEOUT); then ``(job id, [error text or None, ...])``
+goes back on stdout the same way. At the end of stdin (the consumer closed it, or died) it settles the
+jobs it has and exits."""
+
+
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "big") + data
+
+
+def _read_frame(stream: Any) -> Any:
+    """The next length-prefixed pickle of ``stream``, or None at its end."""
+    head = stream.read(8)
+    data = stream.read(int.from_bytes(head, "big")) if len(head) == 8 else b""
+    return pickle.loads(data) if data else None
+
+
+def publish_in_child(url: str, timeout: float, jobs: Any, results: Any) -> None:
+    """``PUBLISHER``'s loop."""
+    import orjson
+
+    async def main() -> None:
+        nc = await nats.connect(url, name="modelyard-stream-publisher", connect_timeout=5,
+                                max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        prefix = nc.new_inbox()
+        waiting: dict[str, tuple[list[str | None], int, asyncio.Event, list[int]]] = {}
+
+        async def on_confirmation(msg: Msg) -> None:
+            entry = waiting.pop(msg.subject, None)
+            if entry is None:
+                return
+            errors, i, done, left = entry
+            status = (msg.headers or {}).get("Status")
+            if status is not None:  # 503: no stream captures the subject
+                errors[i] = f"no JetStream stream answered (status {status})"
+            else:
+                answer = orjson.loads(msg.data)
+                errors[i] = None if "error" not in answer else str(answer["error"].get("description", answer))
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+        await nc.subscribe(prefix + ".*", cb=on_confirmation)
+        loop = asyncio.get_running_loop()
+        writer = ThreadPoolExecutor(1, thread_name_prefix="publisher-results")  # in order, off the loop
+        settling: set[asyncio.Task[None]] = set()
+        count = 0
+
+        async def settle(job_id: int, items: list[tuple[str, str, bytes, dict[str, str], str]],
+                         errors: list[str | None], done: asyncio.Event, replies: list[str], nak: bytes) -> None:
+            try:
+                await asyncio.wait_for(done.wait(), timeout)
+            except TimeoutError:
+                for reply in replies:
+                    if (entry := waiting.pop(reply, None)) is not None:
+                        errors[entry[1]] = f"no confirmation within {timeout}s"
+            for (_, _, _, _, ack), error in zip(items, errors, strict=True):
+                await nc.publish(ack, Msg.Ack.Ack if error is None else nak)
+            await loop.run_in_executor(writer, _write_result, results, job_id, errors)
+
+        while (job := await loop.run_in_executor(None, _read_frame, jobs)) is not None:
+            job_id, items, nak_delay = job
+            nak = Msg.Ack.Nak + b" " + json.dumps({"delay": int(nak_delay * 1e9)}).encode()
+            errors: list[str | None] = ["unconfirmed"] * len(items)
+            done, left, replies = asyncio.Event(), [len(items)], []
+            if not items:
+                done.set()
+            for i, (subject, out_id, data, headers, _) in enumerate(items):
+                count += 1
+                reply = f"{prefix}.{count}"
+                waiting[reply] = (errors, i, done, left)
+                replies.append(reply)
+                await nc.publish(subject, data, reply=reply, headers={"Nats-Msg-Id": out_id, **headers})
+            task = asyncio.create_task(settle(job_id, items, errors, done, replies, nak))
+            settling.add(task)
+            task.add_done_callback(settling.discard)
+        await asyncio.gather(*settling)
+        await nc.flush(timeout=5)
+        await nc.close()
+        writer.shutdown()
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
+
+
+def _write_result(results: Any, job_id: int, errors: list[str | None]) -> None:
+    try:
+        results.write(_frame(pickle.dumps((job_id, errors), protocol=5)))
+        results.flush()
+    except (BrokenPipeError, ValueError):  # the consumer is gone: its inputs are acked or nak'ed anyway
+        pass
+
+
+class ChildPublisher:
+    """Answer in a child interpreter (``PUBLISHER``): publish, wait for JetStream's confirmations, ack.
+
+    Why: per answer, nats-py spends more Python than predicting it costs (building the publish, parsing the
+    confirmation, resolving its future, publishing the ack); in a child it runs beside the predicting. The
+    consumer writes each batch's records ahead before it hands the batch over, so what the child acks is
+    logged. If the child dies, the inputs it had not acked are redelivered after ``ack_wait`` (their
+    answers are deduplicated): ``submit``'s futures fail with ``StreamError`` and the next one starts a
+    new child.
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, str(timeout)], env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="stream-publisher")  # jobs in order
+        self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[list[str | None]]]] = {}
+        self._lock = threading.Lock()
+        self._jobs = 0
+        self._reader = threading.Thread(target=self._read, name="stream-publisher-results", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None and self._reader.is_alive()
+
+    async def submit(self, items: list[tuple[str, str, bytes, dict[str, str], str]],
+                     nak_delay: float) -> list[str | None]:
+        """Hand ``items`` (subject, dedup id, data, headers, ack subject) over; their errors once settled."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[str | None]] = loop.create_future()
+        with self._lock:
+            self._jobs += 1
+            job_id = self._jobs
+            self._waiting[job_id] = (loop, future)
+        data = _frame(pickle.dumps((job_id, items, nak_delay), protocol=5))
+        await loop.run_in_executor(self._sender, self._send, data)
+        return await future
+
+    def _send(self, data: bytes) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(data)
+            stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the reader fails every waiting job
+
+    def _read(self) -> None:
+        while (result := _read_frame(self._proc.stdout)) is not None:
+            job_id, errors = result
+            with self._lock:
+                loop, future = self._waiting.pop(job_id)
+            loop.call_soon_threadsafe(_set_result, future, errors)
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        error = StreamError(f"the publishing process ended (exit code {self._proc.poll()}); its inputs that were "
+                            "not acked are redelivered after ack_wait")
+        for loop, future in waiting.values():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_set_exception, future, error)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the child settle what it has and exit (blocking: call it from a thread)."""
+        self._sender.shutdown(wait=True)
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def _set_result(future: asyncio.Future[list[str | None]], errors: list[str | None]) -> None:
+    if not future.done():
+        future.set_result(errors)
+
+
+def _set_exception(future: asyncio.Future[list[str | None]], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 class JetStreamBroker(Broker):
-    """``fetch_in_child``: pull in a ``ChildFetcher`` (the online learner), with the first ``fetch``'s batch
-    size and timeout."""
+    """``fetch_in_child``: pull in a ``ChildFetcher`` (the online learner, the stream consumer), with the first
+    ``fetch``'s batch size and timeout. ``publish_in_child``: ``answer`` hands its groups to a
+    ``ChildPublisher`` (the stream consumer)."""
 
     def __init__(self, url: str, in_subject: str, *, durable: str, ack_wait: float = 30.0,
                  publish_timeout: float = 10.0, create_streams: bool = True, start_seq: int | None = None,
                  ack_policy: AckPolicy = AckPolicy.EXPLICIT, max_ack_pending: int | None = None,
-                 fetch_in_child: bool = False) -> None:
+                 fetch_in_child: bool = False, publish_in_child: bool = False) -> None:
         self.url = url
         self.fetch_in_child = fetch_in_child
+        self.publish_in_child = publish_in_child
         self._child: ChildFetcher | None = None
+        self._publisher: ChildPublisher | None = None
         self.in_subject = in_subject
         self.durable = safe_name(durable)
         self.ack_wait = ack_wait
@@ -172,6 +375,8 @@ class JetStreamBroker(Broker):
         except nats.js.errors.NotFoundError:
             await self.js.add_consumer(stream, config)
         await self._join(stream)
+        if self.publish_in_child and self._publisher is None:  # its start-up (imports) before the first batch
+            self._publisher = ChildPublisher(self.url, self.publish_timeout)
 
     async def join(self) -> None:
         """Connect and pull from the durable consumer as it is (``FETCHER``: it must exist already)."""
@@ -218,7 +423,14 @@ class JetStreamBroker(Broker):
         if self.fetch_in_child:
             if self._child is None:
                 self._child = ChildFetcher(self.url, self.in_subject, self.durable, max_messages, timeout)
-            return await asyncio.to_thread(self._child.read)
+            child = self._child
+            try:
+                return await asyncio.to_thread(child.read)
+            except FetcherError:  # the next fetch starts a new child
+                if self._child is child:
+                    self._child = None
+                await asyncio.to_thread(child.close)
+                raise
         return [self._message(m) for m in await self._pull(max_messages, timeout)]
 
     async def fetch_handed(self, max_messages: int, timeout: float) -> list[tuple[int, str, bytes, str, int]]:
@@ -334,6 +546,22 @@ class JetStreamBroker(Broker):
         return [TimeoutError(f"no confirmation within {self.publish_timeout}s") if f.cancelled()
                 else f.exception() for f in futures]
 
+    async def answer(self, groups: Sequence[tuple[str, Sequence[OutMessage], Sequence[Message]]],
+                     nak_delay: float = 1.0) -> Awaitable[list[list[BaseException | None]]]:
+        if not self.publish_in_child:
+            return await super().answer(groups, nak_delay)
+        if self._publisher is None or not self._publisher.alive:
+            self._publisher = ChildPublisher(self.url, self.publish_timeout)
+        items = [(subject, out.id, out.data, out.headers, m.raw if isinstance(m.raw, str) else m.raw.reply)
+                 for subject, outs, inputs in groups for out, m in zip(outs, inputs, strict=True)]
+        settled = asyncio.ensure_future(self._publisher.submit(items, nak_delay))
+
+        async def errors() -> list[list[BaseException | None]]:
+            texts = iter(await settled)
+            return [[None if (t := next(texts)) is None else StreamError(t) for _ in outs] for _, outs, _ in groups]
+
+        return errors()
+
     async def ack(self, messages: Sequence[Message]) -> None:
         for m in messages:
             if isinstance(m.raw, str):  # fetched by a ``ChildFetcher``: its ack subject
@@ -344,13 +572,21 @@ class JetStreamBroker(Broker):
 
     async def nak(self, messages: Sequence[Message], delay: float = 1.0) -> None:
         for m in messages:
-            await m.raw.nak(delay=delay)
+            if isinstance(m.raw, str):  # fetched by a ``ChildFetcher``: its ack subject
+                assert self.nc is not None
+                delayed = b" " + json.dumps({"delay": int(delay * 1e9)}).encode() if delay else b""
+                await self.nc.publish(m.raw, Msg.Ack.Nak + delayed)  # what ``Msg.nak`` sends
+            else:
+                await m.raw.nak(delay=delay)
 
     async def close(self) -> None:
         self._pulled.clear()  # delivered, never fetched: redelivered after ack_wait (or from a new position)
         if self._child is not None:
             await asyncio.to_thread(self._child.close)
             self._child = None
+        if self._publisher is not None:  # it settles what it was given first
+            await asyncio.to_thread(self._publisher.close)
+            self._publisher = None
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.flush(timeout=5)
