@@ -3,7 +3,13 @@
 ``await batcher.submit(rows)`` queues the rows; one dispatcher task per batcher takes queued requests in
 arrival order into a batch of at most ``max_batch_rows`` rows (never more: a request with more rows is
 split into chunks that are batched like any other, and its answer is put back together), runs the
-predict function in a thread so the event loop stays free, and hands every caller exactly its own slice.
+predict function, and hands every caller exactly its own slice.
+
+Where the predict function runs follows its cost: a batch expected to take at most ``inline_max_ms`` (from
+the cost fitted below) runs on the event loop, a short pause between requests; the first batch, slower
+models and bigger batches run in a thread so the event loop stays free. A thread hop (submit, wake the
+thread, wake the loop again) costs ~0.1 ms of CPU and latency on a small machine, as much as a one-row
+ONNX predict: for a fast model it was the largest single cost of a one-row request at concurrency 1.
 
 How long a batch waits for company adapts, as in Triton's dynamic batcher and BentoML's adaptive one:
 - idle or sparse traffic (requests further apart than the model's fixed cost per call): no wait at all;
@@ -47,9 +53,10 @@ class BatchConfig:
     max_batch_rows: int = 256
     max_wait_ms: float = 2.0
     max_concurrency: int = 1
+    inline_max_ms: float = 1.0  # batches expected to take at most this long run on the event loop; 0: never
 
     def __post_init__(self) -> None:
-        if self.max_batch_rows < 1 or self.max_concurrency < 1 or self.max_wait_ms < 0:
+        if self.max_batch_rows < 1 or self.max_concurrency < 1 or self.max_wait_ms < 0 or self.inline_max_ms < 0:
             raise ValueError(f"invalid batching bounds: {self}")
 
 
@@ -61,7 +68,8 @@ def batch_config(settings: Settings, model: str) -> BatchConfig:
     try:
         return BatchConfig(max_batch_rows=int(values["max_batch_rows"]),
                            max_wait_ms=float(values["max_wait_ms"]),
-                           max_concurrency=int(values.get("max_concurrency", 1)))
+                           max_concurrency=int(values.get("max_concurrency", 1)),
+                           inline_max_ms=float(values.get("inline_max_ms", BatchConfig.inline_max_ms)))
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"batching settings for {model}: {exc}") from exc
 
@@ -245,35 +253,68 @@ class MicroBatcher:
             if not batch:
                 self._slots.release()
                 continue
+            if self.runs_inline(rows):
+                self._execute_inline(batch, rows)
+                continue
             task = loop.create_task(self._execute(batch, rows))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    def runs_inline(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` rows is predicted on the event loop: its fitted cost is known and at
+        most ``inline_max_ms`` (never for the first batch, whose cost nobody knows yet)."""
+        fitted = self._cost.fit()
+        if fitted is None or self.config.inline_max_ms <= 0:
+            return False
+        per_call, per_row = fitted
+        return per_call + per_row * rows <= self.config.inline_max_ms / 1000.0
+
     async def _execute(self, batch: list[_Item], rows: int) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        waits = tuple(started - item.enqueued for item in batch)
-        error: str | None = None
         t0 = time.perf_counter()
         try:
             result = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
         except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(self._caller_error(exc, len(batch), rows))
+            self._settle(batch, rows, started, t0, None, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            self._cost.observe(rows, time.perf_counter() - t0)
-            offset = 0
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_result(_take(result, offset, offset + item.n))
-                offset += item.n
+            self._settle(batch, rows, started, t0, result, None)
+
+    def _execute_inline(self, batch: list[_Item], rows: int) -> None:
+        started = asyncio.get_running_loop().time()
+        t0 = time.perf_counter()
+        try:
+            result = self._run([i.rows for i in batch], rows)
+        except BaseException as exc:
+            self._settle(batch, rows, started, t0, None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._settle(batch, rows, started, t0, result, None)
+
+    def _settle(self, batch: list[_Item], rows: int, started: float, t0: float, result: Result,
+                exc: BaseException | None) -> None:
+        """Hand every caller its slice (or its copy of the error), free the slot, record the batch."""
+        seconds = time.perf_counter() - t0
+        waits = tuple(started - item.enqueued for item in batch)
+        try:
+            if exc is not None:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(self._caller_error(exc, len(batch), rows))
+            else:
+                self._cost.observe(rows, seconds)
+                offset = 0
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_result(_take(result, offset, offset + item.n))
+                    offset += item.n
         finally:
             self._slots.release()
-            self._record(BatchRecord(rows, len(batch), waits, time.perf_counter() - t0, error))
+            self._record(BatchRecord(rows, len(batch), waits, seconds,
+                                     None if exc is None else f"{type(exc).__name__}: {exc}"))
 
     def _run(self, parts: list[Batchable], rows: int) -> Result:
         """In a worker thread: join the requests, predict, check one answer per row came back."""

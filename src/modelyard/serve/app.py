@@ -16,6 +16,7 @@ middleware, which then goes the ordinary way).
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 from collections.abc import AsyncIterator
@@ -117,6 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 from modelyard.serve.grpc.server import GrpcServer
 
                 grpc_server = await GrpcServer(state, settings.grpc_host, settings.grpc_port).start()
+            # Everything loaded so far (modules, models) lives as long as the process: moved out of the
+            # collector's sight, a full collection no longer walks it (it took ~150 ms, ~25 µs a request).
+            gc.collect()
+            gc.freeze()
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,
