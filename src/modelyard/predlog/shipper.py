@@ -162,20 +162,21 @@ SHIPPER = """
 import os, sys
 os.dup2(2, 1)  # whatever a library prints goes to stderr
 from modelyard.predlog.shipper import ship_in_child
-ship_in_child(int(sys.argv[1]))
+ship_in_child(int(sys.argv[1]), sys.argv[2] == "1")
 """
-"""The shipping child's program (``python -c SHIPPER PARENT_PID``): its ``Shipper`` comes pickled on stdin (with
-its interval), then one byte at a time: ``s`` ships now, ``q`` ships a last time and exits. The end of
+"""The shipping child's program (``python -c SHIPPER PARENT_PID DIE_WITH_IT``): its ``Shipper`` comes pickled on
+stdin (with its interval), then one byte at a time: ``s`` ships now, ``q`` ships a last time and exits. The end of
 stdin without ``q`` (the parent died) ends it at once: the segments wait for the next shipper, as they
 would had the shipper been a thread of the dead process."""
 
 
-def ship_in_child(parent: int) -> None:
+def ship_in_child(parent: int, die_with_it: bool) -> None:
     """``SHIPPER``'s loop: ship every ``interval`` seconds, or when asked, until told to stop."""
     import select
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _die_with(parent)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if die_with_it:
+        _die_with(parent)
     stdin = sys.stdin.buffer
     head = stdin.read(8)
     shipper, interval = pickle.loads(stdin.read(int.from_bytes(head, "big")))
@@ -194,7 +195,9 @@ def ship_in_child(parent: int) -> None:
 
 
 def _die_with(parent: int) -> None:
-    """Linux: the kernel kills this process when its parent dies (elsewhere: the end of stdin does)."""
+    """Linux: the kernel kills this process when its parent dies, even mid-pass (elsewhere, or when the
+    parent started it from another thread than its main one, whose end would count as the parent's death:
+    the end of stdin, seen between two passes)."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -216,7 +219,8 @@ class ShipperProcess:
 
     def __init__(self, shipper: Shipper, interval: float) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self._proc = subprocess.Popen([sys.executable, "-c", SHIPPER, str(os.getpid())], env=env,
+        main = "1" if threading.current_thread() is threading.main_thread() else "0"
+        self._proc = subprocess.Popen([sys.executable, "-c", SHIPPER, str(os.getpid()), main], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         self._lock = threading.Lock()
         self.folder = shipper.folder
