@@ -274,30 +274,29 @@ class MicroBatcher:
         started = loop.time()
         t0 = time.perf_counter()
         try:
-            result = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
+            result, seconds = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
         except BaseException as exc:
-            self._settle(batch, rows, started, t0, None, exc)
+            self._settle(batch, rows, started, t0, None, None, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            self._settle(batch, rows, started, t0, result, None)
+            self._settle(batch, rows, started, t0, result, seconds, None)
 
     def _execute_inline(self, batch: list[_Item], rows: int) -> None:
         started = asyncio.get_running_loop().time()
         t0 = time.perf_counter()
         try:
-            result = self._run([i.rows for i in batch], rows)
+            result, seconds = self._run([i.rows for i in batch], rows)
         except BaseException as exc:
-            self._settle(batch, rows, started, t0, None, exc)
+            self._settle(batch, rows, started, t0, None, None, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            self._settle(batch, rows, started, t0, result, None)
+            self._settle(batch, rows, started, t0, result, seconds, None)
 
     def _settle(self, batch: list[_Item], rows: int, started: float, t0: float, result: Result,
-                exc: BaseException | None) -> None:
+                seconds: float | None, exc: BaseException | None) -> None:
         """Hand every caller its slice (or its copy of the error), free the slot, record the batch."""
-        seconds = time.perf_counter() - t0
         waits = tuple(started - item.enqueued for item in batch)
         try:
             if exc is not None:
@@ -305,7 +304,8 @@ class MicroBatcher:
                     if not item.future.done():
                         item.future.set_exception(self._caller_error(exc, len(batch), rows))
             else:
-                self._cost.observe(rows, seconds)
+                if seconds is not None:
+                    self._cost.observe(rows, seconds)
                 offset = 0
                 for item in batch:
                     if not item.future.done():
@@ -313,18 +313,20 @@ class MicroBatcher:
                     offset += item.n
         finally:
             self._slots.release()
-            self._record(BatchRecord(rows, len(batch), waits, seconds,
+            self._record(BatchRecord(rows, len(batch), waits, time.perf_counter() - t0,
                                      None if exc is None else f"{type(exc).__name__}: {exc}"))
 
-    def _run(self, parts: list[Batchable], rows: int) -> Result:
-        """In a worker thread: join the requests, predict, check one answer per row came back."""
+    def _run(self, parts: list[Batchable], rows: int) -> tuple[Result, float]:
+        """Join the requests, predict, check one answer per row came back; the result and the seconds it
+        took, measured where it ran (the cost model fits the model's own cost, not a thread hop's)."""
+        t0 = time.perf_counter()
         result = self.predict(concat_rows(parts))
         arrays = result if isinstance(result, tuple) else (result,)
         arrays = tuple(np.asarray(a) for a in arrays)
         if any(len(a) != rows for a in arrays):
             raise PredictionError(f"{self.name}: the model returned {[len(a) for a in arrays]} answers "
                                   f"for {rows} rows")
-        return arrays if isinstance(result, tuple) else arrays[0]
+        return (arrays if isinstance(result, tuple) else arrays[0]), time.perf_counter() - t0
 
     def _caller_error(self, exc: BaseException, requests: int, rows: int) -> BaseException:
         if isinstance(exc, ModelyardError):
