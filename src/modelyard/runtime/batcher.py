@@ -271,28 +271,32 @@ class MicroBatcher:
 
     async def _execute(self, batch: list[_Item], rows: int) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        t0 = time.perf_counter()
+        started, t0 = loop.time(), time.perf_counter()
+        done: tuple[Result, float] | BaseException
         try:
-            result, seconds = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
+            done = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
         except BaseException as exc:
-            self._settle(batch, rows, started, t0, None, None, exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            self._settle(batch, rows, started, t0, result, seconds, None)
+            done = exc
+        self._finish(batch, rows, started, t0, done)
 
     def _execute_inline(self, batch: list[_Item], rows: int) -> None:
-        started = asyncio.get_running_loop().time()
-        t0 = time.perf_counter()
+        started, t0 = asyncio.get_running_loop().time(), time.perf_counter()
+        done: tuple[Result, float] | BaseException
         try:
-            result, seconds = self._run([i.rows for i in batch], rows)
+            done = self._run([i.rows for i in batch], rows)
         except BaseException as exc:
-            self._settle(batch, rows, started, t0, None, None, exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            self._settle(batch, rows, started, t0, result, seconds, None)
+            done = exc
+        self._finish(batch, rows, started, t0, done)
+
+    def _finish(self, batch: list[_Item], rows: int, started: float, t0: float,
+                done: tuple[Result, float] | BaseException) -> None:
+        """Settle a batch with its (result, predict seconds) or its error; a cancellation or exit goes on up."""
+        if not isinstance(done, BaseException):
+            self._settle(batch, rows, started, t0, done[0], done[1], None)
+            return
+        self._settle(batch, rows, started, t0, None, None, done)
+        if not isinstance(done, Exception):
+            raise done
 
     def _settle(self, batch: list[_Item], rows: int, started: float, t0: float, result: Result,
                 seconds: float | None, exc: BaseException | None) -> None:
