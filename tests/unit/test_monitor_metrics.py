@@ -88,7 +88,7 @@ def test_many_values_land_in_the_buckets_observe_would_put_them_in() -> None:
     one_by_one = metrics.PREDICTION_VALUE.labels("bulk-check", "1", "primary")
     for v in values:
         one_by_one.observe(float(v))
-    metrics.observe_many(metrics.PREDICTION_VALUE.labels("bulk-check", "2", "primary"), values)
+    metrics.TALLY.observe_many(metrics.PREDICTION_VALUE, ("bulk-check", "2", "primary"), values)
     for le in [*(str(float(b)) for b in metrics.VALUE_BUCKETS), "+Inf"]:
         counts = [_value("modelyard_prediction_value_bucket", model="bulk-check", version=v, route="primary",
                          le=le) for v in ("1", "2")]

@@ -370,21 +370,6 @@ def _class_indices(classes: Sequence[Any], values: np.ndarray) -> np.ndarray:
     return indices
 
 
-def observe_many(hist: Histogram, values: np.ndarray) -> None:
-    """``hist.observe(v)`` for every finite ``v``, counted into buckets with numpy: one update per bucket.
-
-    Uses the child's bucket values, as ``Histogram.observe`` does (first bucket whose bound is >= v)."""
-    if len(values) <= 2 or not hasattr(hist, "_buckets"):
-        for v in values.tolist():
-            hist.observe(v)
-        return
-    bounds = np.asarray(hist._upper_bounds, dtype="float64")
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    hist._sum.inc(float(values.sum()))
-    for i in np.flatnonzero(counts).tolist():
-        hist._buckets[i].inc(int(counts[i]))
-
-
 class _InputPlan:
     """What the per-feature counters need from a schema, computed once per loaded schema."""
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from modelyard._pipes import frame, read_frame
 from modelyard.predlog import segments
 from modelyard.predlog.records import PredictionRecord
 from modelyard.predlog.store import LogSink, SqlSink
@@ -178,8 +179,10 @@ def ship_in_child(parent: int, die_with_it: bool) -> None:
     if die_with_it:
         _die_with(parent)
     stdin = sys.stdin.buffer
-    head = stdin.read(8)
-    shipper, interval = pickle.loads(stdin.read(int.from_bytes(head, "big")))
+    data = read_frame(stdin)
+    if data is None:
+        return  # the parent died before it sent the shipper
+    shipper, interval = pickle.loads(data)
     try:
         while True:
             ready, _, _ = select.select([stdin], [], [], interval)
@@ -225,7 +228,7 @@ class ShipperProcess:
         self._lock = threading.Lock()
         self.folder = shipper.folder
         data = pickle.dumps((shipper, interval), protocol=pickle.HIGHEST_PROTOCOL)
-        self._send(len(data).to_bytes(8, "big") + data)
+        self._send(frame(data))
 
     @property
     def pid(self) -> int:

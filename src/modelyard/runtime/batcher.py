@@ -277,7 +277,7 @@ class MicroBatcher:
             done = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
         except BaseException as exc:
             done = exc
-        self._finish(batch, rows, started, t0, done)
+        self._settle(batch, rows, started, t0, done)
 
     def _execute_inline(self, batch: list[_Item], rows: int) -> None:
         started, t0 = asyncio.get_running_loop().time(), time.perf_counter()
@@ -286,30 +286,23 @@ class MicroBatcher:
             done = self._run([i.rows for i in batch], rows)
         except BaseException as exc:
             done = exc
-        self._finish(batch, rows, started, t0, done)
+        self._settle(batch, rows, started, t0, done)
 
-    def _finish(self, batch: list[_Item], rows: int, started: float, t0: float,
+    def _settle(self, batch: list[_Item], rows: int, started: float, t0: float,
                 done: tuple[Result, float] | BaseException) -> None:
-        """Settle a batch with its (result, predict seconds) or its error; a cancellation or exit goes on up."""
-        if not isinstance(done, BaseException):
-            self._settle(batch, rows, started, t0, done[0], done[1], None)
-            return
-        self._settle(batch, rows, started, t0, None, None, done)
-        if not isinstance(done, Exception):
-            raise done
-
-    def _settle(self, batch: list[_Item], rows: int, started: float, t0: float, result: Result,
-                seconds: float | None, exc: BaseException | None) -> None:
-        """Hand every caller its slice (or its copy of the error), free the slot, record the batch."""
+        """Hand every caller its slice of the result (or its copy of the error), free the slot, record the
+        batch; ``done`` is the result with the predict's own seconds, or the error. A cancellation or an
+        exit goes on up once the callers have theirs."""
         waits = tuple(started - item.enqueued for item in batch)
+        error = done if isinstance(done, BaseException) else None
         try:
-            if exc is not None:
+            if isinstance(done, BaseException):
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_exception(self._caller_error(exc, len(batch), rows))
+                        item.future.set_exception(self._caller_error(done, len(batch), rows))
             else:
-                if seconds is not None:
-                    self._cost.observe(rows, seconds)
+                result, seconds = done
+                self._cost.observe(rows, seconds)
                 offset = 0
                 for item in batch:
                     if not item.future.done():
@@ -318,7 +311,9 @@ class MicroBatcher:
         finally:
             self._slots.release()
             self._record(BatchRecord(rows, len(batch), waits, time.perf_counter() - t0,
-                                     None if exc is None else f"{type(exc).__name__}: {exc}"))
+                                     None if error is None else f"{type(error).__name__}: {error}"))
+        if error is not None and not isinstance(error, Exception):
+            raise error
 
     def _run(self, parts: list[Batchable], rows: int) -> tuple[Result, float]:
         """Join the requests, predict, check one answer per row came back; the result and the seconds it

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from nats.js.api import AckPolicy
 
+from modelyard._pipes import frame, read_frame
 from modelyard.bundle import Bundle, Lineage
 from modelyard.errors import ModelyardError, SpecError, StreamError
 from modelyard.pipeline import TrainSpec, parse_spec
@@ -107,9 +108,10 @@ WRITER = """
 import os, pickle, sys
 protocol_in, protocol_out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
 os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the answers
+from modelyard._pipes import frame, read_frame
 from modelyard.pipeline.online import write_cut_bundle
-while len(head := protocol_in.read(8)) == 8:
-    job = pickle.loads(protocol_in.read(int.from_bytes(head, "big")))
+while (data := read_frame(protocol_in)) is not None:
+    job = pickle.loads(data)
     try:
         write_cut_bundle(*job)
         answer = ("done", None)
@@ -119,7 +121,7 @@ while len(head := protocol_in.read(8)) == 8:
         except Exception:
             answer = ("failed", RuntimeError(f"{type(exc).__name__}: {exc}"))
     data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    protocol_out.write(len(data).to_bytes(8, "big") + data)
+    protocol_out.write(frame(data))
     protocol_out.flush()
 """
 """The bundle writer's program (``python -c WRITER``): jobs (``write_cut_bundle``'s arguments) come pickled on
@@ -161,12 +163,11 @@ class BundleWriter:
             proc = self._proc
             assert proc is not None and proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(len(job).to_bytes(8, "big") + job)
+                proc.stdin.write(frame(job))
                 proc.stdin.flush()
-                head = proc.stdout.read(8)
-                data = proc.stdout.read(int.from_bytes(head, "big")) if len(head) == 8 else b""
+                data = read_frame(proc.stdout)
             except OSError:
-                data = b""
+                data = None
             if not data:
                 code = proc.poll()
                 self._stop()

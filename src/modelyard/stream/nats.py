@@ -40,6 +40,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from modelyard._pipes import frame, read_frame
 from modelyard.errors import StreamError
 from modelyard.stream.base import Broker, Message, OutMessage, loop_factory, safe_name
 
@@ -55,12 +56,13 @@ FETCHER = """
 import asyncio, os, pickle, sys
 out = os.fdopen(os.dup(1), "wb")
 os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the batches
+from modelyard._pipes import frame
 from modelyard.stream.base import loop_factory
 from modelyard.stream.nats import JetStreamBroker
 url, subject, durable, batch, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 
 def send(data):
-    out.write(len(data).to_bytes(8, "big") + data)
+    out.write(frame(data))
     out.flush()
 
 async def main():
@@ -110,9 +112,8 @@ class ChildFetcher:
         """The next batch (blocking: call it from a thread)."""
         out = self._proc.stdout
         assert out is not None
-        head = out.read(8)
-        data = out.read(int.from_bytes(head, "big")) if len(head) == 8 else b""
-        if len(head) < 8 or not data:
+        data = read_frame(out)
+        if data is None:
             raise FetcherError(f"the fetching process ended (exit code {self._proc.poll()}); its error is in "
                                "stderr above")
         return [Message(id=msg_id, data=body, raw=reply, delivery=delivered, seq=seq)
@@ -146,15 +147,10 @@ goes back on stdout the same way. At the end of stdin (the consumer closed it, o
 jobs it has and exits."""
 
 
-def _frame(data: bytes) -> bytes:
-    return len(data).to_bytes(8, "big") + data
-
-
-def _read_frame(stream: Any) -> Any:
-    """The next length-prefixed pickle of ``stream``, or None at its end."""
-    head = stream.read(8)
-    data = stream.read(int.from_bytes(head, "big")) if len(head) == 8 else b""
-    return pickle.loads(data) if data else None
+def _read_pickle(stream: Any) -> Any:
+    """The next frame of ``stream`` unpickled, or None at its end."""
+    data = read_frame(stream)
+    return None if data is None else pickle.loads(data)
 
 
 def publish_in_child(url: str, timeout: float, jobs: Any, results: Any) -> None:
@@ -200,7 +196,7 @@ def publish_in_child(url: str, timeout: float, jobs: Any, results: Any) -> None:
                 await nc.publish(ack, Msg.Ack.Ack if error is None else nak)
             await loop.run_in_executor(writer, _write_result, results, job_id, errors)
 
-        while (job := await loop.run_in_executor(None, _read_frame, jobs)) is not None:
+        while (job := await loop.run_in_executor(None, _read_pickle, jobs)) is not None:
             job_id, items, nak_delay = job
             nak = Msg.Ack.Nak + b" " + json.dumps({"delay": int(nak_delay * 1e9)}).encode()
             errors: list[str | None] = ["unconfirmed"] * len(items)
@@ -227,7 +223,7 @@ def publish_in_child(url: str, timeout: float, jobs: Any, results: Any) -> None:
 
 def _write_result(results: Any, job_id: int, errors: list[str | None]) -> None:
     try:
-        results.write(_frame(pickle.dumps((job_id, errors), protocol=5)))
+        results.write(frame(pickle.dumps((job_id, errors), protocol=5)))
         results.flush()
     except (BrokenPipeError, ValueError):  # the consumer is gone: its inputs are acked or nak'ed anyway
         pass
@@ -272,7 +268,7 @@ class ChildPublisher:
             self._jobs += 1
             job_id = self._jobs
             self._waiting[job_id] = (loop, future)
-        data = _frame(pickle.dumps((job_id, items, nak_delay), protocol=5))
+        data = frame(pickle.dumps((job_id, items, nak_delay), protocol=5))
         await loop.run_in_executor(self._sender, self._send, data)
         return await future
 
@@ -286,7 +282,7 @@ class ChildPublisher:
             pass  # the reader fails every waiting job
 
     def _read(self) -> None:
-        while (result := _read_frame(self._proc.stdout)) is not None:
+        while (result := _read_pickle(self._proc.stdout)) is not None:
             job_id, errors = result
             with self._lock:
                 loop, future = self._waiting.pop(job_id)
