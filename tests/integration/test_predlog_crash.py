@@ -158,6 +158,10 @@ def test_postgres_cut_then_sigkill_during_the_outage_loses_nothing(spec: Path, t
                 proxy.cut()
                 before = loop.count()
                 loop.wait_for(500, timeout=60)  # answered while the database is away
+                # at 500 answers in about a second, a shipper may not have tried the database yet: the kill
+                # comes once one of them has found it away (and said so), not at a moment picked by the clock
+                wait_until(lambda: segments.read_ship_error(direct.resolved_spill_dir) is not None, 30,
+                           "a shipper to record that the database is away")
                 during = loop.count() - before
             finally:
                 server.kill_group()
