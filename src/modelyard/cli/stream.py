@@ -8,6 +8,7 @@ import signal
 
 import typer
 
+from modelyard._gc import settle_heap
 from modelyard.cli._common import err_console, friendly, settings
 from modelyard.monitor.fleet import FleetMember
 from modelyard.predlog import PredictionLogWriter
@@ -71,6 +72,7 @@ def stream_cmd(
         err_console.print(f"drained: {stats.answered} answered, {stats.dead_lettered} dead-lettered, "
                           f"{stats.retried} left for redelivery", highlight=False)
 
+    settle_heap(batches=True)  # the model, the modules and the children are in place: see modelyard._gc
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(main())

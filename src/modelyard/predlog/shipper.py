@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from modelyard._gc import settle_heap
 from modelyard._pipes import frame, read_frame
 from modelyard.predlog import segments
 from modelyard.predlog.records import PredictionRecord
@@ -183,6 +184,7 @@ def ship_in_child(parent: int, die_with_it: bool) -> None:
     if data is None:
         return  # the parent died before it sent the shipper
     shipper, interval = pickle.loads(data)
+    settle_heap(batches=True)
     try:
         while True:
             ready, _, _ = select.select([stdin], [], [], interval)

@@ -16,7 +16,6 @@ middleware, which then goes the ordinary way).
 
 from __future__ import annotations
 
-import gc
 import inspect
 import logging
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
+from modelyard._gc import settle_heap
 from modelyard._version import __version__
 from modelyard.config import Settings
 from modelyard.monitor import metrics
@@ -120,8 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 grpc_server = await GrpcServer(state, settings.grpc_host, settings.grpc_port).start()
             # Everything loaded so far (modules, models) lives as long as the process: moved out of the
             # collector's sight, a full collection no longer walks it (it took ~150 ms, ~25 µs a request).
-            gc.collect()
-            gc.freeze()
+            settle_heap()
             served = ", ".join(f"{m.name} v{m.loaded['production']}" for m in repository.info()
                                if "production" in m.loaded) or "none yet"
             log.info("modelyard %s ready: production models %s; prediction log %s", __version__, served,

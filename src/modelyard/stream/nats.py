@@ -40,6 +40,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from modelyard._gc import settle_heap
 from modelyard._pipes import frame, read_frame
 from modelyard.errors import StreamError
 from modelyard.stream.base import Broker, Message, OutMessage, loop_factory, safe_name
@@ -56,6 +57,7 @@ FETCHER = """
 import asyncio, os, pickle, sys
 out = os.fdopen(os.dup(1), "wb")
 os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the batches
+from modelyard._gc import settle_heap
 from modelyard._pipes import frame
 from modelyard.stream.base import loop_factory
 from modelyard.stream.nats import JetStreamBroker
@@ -69,6 +71,7 @@ async def main():
     parent = os.getppid()
     broker = JetStreamBroker(url, subject, durable=durable, create_streams=False)
     await broker.join()
+    settle_heap(batches=True)
     loop = asyncio.get_running_loop()
     try:
         while os.getppid() == parent:  # never pull for a learner that is gone (its successor may be pulling)
@@ -160,6 +163,7 @@ def publish_in_child(url: str, timeout: float, jobs: Any, results: Any) -> None:
     async def main() -> None:
         nc = await nats.connect(url, name="modelyard-stream-publisher", connect_timeout=5,
                                 max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        settle_heap(batches=True)
         prefix = nc.new_inbox()
         waiting: dict[str, tuple[list[str | None], int, asyncio.Event, list[int]]] = {}
 
