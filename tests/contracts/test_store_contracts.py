@@ -17,7 +17,7 @@ from modelyard.registry.alerts import AlertStore, AlertUpdate, SqlAlertStore
 from modelyard.registry.batch_runs import BatchRunStore, RunRecord, SqlBatchRunStore
 from modelyard.registry.events import EventLog, SqlEventLog, write_event
 from modelyard.registry.fleet import FleetStore, Instance, SqlFleetStore
-from modelyard.registry.predictions import PredictionStore, SqlPredictionStore
+from modelyard.registry.predictions import INSERT_COLUMNS, PredictionStore, SqlPredictionStore, _insert_ignoring
 from modelyard.registry.settings import SettingsStore, SqlSettingsStore
 
 STORES: dict[type, list[Callable[[Engine], Any]]] = {
@@ -73,6 +73,28 @@ def test_predictions_round_trip_every_column_with_aware_times(predictions: Predi
     predictions.insert([row])
     (stored,) = predictions.by_request("r1")
     assert stored == row and stored["ts"].tzinfo is not None and stored["ts"] == ts
+
+
+def test_predictions_prepared_insert_stores_what_sqlalchemy_core_stores(engine: Engine) -> None:
+    """Whole rows take the prepared statement (``PreparedInsert``); rows missing a column take Core, which
+    fills in the defaults. Both leave the same raw values in the table, JSON nulls and zones too."""
+    east = timezone(timedelta(hours=5))
+    rows = [_prediction("a", ts=datetime(2026, 5, 1, 17, 0, tzinfo=east), inputs=[{"x": 1.5, "y": None}],
+                        meta={"subject": "s", "delivery": 2}),
+            _prediction("b", "stream", inputs=None, outputs=None, error="bad", latency_ms=None)]
+    store = SqlPredictionStore(engine)
+    assert store.insert(rows) == 2
+    with engine.begin() as conn:  # the same rows under other ids, through Core
+        conn.execute(_insert_ignoring(engine.dialect.name), [{**r, "request_id": r["request_id"] + "-core"}
+                                                               for r in rows])
+    partial = {k: v for k, v in _prediction("c").items() if k != "n_rows"}
+    assert store.insert([partial]) == 1 and store.by_request("c")[0]["n_rows"] == 1  # the default, by Core
+    cols = ", ".join(INSERT_COLUMNS)
+    with engine.connect() as conn:
+        raw = {r[0]: r[1:] for r in conn.exec_driver_sql(f"SELECT {cols} FROM modelyard_predictions")}
+    assert raw["a"] == raw["a-core"] and raw["b"] == raw["b-core"]
+    assert store.by_request("a")[0]["inputs"] == [{"x": 1.5, "y": None}] and store.by_request("b")[0]["inputs"] is None
+    assert store.insert(rows) == 2 and len(store.select(limit=None)) == 5  # still idempotent
 
 
 def test_predictions_select_filters_a_half_open_window_newest_first(predictions: PredictionStore) -> None:
