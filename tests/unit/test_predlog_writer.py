@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
+import orjson
 import pytest
 from sqlalchemy import func, select
 
 from modelyard.errors import LogUnavailableError
 from modelyard.predlog import LogHooks, PredictionLogWriter, PredictionRecord, get_records
 from modelyard.predlog import segments as spill_mod
+from modelyard.predlog.records import Route
 from modelyard.registry.db import get_engine
 from modelyard.registry.tables import predictions
 
@@ -140,6 +144,26 @@ def test_nan_and_numpy_values_are_stored_as_json(db: str, tmp_path: Path) -> Non
         assert writer.flush(10)
     (stored,) = get_records(get_engine(db), "nan")
     assert stored.inputs == [{"x": None}] and stored.outputs == [1.5, None] and stored.meta == {"n": 3}
+
+
+@pytest.mark.parametrize("ts", [
+    datetime(2026, 5, 1, 12, 0, tzinfo=UTC), datetime(2026, 5, 1, 12, 0, 0, 250, tzinfo=UTC),
+    datetime(2026, 5, 1, 12, 0, 1), datetime(2026, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    datetime(2026, 5, 1, 12, 0, tzinfo=timezone(timedelta(seconds=3725)))])  # the last one: seconds in the offset
+def test_a_segment_line_is_the_records_to_json_and_reads_back_equal(ts: datetime, tmp_path: Path) -> None:
+    record = PredictionRecord(request_id="a", model="m", version=2, route=Route.STREAM,
+                              inputs=[{"x": np.float32(1.5), "y": None, 3: "k"}], outputs=[np.int64(4)],
+                              latency_ms=float("nan"), meta={"p": np.array([0.25, 0.75]), "when": ts.date()},
+                              ts=ts)
+    line = spill_mod.dumps_record(record)
+    assert line == orjson.dumps(record.to_json(), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+                                default=str)
+    path = tmp_path / "wal-1-1-x.jsonl"
+    path.write_bytes(spill_mod.encode([record, record]))
+    back = spill_mod.read_records(path)
+    assert len(back) == 2 and back[0].ts == ts and back[0].route == "stream" and back[0].latency_ms is None
+    assert back[0].inputs == [{"x": 1.5, "y": None, "3": "k"}] and back[0].meta == {"p": [0.25, 0.75],
+                                                                                    "when": str(ts.date())}
 
 
 def test_commit_is_on_disk_before_it_returns_and_concurrent_commits_share_one_write(
