@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from modelyard.errors import LogUnavailableError
 from modelyard.predlog import LogHooks, PredictionLogWriter, PredictionRecord, get_records
 from modelyard.predlog import segments as spill_mod
 from modelyard.predlog.records import Route
+from modelyard.predlog.shipper import Shipper
+from modelyard.predlog.store import SqlSink
 from modelyard.registry.db import get_engine
 from modelyard.registry.tables import predictions
 
@@ -132,6 +135,28 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_written(db: str
     (rejected,) = (tmp_path / "spill").glob("rejected-*.jsonl")
     assert b"poison" in rejected.read_bytes()
     assert not spill_mod.segments(tmp_path / "spill")
+
+
+def test_a_segment_goes_in_one_write_and_refused_records_are_found_by_halving(db: str, tmp_path: Path) -> None:
+    writes: list[int] = []
+
+    class Counting(SqlSink):
+        def write(self, segment_id: str, records: Sequence[PredictionRecord]) -> None:
+            writes.append(len(records))
+            super().write(segment_id, records)
+
+    batch = records(1000, prefix="ok")
+    for i in (17, 640):  # model None: the table refuses them (NOT NULL)
+        batch[i] = PredictionRecord(request_id=f"poison-{i}", model=None, version=1)  # type: ignore[arg-type]
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    (folder / "wal-1-1-abc.jsonl").write_bytes(spill_mod.encode(batch))
+    shipper = Shipper(db, folder, sink=Counting(db, batch_size=100))
+    assert shipper.ship_folder() == 1000
+    assert set(counts(db)) == {r.request_id for r in batch} - {"poison-17", "poison-640"}
+    assert writes[0] == 1000 and len(writes) <= 2 * 2 * 10 + 1  # halving: about log2(1000) writes a refused one
+    (rejected,) = folder.glob("rejected-*.jsonl")
+    assert rejected.read_bytes().count(b"poison") == 2 and not spill_mod.segments(folder)
 
 
 def test_nan_and_numpy_values_are_stored_as_json(db: str, tmp_path: Path) -> None:

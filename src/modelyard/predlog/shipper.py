@@ -7,8 +7,9 @@ file is named after its segment and replaced whole), and deleted only once all o
 shipped again after a crash mid-way, or one holding the same request id twice, adds nothing twice. While
 the store cannot be reached the segments stay where they are and the shipper retries every
 ``retry_interval`` seconds. A record the store refuses for its content (not for being unreachable) would
-block the log forever: such records are isolated one by one and set aside in ``rejected-<pid>.jsonl`` with a
-log line. After each pass the sink does its housekeeping (``maintain``: Parquet retention).
+block the log forever: the write is halved until such records are alone, and they are set aside in
+``rejected-<pid>.jsonl`` with a log line. After each pass the sink does its housekeeping (``maintain``:
+Parquet retention).
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ class Shipper:
             if len(batch) == 1:
                 self._reject(batch[0], exc)
                 return True
-            return all(self._insert(f"{segment_id}.{i}", [r]) for i, r in enumerate(batch))
+            half = len(batch) // 2  # halved until the refused records are alone: a few writes, not one a record
+            return (self._insert(f"{segment_id}.0", batch[:half])
+                    and self._insert(f"{segment_id}.1", batch[half:]))
         self._mark_up()
         self.shipped += len(batch)
         return True
