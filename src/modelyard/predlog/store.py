@@ -93,14 +93,11 @@ class SqlLogReader:
 
 
 class SqlSink:
-    """Ships into the table at ``url`` through ``insert_records`` (idempotent): a whole segment per ``write``,
-    in one transaction (a commit per ``batch_size`` records was a third of the cost of shipping into SQLite),
-    ``batch_size`` rows per INSERT."""
+    """Ships into the table at ``url``, in batches, through ``insert_records`` (idempotent)."""
 
     def __init__(self, url: str, *, batch_size: int = 500, engine: Engine | None = None) -> None:
         self.url = url
-        self.rows_per_insert = max(1, batch_size)
-        self.batch_size: int | None = None
+        self.batch_size: int | None = max(1, batch_size)
         self.name = "database"
         self._engine = engine
         self._migrated = False
@@ -117,7 +114,7 @@ class SqlSink:
         return self._engine
 
     def write(self, segment_id: str, records: Sequence[PredictionRecord]) -> None:
-        insert_records(self._get_engine(), records, chunk=self.rows_per_insert)
+        insert_records(self._get_engine(), records)
 
     def is_content_error(self, exc: BaseException) -> bool:
         return not isinstance(exc, TargetUnavailable) and is_content_error(exc)
@@ -135,10 +132,9 @@ def as_reader(source: LogSource) -> LogReader:
     return SqlLogReader(source) if isinstance(source, Engine) else source
 
 
-def insert_records(engine: Engine, records: Sequence[PredictionRecord], *, chunk: int | None = None) -> int:
-    """Insert records in one transaction (``chunk`` rows per INSERT), skipping any (request_id, route)
-    already stored; return how many were sent."""
-    return SqlPredictionStore(engine).insert([r.to_row() for r in records], chunk=chunk)
+def insert_records(engine: Engine, records: Sequence[PredictionRecord]) -> int:
+    """Insert records, skipping any (request_id, route) already stored; return how many were sent."""
+    return SqlPredictionStore(engine).insert([r.to_row() for r in records])
 
 
 def get_records(source: LogSource, request_id: str) -> list[PredictionRecord]:

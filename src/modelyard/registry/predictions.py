@@ -38,7 +38,7 @@ class TrafficRow:
 
 @runtime_checkable
 class PredictionStore(Protocol):
-    def insert(self, rows: Sequence[Mapping[str, Any]], *, chunk: int | None = None) -> int: ...
+    def insert(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
     def by_request(self, request_id: str) -> list[PredictionRow]: ...
 
@@ -117,23 +117,19 @@ class SqlPredictionStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def insert(self, rows: Sequence[Mapping[str, Any]], *, chunk: int | None = None) -> int:
-        """Insert rows in one transaction, ``chunk`` rows per INSERT (all at once by default), skipping any
-        (request_id, route) already stored; return how many were sent. Rows with every column of
-        ``INSERT_COLUMNS`` (what ``PredictionRecord.to_row`` gives) take the prepared statement
-        (``PreparedInsert``); others go through SQLAlchemy Core, which fills in the defaults."""
+    def insert(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert rows, skipping any (request_id, route) already stored; return how many were sent. Rows
+        with every column of ``INSERT_COLUMNS`` (what ``PredictionRecord.to_row`` gives) take the prepared
+        statement (``PreparedInsert``); others go through SQLAlchemy Core, which fills in the defaults."""
         if not rows:
             return 0
-        size = chunk or len(rows)
-        whole = all(len(r) == len(INSERT_COLUMNS) and all(c in r for c in INSERT_COLUMNS) for r in rows)
-        prepared = _prepared(self.engine) if whole else None
+        if all(len(r) == len(INSERT_COLUMNS) and all(c in r for c in INSERT_COLUMNS) for r in rows):
+            prepared = _prepared(self.engine)
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(prepared.sql, prepared.params(rows))
+            return len(rows)
         with self.engine.begin() as conn:
-            for start in range(0, len(rows), size):
-                part = rows[start:start + size]
-                if prepared is not None:
-                    conn.exec_driver_sql(prepared.sql, prepared.params(part))
-                else:
-                    conn.execute(_insert_ignoring(self.engine.dialect.name), [dict(r) for r in part])
+            conn.execute(_insert_ignoring(self.engine.dialect.name), [dict(r) for r in rows])
         return len(rows)
 
     def by_request(self, request_id: str) -> list[PredictionRow]:
