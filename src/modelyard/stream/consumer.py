@@ -236,16 +236,18 @@ class StreamConsumer:
         if self.log is not None and (good or dead):  # written ahead, then answered: a crash after the
             latency_ms = (time.perf_counter() - started) * 1000.0  # publish below loses no record
             now = datetime.now(UTC)  # one clock reading for the batch (it was a tenth of the records' cost)
+            name, version, subject = model.name, int(model.version or 0), self.broker.in_subject
             records = [PredictionRecord(
-                request_id=parsed[i].id, model=model.name, version=int(model.version or 0), route="stream",
+                request_id=parsed[i].id, model=name, version=version, route="stream",
                 inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms, ts=now,
-                meta={"subject": self.broker.in_subject, "delivery": parsed[i].delivery,
-                      **({"probabilities": [probas[n]]} if probas is not None else {})})
+                meta={"subject": subject, "delivery": parsed[i].delivery}
+                if probas is None else {"subject": subject, "delivery": parsed[i].delivery,
+                                        "probabilities": [probas[n]]})
                 for n, i in enumerate(good)]
             records += [PredictionRecord(
-                request_id=m.id, model=model.name, version=int(model.version or 0), route="stream",
+                request_id=m.id, model=name, version=version, route="stream",
                 inputs=None, error=reason, latency_ms=latency_ms, ts=now,
-                meta={"subject": self.broker.in_subject, "dead_letter": self.dlq_subject})
+                meta={"subject": subject, "dead_letter": self.dlq_subject})
                 for m, reason, _ in dead]
             try:
                 await self.log.commit(records)

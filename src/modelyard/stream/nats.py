@@ -175,9 +175,12 @@ def publish_in_child(url: str, timeout: float, jobs: Any, results: Any) -> None:
             status = (msg.headers or {}).get("Status")
             if status is not None:  # 503: no stream captures the subject
                 errors[i] = f"no JetStream stream answered (status {status})"
-            else:
+            elif b'"error"' in msg.data or b'"seq"' not in msg.data:  # a confirmation ({"stream": ..,
+                # "seq": ..}) is not parsed: only what may be an error is
                 answer = orjson.loads(msg.data)
                 errors[i] = None if "error" not in answer else str(answer["error"].get("description", answer))
+            else:
+                errors[i] = None
             left[0] -= 1
             if left[0] == 0:
                 done.set()
