@@ -111,7 +111,7 @@ _ELEMS = (f"CASE json_typeof(p.outputs) WHEN 'array' THEN p.outputs "
           "WHEN 'null' THEN NULL ELSE json_build_array(p.outputs) END")
 _PROBA = ("CASE WHEN json_typeof(p.meta -> 'probabilities') = 'array' "
           "AND json_array_length(p.meta -> 'probabilities') > t.row THEN p.meta -> 'probabilities' -> t.row END")
-_PREDICTED = _pv("p.elems -> t.row", _UNWRAP_DEPTH)
+_PREDICTED = _pv("p.e", _UNWRAP_DEPTH)
 
 
 def _canon(e: str) -> str:
@@ -125,19 +125,22 @@ def _canon(e: str) -> str:
 
 
 def _lateral(model_filter: bool) -> str:
-    """Each outcome with each logged record of its request that has its row, one index probe per outcome; ``rn``
-    is 1 on one record of each outcome (what counts it) and ``first_ts`` the earliest record's time (late)."""
+    """Each outcome with each logged record of its request that has its row, one index probe per outcome, the
+    outcomes in index order (``i``): a window ``PARTITION BY t.i`` over it needs no sort."""
     where = " AND p.model = %(model)s" if model_filter else ""
-    return ("FROM src t CROSS JOIN LATERAL (SELECT q.*, row_number() OVER () AS rn, min(q.ts) OVER () AS first_ts "
+    # ``elems`` is an array or NULL, so "it has the row" is ``elems -> row IS NOT NULL`` (a JSON null element is
+    # 'null', not NULL): the array is parsed for the test and once more for ``e``, the row's element (json, not
+    # jsonb: each operator parses the text again)
+    return ("FROM (SELECT * FROM src ORDER BY i) t CROSS JOIN LATERAL (SELECT q.*, q.elems -> t.row AS e "
             f"FROM (SELECT p.model, p.version, p.route, p.ts, p.meta, {_ELEMS} AS elems "
             f"FROM modelyard_predictions p WHERE p.request_id = t.request_id AND p.error IS NULL{where} OFFSET 0) q "
-            "WHERE json_typeof(q.elems) = 'array' AND json_array_length(q.elems) > t.row) p "
+            "WHERE CASE WHEN t.row >= 0 THEN q.elems -> t.row IS NOT NULL ELSE q.elems IS NOT NULL END) p "
             "WHERE NOT (t.i = ANY(%(rejected)s::int[]))")
 
 
 def _src(key_sets: list[tuple[str, ...]]) -> str:
     """The ``src`` CTE: every outcome with its request id and row (resolved in SQL for entity keys)."""
-    plain = (f"src AS (SELECT t.i, t.request_id, t.row, t.ident, t.actual, t.stored_actual, "
+    plain = (f"src AS NOT MATERIALIZED (SELECT t.i, t.request_id, t.row, t.ident, t.actual, t.stored_actual, "
              f"coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t)")
     if not key_sets:
         return plain
@@ -161,7 +164,7 @@ def _src(key_sets: list[tuple[str, ...]]) -> str:
             "AND c.ts <= coalesce(t.observed_at, %(now)s) "
             "ORDER BY t.i, c.ts DESC, c.request_id COLLATE \"C\" DESC, c.row DESC)")
     return (", ".join(cands) + ", keyed AS MATERIALIZED (" + " UNION ALL ".join(picks) + "), "
-            "src AS (SELECT t.i, coalesce(k.request_id, t.request_id) AS request_id, coalesce(k.row, t.row) AS row, "
+            "src AS NOT MATERIALIZED (SELECT t.i, coalesce(k.request_id, t.request_id) AS request_id, coalesce(k.row, t.row) AS row, "
             f"t.ident, t.actual, t.stored_actual, coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t "
             "LEFT JOIN keyed k ON k.i = t.i)")
 
@@ -187,8 +190,10 @@ def _statement(key_sets: list[tuple[str, ...]], model_filter: bool, store_unmatc
     return (
         f"WITH {_src(key_sets)}, "
         "j AS MATERIALIZED (SELECT t.i, t.request_id, t.row, t.stored_actual, t.observed_at, p.model, p.version, "
-        f"p.route, p.ts, p.rn, p.first_ts, {_PREDICTED} AS predicted, {_PROBA} AS probabilities "
-        f"{_lateral(model_filter)}), "
+        # ``rn`` is 1 on one record of each outcome (what counts it), ``first_ts`` is its earliest record's time
+        # (late); one window over the whole join (a window inside the LATERAL was set up again per outcome)
+        f"p.route, p.ts, row_number() OVER w AS rn, min(p.ts) OVER w AS first_ts, {_PREDICTED} AS predicted, "
+        f"{_PROBA} AS probabilities {_lateral(model_filter)} WINDOW w AS (PARTITION BY t.i)), "
         + ("c AS (SELECT j.*, min(j.i) OVER (PARTITION BY j.model, j.request_id, j.row) AS first_i FROM j), "
            if repeats else "c AS (SELECT j.*, j.i AS first_i FROM j), ") +
         # what is stored already, one index probe per row (LATERAL ... LIMIT 1: an anti-join planned from stale
