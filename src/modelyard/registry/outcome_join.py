@@ -258,24 +258,32 @@ def _column(values: list[str | None]) -> list[str]:
     return [NULL if v is None else t for v, t in zip(values, texts, strict=True)]
 
 
-def _copy_buffer(data: JoinInput, key_sets: list[tuple[str, ...]]) -> str:
+def _copy_buffer(data: JoinInput, key_sets: list[tuple[str, ...]]) -> tuple[str, str]:
+    """The columns COPYed and their text: only those that hold something (the rest stay NULL), one ``join``
+    per row (no per-row formatting call)."""
     n = len(data.rows)
-    times: dict[datetime, str] = {}
-    observed = [NULL if t is None else times.setdefault(t, as_utc(t).isoformat()) for t in data.observed]
+    columns: dict[str, list[str]] = {"i": list(map(str, range(n)))}
     if data.keys:
         set_of = {cols: i for i, cols in enumerate(key_sets)}
-        ids = _column(data.request_ids)
-        idents = _column([None if k is None else ",".join(f"{c}={v}" for c, v in k) for k in data.keys])
-        ksets = [NULL if k is None else str(set_of[tuple(c for c, _ in k)]) for k in data.keys]
-        kvals = _column([None if k is None else orjson.dumps([v.replace("\x00", "") for _, v in k]).decode()
-                         for k in data.keys])
+        columns["request_id"] = _column(data.request_ids)
+        columns["row"] = list(map(str, data.rows))
+        columns["ident"] = _column([None if k is None else ",".join(f"{c}={v}" for c, v in k) for k in data.keys])
+        columns["kset"] = [NULL if k is None else str(set_of[tuple(c for c, _ in k)]) for k in data.keys]
+        columns["key"] = _column([None if k is None else orjson.dumps([v.replace("\x00", "") for _, v in k]).decode()
+                                  for k in data.keys])
     else:
-        ids = _escaped([str(r) for r in data.request_ids])
-        idents = ksets = kvals = [NULL] * n
-    actuals = _escaped(_json_texts(data.actuals))
-    stored = actuals if data.stored_actuals is None else _escaped(_json_texts(data.stored_actuals))
-    return "".join(map("{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n".format, range(n), ids, data.rows, idents, ksets,
-                       kvals, actuals, stored, observed))
+        columns["request_id"] = _escaped([str(r) for r in data.request_ids])
+        columns["row"] = list(map(str, data.rows))
+    actuals = columns["actual"] = _escaped(_json_texts(data.actuals))
+    columns["stored_actual"] = actuals if data.stored_actuals is None else _escaped(_json_texts(data.stored_actuals))
+    if any(t is not None for t in data.observed):
+        times: dict[datetime, str] = {}
+        columns["observed_at"] = [NULL if t is None else times.setdefault(t, as_utc(t).isoformat())
+                                  for t in data.observed]
+    names = ", ".join(f'"{c}"' for c in columns)
+    if not n:
+        return names, ""
+    return names, "\n".join(map("\t".join, zip(*columns.values(), strict=True))) + "\n"
 
 
 class DatabaseJoin:
@@ -353,7 +361,7 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
     if key_sets:
         times = [as_utc(t or now) for t, k in zip(data.observed, data.keys, strict=True) if k]
         params["since"], params["until"] = min(times) - timedelta(seconds=window), max(times)
-    buffer = _copy_buffer(data, key_sets)
+    copied, buffer = _copy_buffer(data, key_sets)
     # two keys may resolve to one logged row; by request id, a repeat is seen here
     repeats = bool(key_sets) or len(set(zip(data.request_ids, data.rows, strict=True))) < len(data.rows)
     with engine.begin() as conn:
@@ -368,7 +376,7 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEMP} (i int, request_id text, row int, ident text, "
                         "kset int, key json, actual json, stored_actual json, observed_at timestamptz) "
                         "ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY {TEMP} FROM STDIN") as copy:
+            with cur.copy(f"COPY {TEMP} ({copied}) FROM STDIN") as copy:
                 copy.write(buffer)
             if key_sets:
                 cur.execute(f"ANALYZE {TEMP}")  # the keys' hash join is planned from the outcomes' real count
