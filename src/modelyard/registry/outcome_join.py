@@ -164,7 +164,8 @@ def _src(key_sets: list[tuple[str, ...]]) -> str:
             "AND c.ts <= coalesce(t.observed_at, %(now)s) "
             "ORDER BY t.i, c.ts DESC, c.request_id COLLATE \"C\" DESC, c.row DESC)")
     return (", ".join(cands) + ", keyed AS MATERIALIZED (" + " UNION ALL ".join(picks) + "), "
-            "src AS NOT MATERIALIZED (SELECT t.i, coalesce(k.request_id, t.request_id) AS request_id, coalesce(k.row, t.row) AS row, "
+            "src AS NOT MATERIALIZED (SELECT t.i, coalesce(k.request_id, t.request_id) AS request_id, "
+            "coalesce(k.row, t.row) AS row, "
             f"t.ident, t.actual, t.stored_actual, coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t "
             "LEFT JOIN keyed k ON k.i = t.i)")
 

@@ -32,7 +32,7 @@ metadata = MetaData()
 def _bytewise(length: int) -> String:
     """A text key compared byte by byte on PostgreSQL (``COLLATE "C"``, migration 0006: a cheaper index walk than
     the database's collation; equality is the same); SQLite compares bytewise already."""
-    return String(length).with_variant(String(length, collation="C"), "postgresql")  # type: ignore[return-value]
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 def utcnow() -> datetime:
