@@ -17,7 +17,14 @@ Figures, from the shared 2-core machine with the other helpers' work on it (Post
 128 MB of shared buffers; load averages beside each; wall-clock figures move by a third from run to run, so
 the CPU seconds of this process and of the database's backends are printed too):
 
-- ``--rows 1000000``: join 26,045 rows/s (38.4 s; CPU: this process 2.0 s, PostgreSQL 16.4 s), duplicates
+- ``--rows 1000000``, 2026-12-02, main before (0005) and after this branch (migration 0006: bytewise outcome
+  keys; the statement's ``src`` inlined, the row's element taken once, one window over the join instead of one
+  per outcome; COPY of the used columns only), interleaved: load 3-4, before 61,195-82,767 rows/s (PostgreSQL
+  12.9-15.9 s CPU, this process 1.8-2.3 s), after 82,610-97,538 rows/s (11.5-14.6 s, 1.5-1.9 s); load 1.1-1.4,
+  before 126,307 / 136,461 rows/s (11.6 / 11.5 s), after 146,935 / 121,351 rows/s (10.8 / 12.3 s). With
+  ``--in-flight 1``: before 70,909 / 67,967 rows/s (12.1 s each), after 69,186 / 69,680 (11.0 / 11.2 s).
+  The goal is met on a quiet machine, before and after; under the other helpers' load it is not.
+- earlier, ``--rows 1000000``: join 26,045 rows/s (38.4 s; CPU: this process 2.0 s, PostgreSQL 16.4 s), duplicates
   40,278 rows/s (PostgreSQL 9.3 s CPU), load 6.7-7.7; another run 23,097 / 57,844 rows/s (load 8.0-10.2).
   Before (join in Python): 757 rows/s. The goal is not met, and not within reach of this schema here: the
   database alone spends about 16 us of CPU per outcome (so about 54k rows/s if nothing else ran), half of

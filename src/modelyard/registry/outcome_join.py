@@ -111,7 +111,7 @@ _ELEMS = (f"CASE json_typeof(p.outputs) WHEN 'array' THEN p.outputs "
           "WHEN 'null' THEN NULL ELSE json_build_array(p.outputs) END")
 _PROBA = ("CASE WHEN json_typeof(p.meta -> 'probabilities') = 'array' "
           "AND json_array_length(p.meta -> 'probabilities') > t.row THEN p.meta -> 'probabilities' -> t.row END")
-_PREDICTED = _pv("p.elems -> t.row", _UNWRAP_DEPTH)
+_PREDICTED = _pv("p.e", _UNWRAP_DEPTH)
 
 
 def _canon(e: str) -> str:
@@ -125,19 +125,22 @@ def _canon(e: str) -> str:
 
 
 def _lateral(model_filter: bool) -> str:
-    """Each outcome with each logged record of its request that has its row, one index probe per outcome; ``rn``
-    is 1 on one record of each outcome (what counts it) and ``first_ts`` the earliest record's time (late)."""
+    """Each outcome with each logged record of its request that has its row, one index probe per outcome, the
+    outcomes in index order (``i``): a window ``PARTITION BY t.i`` over it needs no sort."""
     where = " AND p.model = %(model)s" if model_filter else ""
-    return ("FROM src t CROSS JOIN LATERAL (SELECT q.*, row_number() OVER () AS rn, min(q.ts) OVER () AS first_ts "
+    # ``elems`` is an array or NULL, so "it has the row" is ``elems -> row IS NOT NULL`` (a JSON null element is
+    # 'null', not NULL): the array is parsed for the test and once more for ``e``, the row's element (json, not
+    # jsonb: each operator parses the text again)
+    return ("FROM (SELECT * FROM src ORDER BY i) t CROSS JOIN LATERAL (SELECT q.*, q.elems -> t.row AS e "
             f"FROM (SELECT p.model, p.version, p.route, p.ts, p.meta, {_ELEMS} AS elems "
             f"FROM modelyard_predictions p WHERE p.request_id = t.request_id AND p.error IS NULL{where} OFFSET 0) q "
-            "WHERE json_typeof(q.elems) = 'array' AND json_array_length(q.elems) > t.row) p "
+            "WHERE CASE WHEN t.row >= 0 THEN q.elems -> t.row IS NOT NULL ELSE q.elems IS NOT NULL END) p "
             "WHERE NOT (t.i = ANY(%(rejected)s::int[]))")
 
 
 def _src(key_sets: list[tuple[str, ...]]) -> str:
     """The ``src`` CTE: every outcome with its request id and row (resolved in SQL for entity keys)."""
-    plain = (f"src AS (SELECT t.i, t.request_id, t.row, t.ident, t.actual, t.stored_actual, "
+    plain = (f"src AS NOT MATERIALIZED (SELECT t.i, t.request_id, t.row, t.ident, t.actual, t.stored_actual, "
              f"coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t)")
     if not key_sets:
         return plain
@@ -161,7 +164,8 @@ def _src(key_sets: list[tuple[str, ...]]) -> str:
             "AND c.ts <= coalesce(t.observed_at, %(now)s) "
             "ORDER BY t.i, c.ts DESC, c.request_id COLLATE \"C\" DESC, c.row DESC)")
     return (", ".join(cands) + ", keyed AS MATERIALIZED (" + " UNION ALL ".join(picks) + "), "
-            "src AS (SELECT t.i, coalesce(k.request_id, t.request_id) AS request_id, coalesce(k.row, t.row) AS row, "
+            "src AS NOT MATERIALIZED (SELECT t.i, coalesce(k.request_id, t.request_id) AS request_id, "
+            "coalesce(k.row, t.row) AS row, "
             f"t.ident, t.actual, t.stored_actual, coalesce(t.observed_at, %(now)s) AS observed_at FROM {TEMP} t "
             "LEFT JOIN keyed k ON k.i = t.i)")
 
@@ -187,8 +191,10 @@ def _statement(key_sets: list[tuple[str, ...]], model_filter: bool, store_unmatc
     return (
         f"WITH {_src(key_sets)}, "
         "j AS MATERIALIZED (SELECT t.i, t.request_id, t.row, t.stored_actual, t.observed_at, p.model, p.version, "
-        f"p.route, p.ts, p.rn, p.first_ts, {_PREDICTED} AS predicted, {_PROBA} AS probabilities "
-        f"{_lateral(model_filter)}), "
+        # ``rn`` is 1 on one record of each outcome (what counts it), ``first_ts`` is its earliest record's time
+        # (late); one window over the whole join (a window inside the LATERAL was set up again per outcome)
+        f"p.route, p.ts, row_number() OVER w AS rn, min(p.ts) OVER w AS first_ts, {_PREDICTED} AS predicted, "
+        f"{_PROBA} AS probabilities {_lateral(model_filter)} WINDOW w AS (PARTITION BY t.i)), "
         + ("c AS (SELECT j.*, min(j.i) OVER (PARTITION BY j.model, j.request_id, j.row) AS first_i FROM j), "
            if repeats else "c AS (SELECT j.*, j.i AS first_i FROM j), ") +
         # what is stored already, one index probe per row (LATERAL ... LIMIT 1: an anti-join planned from stale
@@ -253,24 +259,32 @@ def _column(values: list[str | None]) -> list[str]:
     return [NULL if v is None else t for v, t in zip(values, texts, strict=True)]
 
 
-def _copy_buffer(data: JoinInput, key_sets: list[tuple[str, ...]]) -> str:
+def _copy_buffer(data: JoinInput, key_sets: list[tuple[str, ...]]) -> tuple[str, str]:
+    """The columns COPYed and their text: only those that hold something (the rest stay NULL), one ``join``
+    per row (no per-row formatting call)."""
     n = len(data.rows)
-    times: dict[datetime, str] = {}
-    observed = [NULL if t is None else times.setdefault(t, as_utc(t).isoformat()) for t in data.observed]
+    columns: dict[str, list[str]] = {"i": list(map(str, range(n)))}
     if data.keys:
         set_of = {cols: i for i, cols in enumerate(key_sets)}
-        ids = _column(data.request_ids)
-        idents = _column([None if k is None else ",".join(f"{c}={v}" for c, v in k) for k in data.keys])
-        ksets = [NULL if k is None else str(set_of[tuple(c for c, _ in k)]) for k in data.keys]
-        kvals = _column([None if k is None else orjson.dumps([v.replace("\x00", "") for _, v in k]).decode()
-                         for k in data.keys])
+        columns["request_id"] = _column(data.request_ids)
+        columns["row"] = list(map(str, data.rows))
+        columns["ident"] = _column([None if k is None else ",".join(f"{c}={v}" for c, v in k) for k in data.keys])
+        columns["kset"] = [NULL if k is None else str(set_of[tuple(c for c, _ in k)]) for k in data.keys]
+        columns["key"] = _column([None if k is None else orjson.dumps([v.replace("\x00", "") for _, v in k]).decode()
+                                  for k in data.keys])
     else:
-        ids = _escaped([str(r) for r in data.request_ids])
-        idents = ksets = kvals = [NULL] * n
-    actuals = _escaped(_json_texts(data.actuals))
-    stored = actuals if data.stored_actuals is None else _escaped(_json_texts(data.stored_actuals))
-    return "".join(map("{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n".format, range(n), ids, data.rows, idents, ksets,
-                       kvals, actuals, stored, observed))
+        columns["request_id"] = _escaped([str(r) for r in data.request_ids])
+        columns["row"] = list(map(str, data.rows))
+    actuals = columns["actual"] = _escaped(_json_texts(data.actuals))
+    columns["stored_actual"] = actuals if data.stored_actuals is None else _escaped(_json_texts(data.stored_actuals))
+    if any(t is not None for t in data.observed):
+        times: dict[datetime, str] = {}
+        columns["observed_at"] = [NULL if t is None else times.setdefault(t, as_utc(t).isoformat())
+                                  for t in data.observed]
+    names = ", ".join(f'"{c}"' for c in columns)
+    if not n:
+        return names, ""
+    return names, "\n".join(map("\t".join, zip(*columns.values(), strict=True))) + "\n"
 
 
 class DatabaseJoin:
@@ -348,7 +362,7 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
     if key_sets:
         times = [as_utc(t or now) for t, k in zip(data.observed, data.keys, strict=True) if k]
         params["since"], params["until"] = min(times) - timedelta(seconds=window), max(times)
-    buffer = _copy_buffer(data, key_sets)
+    copied, buffer = _copy_buffer(data, key_sets)
     # two keys may resolve to one logged row; by request id, a repeat is seen here
     repeats = bool(key_sets) or len(set(zip(data.request_ids, data.rows, strict=True))) < len(data.rows)
     with engine.begin() as conn:
@@ -363,7 +377,7 @@ def database_join(engine: Engine, data: JoinInput, *, model: str | None, source:
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEMP} (i int, request_id text, row int, ident text, "
                         "kset int, key json, actual json, stored_actual json, observed_at timestamptz) "
                         "ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY {TEMP} FROM STDIN") as copy:
+            with cur.copy(f"COPY {TEMP} ({copied}) FROM STDIN") as copy:
                 copy.write(buffer)
             if key_sets:
                 cur.execute(f"ANALYZE {TEMP}")  # the keys' hash join is planned from the outcomes' real count
