@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -128,7 +129,8 @@ QUERIES = {}
 
 
 def pg_cpu_sampler(stop, out):
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of each backend of the database, sampled until ``stop``: a backend that
+    ends between two samples keeps its last figure."""
     with psycopg.connect(ADMIN, autocommit=True) as c:
         while not stop.is_set():
             rows = list(c.execute("select pid, left(query, 60) from pg_stat_activity where datname=%s", (DB,)))
@@ -136,10 +138,10 @@ def pg_cpu_sampler(stop, out):
                 if q and ("COPY" in q or "count" in q):
                     QUERIES.setdefault(pid, set()).add(q[:50])
                 try:
-                    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-                    out[pid] = (int(f[11]) + int(f[12])) / tick
-                except OSError:
-                    pass
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue
+                out[pid] = times.user + times.system
             stop.wait(0.1)
 
 

@@ -267,14 +267,13 @@ def _copy_buffer(data: JoinInput, key_sets: list[tuple[str, ...]]) -> tuple[str,
     if data.keys:
         set_of = {cols: i for i, cols in enumerate(key_sets)}
         columns["request_id"] = _column(data.request_ids)
-        columns["row"] = list(map(str, data.rows))
         columns["ident"] = _column([None if k is None else ",".join(f"{c}={v}" for c, v in k) for k in data.keys])
         columns["kset"] = [NULL if k is None else str(set_of[tuple(c for c, _ in k)]) for k in data.keys]
         columns["key"] = _column([None if k is None else orjson.dumps([v.replace("\x00", "") for _, v in k]).decode()
                                   for k in data.keys])
     else:
         columns["request_id"] = _escaped([str(r) for r in data.request_ids])
-        columns["row"] = list(map(str, data.rows))
+    columns["row"] = list(map(str, data.rows))
     actuals = columns["actual"] = _escaped(_json_texts(data.actuals))
     columns["stored_actual"] = actuals if data.stored_actuals is None else _escaped(_json_texts(data.stored_actuals))
     if any(t is not None for t in data.observed):

@@ -72,6 +72,7 @@ def _insert_ignoring(dialect: str) -> Any:
 
 INSERT_COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
 """The columns a logged record fills (all but the key)."""
+_INSERT_SET = frozenset(INSERT_COLUMNS)
 
 
 class PreparedInsert:
@@ -123,7 +124,7 @@ class SqlPredictionStore:
         statement (``PreparedInsert``); others go through SQLAlchemy Core, which fills in the defaults."""
         if not rows:
             return 0
-        if all(len(r) == len(INSERT_COLUMNS) and all(c in r for c in INSERT_COLUMNS) for r in rows):
+        if all(r.keys() == _INSERT_SET for r in rows):
             prepared = _prepared(self.engine)
             with self.engine.begin() as conn:
                 conn.exec_driver_sql(prepared.sql, prepared.params(rows))

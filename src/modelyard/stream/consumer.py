@@ -240,9 +240,8 @@ class StreamConsumer:
             records = [PredictionRecord(
                 request_id=parsed[i].id, model=name, version=version, route="stream",
                 inputs=[rows[i]], outputs=[preds[n]], latency_ms=latency_ms, ts=now,
-                meta={"subject": subject, "delivery": parsed[i].delivery}
-                if probas is None else {"subject": subject, "delivery": parsed[i].delivery,
-                                        "probabilities": [probas[n]]})
+                meta={"subject": subject, "delivery": parsed[i].delivery,
+                      **({"probabilities": [probas[n]]} if probas is not None else {})})
                 for n, i in enumerate(good)]
             records += [PredictionRecord(
                 request_id=m.id, model=name, version=version, route="stream",
