@@ -210,3 +210,42 @@ def test_config_comes_from_settings_with_per_model_overrides() -> None:
     assert batch_config(settings, "other") == BatchConfig(max_batch_rows=100, max_wait_ms=1.5)
     with pytest.raises(ValueError):
         BatchConfig(max_batch_rows=0)
+
+
+def test_a_lone_request_on_a_quiet_batcher_is_answered_in_its_own_loop_step() -> None:
+    """Once the cost is known and requests come further apart than it, a request with nothing queued or
+    running is a batch of its own, run without waking the dispatcher; it counts as a batch all the same,
+    and a failure reaches only its caller."""
+    model = Recorder(fail_if=lambda x: bool((x >= 1000).any()))
+    seen: list[BatchRecord] = []
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    def predict(rows: Any) -> np.ndarray:
+        try:
+            tasks.append(asyncio.current_task())
+        except RuntimeError:  # a worker thread: no loop
+            tasks.append(None)
+        return model(rows)
+
+    async def main() -> None:
+        batcher = MicroBatcher(predict, BatchConfig(max_batch_rows=8, max_wait_ms=2), observer=seen.append)
+        first = await batcher.submit(columns([1.0]))  # the first batch's cost is unknown: the dispatcher's
+        assert first.tolist() == [3.0] and model.threads != {threading.current_thread().name}
+        dispatcher = batcher._dispatcher
+        for i in range(5):
+            await asyncio.sleep(0.003)  # sparser than the model's cost: no budget to wait for company
+            step = asyncio.current_task()
+            answer = await batcher.submit(columns([float(i), 10.0 + i]))
+            assert answer.tolist() == [2.0 * i + 1, 21.0 + 2 * i]
+            assert tasks[-1] is step  # run by the caller's own task, not by the dispatcher's
+        assert threading.current_thread().name in model.threads  # predicted on the loop, inline
+        with pytest.raises(PredictionError, match="cannot predict"):
+            await batcher.submit(columns([1000.0]))
+        assert (await batcher.submit(columns([2.0]))).tolist() == [5.0]
+        assert batcher._dispatcher is dispatcher and not batcher._queue
+        stats = batcher.stats()
+        assert stats.batches == 8 and stats.requests == 8 and stats.rows == 13 and stats.failed_batches == 1
+        assert [r.rows for r in seen] == [1, 2, 2, 2, 2, 2, 1, 1] and seen[6].error is not None
+        await batcher.aclose()
+
+    run(main())

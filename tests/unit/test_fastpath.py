@@ -156,6 +156,31 @@ def test_an_empty_string_category_is_not_fed_to_the_graph(data: Any) -> None:
     assert runner.feeds(frame_columns(rows)) is None  # "" would read as missing: scikit-learn must answer
 
 
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_a_few_rows_are_fed_value_by_value_as_the_array_path_feeds_them(
+        data: Any, rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, X, y = data
+    X = X.copy()
+    X.loc[::50, ["neighborhood", "heating"]] = None  # categories missing in training: nullable columns
+    schema = InputSchema.infer(X, categorical=CATEGORICAL)
+    X = schema.validate_rows(X)
+    pipe = house_pipeline(HistGradientBoostingRegressor(max_iter=10)).fit(X, y)
+    compiled = compile_fast_path(pipe, schema, X.head(300), task="regression")
+    runner = OnnxRunner(compiled.onnx_bytes, schema, task="regression")  # type: ignore[arg-type]
+    frame = X.iloc[1:rows + 1].reset_index(drop=True)
+    frame.loc[0, "neighborhood"] = None  # a missing category, as JSON null and as NaN
+    frame.loc[rows - 1, "heating"] = np.nan
+    columns = frame_columns(schema.validate_rows(frame))
+    small = runner.feeds(columns)
+    monkeypatch.setattr(fastpath, "SMALL_FEED_ROWS", 0)  # the same rows through the numpy path
+    large = runner.feeds(columns)
+    assert small is not None and large is not None and small.keys() == large.keys()
+    for name in large:
+        assert small[name].shape == large[name].shape and small[name].dtype == large[name].dtype, name
+        np.testing.assert_array_equal(small[name], large[name], err_msg=name)
+    np.testing.assert_array_equal(runner.run(small), pipe.predict(frame))
+
+
 def _booster(module: str, cls: str, **params: Any) -> Any:
     return getattr(pytest.importorskip(module), cls)(**params)
 

@@ -95,8 +95,10 @@ class SqlLogReader:
 class SqlSink:
     """Ships into the table at ``url``, in batches, through ``insert_records`` (idempotent)."""
 
-    def __init__(self, url: str, *, batch_size: int = 500, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, batch_size: int = 500, engine: Engine | None = None,
+                 power_safe: bool = True) -> None:
         self.url = url
+        self.power_safe = power_safe  # SQLite: commits on disk before a segment is let go (``log_engine``)
         self.batch_size: int | None = max(1, batch_size)
         self.name = "database"
         self._engine = engine
@@ -105,7 +107,7 @@ class SqlSink:
     def _get_engine(self) -> Engine:
         try:  # connecting and migrating: any failure here is the database's, never the records'
             if self._engine is None:
-                self._engine = log_engine(self.url)
+                self._engine = log_engine(self.url, power_safe=self.power_safe)
             if not self._migrated:
                 migrate(self._engine)
                 self._migrated = True

@@ -33,7 +33,8 @@ def log_sink(settings: Settings, *, engine: Engine | None = None) -> LogSink:
     """Where the shipper puts the segments."""
     if LogTarget(settings.log_target) is LogTarget.PARQUET:
         return ParquetSink(settings.resolved_log_parquet_root, retention=log_retention(settings))
-    return SqlSink(settings.resolved_database_url, batch_size=settings.log_batch_size, engine=engine)
+    return SqlSink(settings.resolved_database_url, batch_size=settings.log_batch_size, engine=engine,
+                   power_safe=settings.log_durability == "machine")
 
 
 def log_reader(settings: Settings, engine: Engine | None = None) -> LogReader:

@@ -43,6 +43,7 @@ PROBABILITY_TOL = 1e-9
 FLOAT32_RTOL = 1e-6
 FLOAT32_PROBABILITY_TOL = 1e-6
 PARALLEL_MIN_ROWS = 8192
+SMALL_FEED_ROWS = 16  # string columns of at most this many rows are checked value by value
 UNSEEN_PROBE = "\u2400modelyard-unseen-probe"
 
 
@@ -136,6 +137,13 @@ class OnnxRunner:
             values = columns[name]
             if values.dtype != object:
                 values = values.astype(object)
+            if len(values) <= SMALL_FEED_ROWS:
+                small = _small_strings(values, nullable)
+                if small is None:
+                    return None
+                if small is not _UNDECIDED:
+                    feeds[name] = small
+                    continue
             empty = values == MISSING_STRING
             if empty.any():
                 return None
@@ -168,6 +176,28 @@ class OnnxRunner:
         if self.label_dtype_ is not None and out.dtype != self.label_dtype_:
             out = out.astype(self.label_dtype_)
         return out
+
+
+_UNDECIDED = np.empty(0, dtype=object)
+
+
+def _small_strings(values: np.ndarray, nullable: bool) -> np.ndarray | None:
+    """``feeds`` of a string column of a few rows, value by value (the five numpy calls of the array path
+    cost more than the rows): the graph input, ``None`` when a value is the missing-string marker, or
+    ``_UNDECIDED`` for anything but a string or (nullable) a None or NaN: the array path decides."""
+    out: list[Any] = []
+    for v in values.tolist():
+        if type(v) is str:
+            if v == MISSING_STRING:
+                return None
+            out.append(v)
+        elif nullable and (v is None or (type(v) is float and v != v)):
+            out.append(MISSING_STRING)
+        else:
+            return _UNDECIDED
+    array = np.empty((len(out), 1), dtype=object)
+    array[:, 0] = out
+    return array
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
