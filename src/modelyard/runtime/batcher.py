@@ -181,49 +181,21 @@ class MicroBatcher:
             raise PredictionError(f"{self.name}: the batcher is closed")
         n, limit = len(rows), self.config.max_batch_rows
         if n <= limit:
-            if not self._queue and not self._running and not self._slots.locked():
-                now = asyncio.get_running_loop().time()
-                self._arrived(now)
-                if self.wait_budget() == 0.0 and self.runs_inline(n):
-                    return self._alone(rows, n)
-                return await self._enqueue(rows, n, now)
             return await self._enqueue(rows, n)
         parts = await asyncio.gather(*(self._enqueue(slice_rows(rows, i, i + limit), min(limit, n - i))
                                        for i in range(0, n, limit)))
         return _join(parts)
 
-    def _arrived(self, now: float) -> None:
-        """One more request: the moving average of the gap between arrivals."""
-        if self._last_arrival is not None:
-            sample = min(now - self._last_arrival, 1.0)
-            self._gap = sample if self._gap is None else 0.8 * self._gap + 0.2 * sample
-        self._last_arrival = now
-
-    def _alone(self, rows: Batchable, n: int) -> Result:
-        """A batch of one request, run in the caller's own step of the event loop: nothing is queued or
-        running and the traffic is too sparse to wait for company, so waking the dispatcher and then the
-        caller again would only add two loop turns (at concurrency 1 they cost more than the prediction).
-        The same bookkeeping as a dispatched batch: cost model, stats, observer."""
-        t0 = time.perf_counter()
-        try:
-            result, seconds = self._run([rows], n)
-        except Exception as exc:
-            self._record(BatchRecord(n, 1, (0.0,), time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
-            raise self._caller_error(exc, 1, n) from None
-        self._cost.observe(n, seconds)
-        self._record(BatchRecord(n, 1, (0.0,), time.perf_counter() - t0, None))
-        return result
-
-    def _enqueue(self, rows: Batchable, n: int, arrived: float | None = None) -> asyncio.Future[Result]:
-        """Queue ``rows`` for the dispatcher; ``arrived``: the loop time ``_arrived`` already counted."""
+    def _enqueue(self, rows: Batchable, n: int) -> asyncio.Future[Result]:
         loop = asyncio.get_running_loop()
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = loop.create_task(self._dispatch(), name=f"batcher-{self.name}")
             self._dispatcher.add_done_callback(self._dispatcher_ended)
-        now = arrived
-        if now is None:
-            now = loop.time()
-            self._arrived(now)
+        now = loop.time()
+        if self._last_arrival is not None:
+            sample = min(now - self._last_arrival, 1.0)
+            self._gap = sample if self._gap is None else 0.8 * self._gap + 0.2 * sample
+        self._last_arrival = now
         future: asyncio.Future[Result] = loop.create_future()
         self._queue.append(_Item(rows, n, future, now))
         self._wakeup.set()

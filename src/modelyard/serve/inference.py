@@ -9,6 +9,7 @@ answered, the rows are handed to the shadow queue (``serve/shadow.py``) when a s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -177,7 +178,8 @@ class InferenceService:
                           None if result.probabilities is None else result.probabilities.tolist())
         seconds = time.perf_counter() - started
         await self._commit([*logged, *self._record_success(outcome, seconds, protocol)], routed, started)
-        observe_success(routed, result, parsed.rows, seconds)
+        # counted once the answer is on its way (the caller's next request is read in a later loop turn)
+        asyncio.get_running_loop().call_soon(observe_success, routed, result, parsed.rows, seconds)
         if self.shadow is not None and (routed.shadow or routed.mirror):
             self.shadow.after(outcome, protocol)
         return outcome
