@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,19 @@ def test_new_request_ids_are_32_hex_digits_and_unique() -> None:
     assert len(set(ids)) == len(ids)
 
 
-def test_request_ids_share_no_guessable_part() -> None:
-    """Request ids look past requests up (explain, predictions show): one id must not tell another."""
-    a, b = new_request_id(), new_request_id()
-    common = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
-    assert common < 8 and int(a, 16) + 1 != int(b, 16)
+def test_request_ids_are_uuid7_in_time_order_with_no_guessable_part() -> None:
+    """Request ids look past requests up (explain, predictions show): one id must not tell another. Their
+    time prefix keeps the log's unique index appending at its right edge."""
+    before = time.time_ns() // 1_000_000
+    ids = [new_request_id() for _ in range(2_000)]
+    after = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)
+    assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)  # by creation, to the millisecond
+    a, b = ids[0][12:], ids[1][12:]  # the random parts (past the time): nothing in common to guess from
+    assert sum(x == y for x, y in zip(a, b, strict=True)) < 12 and int(ids[0], 16) + 1 != int(ids[1], 16)
+    assert len({i[12:] for i in ids}) == len(ids)
 
 
 def test_predict_is_answered_without_fastapis_stack_with_the_apps_error_shape(
