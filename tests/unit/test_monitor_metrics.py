@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -110,3 +112,53 @@ def test_batch_metrics_are_exported() -> None:
     metrics.observe_batch("batch-names", "1", 12, [0.001, 0.002])
     assert _value("modelyard_batch_rows_sum", model="batch-names", version="1") == 12
     assert _value("modelyard_batch_queue_wait_seconds_count", model="batch-names", version="1") == 2
+
+
+def _samples(model: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``model``'s series, by name and labels but the model's."""
+    metrics.flush()
+    return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "model"))): s.value
+            for family in REGISTRY.collect() for s in family.samples if s.labels.get("model") == model}
+
+
+@pytest.mark.parametrize("classes", [None, ["cheap", "dear"]])
+def test_queued_answers_count_what_the_three_hooks_count(classes: list[str] | None) -> None:
+    """``observe_answer`` (the server's success hook, counted at the flush) against ``observe_request``,
+    ``observe_predictions`` and ``observe_inputs`` called per request: small requests, one over
+    ``SMALL_REQUEST_ROWS`` (counted from its frame), NaN and unknown values, two routes, in one flush."""
+    frame = pd.DataFrame({"x": [0.0, None, 10.0], "c": ["a", "b", None]})  # nullable both
+    schema = InputSchema.infer(frame)
+    rng = np.random.default_rng(7)
+    requests = []
+    for n in (1, 1, 3, 2, metrics.SMALL_REQUEST_ROWS + 20):
+        rows = [{"x": float(v) if v < 11 else None, "c": str(rng.choice(["a", "b", "z", None]))}
+                for v in rng.integers(-3, 14, n)]
+        for row in rows:
+            if row["c"] == "None":
+                row["c"] = None
+        if classes is None:
+            predictions = rng.lognormal(11, 2, n)
+            predictions[0] = np.nan
+        else:
+            predictions = np.array(rng.choice(["cheap", "dear", "odd"], n), dtype=object)
+        requests.append((rows, predictions))
+    name = f"queued-{'cls' if classes else 'reg'}"
+    for i, (rows, predictions) in enumerate(requests):
+        route = "primary" if i % 2 else "canary"
+        validated = schema.validate_rows(rows)
+        seconds = 0.0004 * (i + 1)
+        metrics.observe_request(f"{name}-hooks", "1", route, 200, seconds)
+        metrics.observe_predictions(f"{name}-hooks", "1", predictions, classes, route=route)
+        metrics.observe_inputs(f"{name}-hooks", "1", validated, schema, rows, route=route)
+
+    async def answer_all() -> None:  # on a loop: queued, then counted in one flush
+        for i, (rows, predictions) in enumerate(requests):
+            metrics.observe_answer(f"{name}-queued", "1", "primary" if i % 2 else "canary", 0.0004 * (i + 1),
+                                   predictions, classes, schema.validate_rows(rows), schema, rows)
+        assert metrics.TALLY._answers  # nothing counted yet
+
+    asyncio.run(answer_all())
+    hooks, queued = _samples(f"{name}-hooks"), _samples(f"{name}-queued")
+    assert hooks.keys() == queued.keys() and len(hooks) > 20
+    for key, value in hooks.items():
+        assert queued[key] == pytest.approx(value, rel=1e-12), key

@@ -21,7 +21,10 @@ multiprocess mode each ``inc`` is a lock, a ``getpid`` and a write into the work
 ``labels()`` another lock and lookup, ~45 µs for one request's hooks, more than its ONNX predict. On an
 event loop the flush runs in the loop's next iteration (a request's answer is written within its
 iteration, so whoever reads ``/metrics`` after an answer sees it counted); a caller without a running loop
-is flushed at once; ``render()`` and every collection of the default registry flush first.
+is flushed at once; ``render()`` and every collection of the default registry flush first. The server's
+success hook, ``observe_answer``, does not even count: it queues the answer, and the flush counts every
+answer queued since the last one series by series (one pass over their predictions, one over the small
+requests' rows), ~6 µs a request at 16 requests a loop turn against ~14 for the three hooks.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import os
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -77,6 +81,7 @@ class Tally:
         self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
         self._hists: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}  # bucket counts, then the sum
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # labelled series, once looked up
+        self._answers: list[_Answer] = []  # answered requests, counted at the flush (``answered``)
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
 
     def add(self, counter: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
@@ -95,18 +100,60 @@ class Tally:
         if not len(array):
             return
         with self._lock:
-            pending = self._pending(hist, labels)
-            if len(array) <= SMALL_OBSERVE:
-                for v in array.tolist():
-                    self._observe(pending, hist, v)
-            else:
-                finite = array[~np.isnan(array)]
-                pending[-1] += float(array.sum())
-                bounds = np.asarray(hist._upper_bounds, dtype="float64")
-                counts = np.bincount(np.searchsorted(bounds, finite, side="left"), minlength=len(bounds))
-                for i in np.flatnonzero(counts).tolist():
-                    pending[i] += int(counts[i])
+            self._observe_array(self._pending(hist, labels), hist, array)
         self._schedule()
+
+    def answered(self, answer: _Answer) -> None:
+        """Queue one answered request: its counts are made at the flush, with every answer queued since the
+        last one (``_digest``)."""
+        with self._lock:
+            self._answers.append(answer)
+        self._schedule()
+
+    def _observe_array(self, pending: list[float], hist: Histogram, array: np.ndarray) -> None:
+        if len(array) <= SMALL_OBSERVE:
+            for v in array.tolist():
+                self._observe(pending, hist, v)
+            return
+        finite = array[~np.isnan(array)]
+        pending[-1] += float(array.sum())
+        bounds = np.asarray(hist._upper_bounds, dtype="float64")
+        counts = np.bincount(np.searchsorted(bounds, finite, side="left"), minlength=len(bounds))
+        for i in np.flatnonzero(counts).tolist():
+            pending[i] += int(counts[i])
+
+    def _count(self, counter: Counter, labels: tuple[str, ...], amount: float) -> None:
+        key = (counter, labels)
+        self._counts[key] = self._counts.get(key, 0.0) + amount
+
+    def _digest(self, answers: list[_Answer]) -> None:
+        """The counts of queued answers, series by series: one request count, the latencies, the predicted
+        values of all of them in one pass, the inputs of the small ones in one pass over their rows. What
+        ``observe_request``, ``observe_predictions`` and ``observe_inputs`` count, at a fraction of their cost
+        per request (one lock, one schedule, no numpy call on a one-row array)."""
+        groups: dict[tuple[tuple[str, str, str], int], list[_Answer]] = {}
+        for answer in answers:
+            groups.setdefault((answer.labels, id(answer.schema)), []).append(answer)
+        for (labels, _), group in groups.items():
+            self._count(REQUESTS, (*labels, "200"), len(group))
+            latency = self._pending(REQUEST_LATENCY, labels)
+            for answer in group:
+                self._observe(latency, REQUEST_LATENCY, answer.seconds)
+            numbers = _prediction_numbers([a.predictions for a in group], group[0].classes)
+            if numbers is not None and len(numbers):
+                self._observe_array(self._pending(PREDICTION_VALUE, labels), PREDICTION_VALUE, numbers)
+            plan = _plan(group[0].schema)
+            small = [a for a in group if a.rows is not None and len(a.rows) <= SMALL_REQUEST_ROWS]
+            counted = [_count_rows(plan, [row for a in small for row in a.rows])] if small else []  # type: ignore[union-attr]
+            counted += [_count_frame(plan, a.frame) for a in group if a.rows is None
+                        or len(a.rows) > SMALL_REQUEST_ROWS]
+            for missing, out in counted:
+                for name, n in missing.items():
+                    if n:
+                        self._count(INPUT_MISSING, (*labels, name), n)
+                for name, n in out.items():
+                    if n:
+                        self._count(INPUT_OUT_OF_RANGE, (*labels, name), n)
 
     def _pending(self, hist: Histogram, labels: tuple[str, ...]) -> list[float]:
         key = (hist, labels)
@@ -133,6 +180,9 @@ class Tally:
         """Add every pending count to its Prometheus series (under the lock: a reader that flushes while
         another flush is adding waits for it, and then sees everything counted before its call)."""
         with self._lock:
+            answers, self._answers = self._answers, []
+            if answers:
+                self._digest(answers)
             counts, self._counts = self._counts, {}
             hists, self._hists = self._hists, {}
             self._scheduled_on = None
@@ -341,6 +391,26 @@ def observe_request(model: str, version: str, route: str, status: int, seconds: 
         TALLY.observe(REQUEST_LATENCY, (model, version, route), seconds)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    labels: tuple[str, str, str]  # model, version, route
+    seconds: float
+    predictions: np.ndarray
+    classes: Sequence[Any] | None
+    frame: ColumnData
+    schema: InputSchema
+    rows: Sequence[Mapping[str, Any]] | None
+
+
+def observe_answer(model: str, version: str, route: str, seconds: float, predictions: np.ndarray,
+                   classes: Sequence[Any] | None, frame: ColumnData, schema: InputSchema,
+                   rows: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """One answered request (status 200): what ``observe_request``, ``observe_predictions`` and
+    ``observe_inputs`` count, counted at the next flush together with every other answer since the last
+    one (the server's success hook; ~3 µs a request here, the three hooks cost ~15)."""
+    TALLY.answered(_Answer((model, version, route), seconds, predictions, classes, frame, schema, rows))
+
+
 def observe_batch(model: str, version: str, rows: int, queue_waits: Sequence[float]) -> None:
     """One micro-batch: its size, and how long each of its requests waited for it."""
     TALLY.observe(BATCH_ROWS, (model, version), rows)
@@ -350,16 +420,24 @@ def observe_batch(model: str, version: str, rows: int, queue_waits: Sequence[flo
 def observe_predictions(model: str, version: str, predictions: np.ndarray,
                         classes: Sequence[Any] | None = None, *, route: str) -> None:
     """One histogram observation per row: the value, or the class's index for a classifier (-1: unknown)."""
-    values = np.asarray(predictions).ravel()
+    numbers = _prediction_numbers([predictions], classes)
+    if numbers is not None and len(numbers):
+        TALLY.observe_many(PREDICTION_VALUE, (model, version, route), numbers)
+
+
+def _prediction_numbers(predictions: Sequence[np.ndarray], classes: Sequence[Any] | None) -> np.ndarray | None:
+    """The histogram's numbers for some requests' predictions: the values, or the class indices (-1:
+    unknown), NaN left out; None when they are neither numbers nor classes."""
+    parts = [np.asarray(p).ravel() for p in predictions]
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if classes is not None:
         numbers = _class_indices(classes, values)
     elif values.dtype.kind in "fiub":
         numbers = values.astype("float64")
     else:
-        return
-    numbers = numbers[~np.isnan(numbers)]
-    if len(numbers):
-        TALLY.observe_many(PREDICTION_VALUE, (model, version, route), numbers)
+        return None
+    finite: np.ndarray = numbers[~np.isnan(numbers)]
+    return finite
 
 
 def _class_indices(classes: Sequence[Any], values: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ answered, the rows are handed to the shadow queue (``serve/shadow.py``) when a s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -97,12 +96,11 @@ def predict_now(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: 
 
 def observe_success(routed: Routed, result: _Result, rows: Sequence[Mapping[str, Any]], seconds: float) -> None:
     """Every metric of one answered request: count and latency, the predicted values, the per-feature counts
-    of missing and out-of-range inputs. The only monitoring hook on the success path."""
+    of missing and out-of-range inputs. The only monitoring hook on the success path: it queues the answer,
+    counted in a later loop turn with the others answered meanwhile (``metrics.observe_answer``)."""
     model = routed.model
-    version = str(model.version)
-    metrics.observe_request(model.name, version, routed.route, 200, seconds)
-    metrics.observe_predictions(model.name, version, result.predictions, model.classes_, route=routed.route)
-    metrics.observe_inputs(model.name, version, result.frame, model.schema, rows, route=routed.route)
+    metrics.observe_answer(model.name, str(model.version), routed.route, seconds, result.predictions,
+                           model.classes_, result.frame, model.schema, rows)
 
 
 def observe_failure(routed: Routed | None, exc: ModelyardError, seconds: float) -> None:
@@ -178,8 +176,7 @@ class InferenceService:
                           None if result.probabilities is None else result.probabilities.tolist())
         seconds = time.perf_counter() - started
         await self._commit([*logged, *self._record_success(outcome, seconds, protocol)], routed, started)
-        # counted once the answer is on its way (the caller's next request is read in a later loop turn)
-        asyncio.get_running_loop().call_soon(observe_success, routed, result, parsed.rows, seconds)
+        observe_success(routed, result, parsed.rows, seconds)  # queued: counted once the answer is on its way
         if self.shadow is not None and (routed.shadow or routed.mirror):
             self.shadow.after(outcome, protocol)
         return outcome
