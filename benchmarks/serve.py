@@ -287,11 +287,16 @@ def against_floor(args: argparse.Namespace) -> None:
     try:
         print(f"training the house-price model on {args.rows} rows ...", flush=True)
         prepare(home, args.database_url, args.rows)
+        # the baseline gets its own copy of the registry, so its own SQLite log: sharing one, each server's
+        # shipping waited for the other's and filled the other's index (copied before any server writes)
+        baseline_home = tmp / "baseline" / ".modelyard"
+        if args.baseline_src is not None:
+            shutil.copytree(home, baseline_home)
         servers = {"modelyard": modelyard_server(home, free_port(), args.workers, tmp, log=True,
                                                  database_url=args.database_url, durability="process"),
                    "floor": floor_server(free_port(), args.workers, tmp)}
         if args.baseline_src is not None:
-            servers["baseline"] = modelyard_server(home, free_port(), args.workers, tmp, log=True,
+            servers["baseline"] = modelyard_server(baseline_home, free_port(), args.workers, tmp, log=True,
                                                    database_url=args.database_url, durability="process",
                                                    src=args.baseline_src.resolve())
         try:

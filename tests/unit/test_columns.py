@@ -123,6 +123,30 @@ def test_slice_and_concat_keep_rows_in_order() -> None:
     assert joined.data["area"].tolist() == [float(i) for i in range(10)]
 
 
+def _same_columns(got: Columns, expected: Columns) -> None:
+    assert list(got.data) == list(expected.data) and len(got) == len(expected)
+    for name, array in expected.data.items():
+        assert got.data[name].dtype == array.dtype, name
+        assert [(type(v), v if v == v else "NaN") for v in got.data[name].tolist()] == [
+            (type(v), v if v == v else "NaN") for v in array.tolist()], name
+
+
+@pytest.mark.parametrize("unseen", ["allow", "reject"])
+def test_one_row_requests_batched_give_the_arrays_of_their_rows_validated_together(unseen: str) -> None:
+    """A one-row request keeps scalars (``Columns.one_row``); joined with others, each column is built
+    once: the same arrays as validating all the rows at once, and as joining each row's own arrays."""
+    schema = make_schema(unseen)
+    rows = [GOOD, {**GOOD, "area": None, "city": None}, {**GOOD, "rooms": 7, "area": float("nan")},
+            {**GOOD, "pool": "yes", "area": -0.0}]
+    singles = [validate_columns(schema, [row]) for row in rows]
+    _same_columns(Columns.concat(singles), validate_columns(schema, rows))
+    arrays = [Columns(dict(validate_columns(schema, [row]).data), 1) for row in rows]  # built one by one
+    _same_columns(Columns.concat(arrays), validate_columns(schema, rows))
+    mixed = [singles[0], validate_columns(schema, rows[1:3]), singles[3]]  # one-row and many-row parts
+    _same_columns(Columns.concat(mixed), validate_columns(schema, rows))
+    _same_columns(singles[2], validate_columns(schema, [rows[2], rows[2]]).slice(0, 1))  # one alone
+
+
 values = st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True),
                    st.sampled_from(["a", "b", "zz", "", "3", "yes"]), st.booleans())
 

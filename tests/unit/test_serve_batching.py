@@ -174,7 +174,7 @@ def test_where_each_request_is_predicted(batching: bool) -> None:
         service = Batching(Settings()) if batching else None
         small = await predict_rows(model, [{}] * 3, False, service)
         large = await predict_rows(model, [{}] * (max(INLINE_ROWS, JOIN_MAX_ROWS) + 1), False, service)
-        assert len(small.predictions) == 3 and large.frame["x"].shape == (max(INLINE_ROWS, JOIN_MAX_ROWS) + 1,)
+        assert len(small.predictions) == 3 and large.frame()["x"].shape == (max(INLINE_ROWS, JOIN_MAX_ROWS) + 1,)
         if service is not None:
             await service.aclose()
 

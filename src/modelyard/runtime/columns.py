@@ -11,7 +11,6 @@ values of clean input are exactly the ones it would produce.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -25,12 +24,35 @@ _CATEGORY_TYPES = frozenset({str, type(None)})
 _INFINITIES = (float("inf"), float("-inf"))
 
 
-@dataclass(frozen=True)
 class Columns:
-    """Validated rows: the schema's columns, in order, as arrays of equal length."""
+    """Validated rows: the schema's columns, in order, as arrays of equal length (``data``).
 
-    data: dict[str, np.ndarray]
-    n_rows: int
+    A one-row request's columns (``one_row``) keep their values as scalars until an array is asked for: a
+    micro-batch of one-row requests then builds each column once, from every request's value
+    (``concat``), instead of making one one-element array per column per request and joining them.
+    """
+
+    __slots__ = ("_data", "_row", "n_rows")
+
+    def __init__(self, data: dict[str, np.ndarray], n_rows: int) -> None:
+        self._data: dict[str, np.ndarray] | None = data
+        self._row: tuple[list[Any], _Dtypes] | None = None
+        self.n_rows = n_rows
+
+    @classmethod
+    def one_row(cls, values: list[Any], dtypes: _Dtypes) -> Columns:
+        """One row: ``values`` in the order of ``dtypes`` (each column's name and numpy dtype)."""
+        columns = cls.__new__(cls)
+        columns._data, columns._row, columns.n_rows = None, (values, dtypes), 1
+        return columns
+
+    @property
+    def data(self) -> dict[str, np.ndarray]:
+        if self._data is None:
+            assert self._row is not None
+            values, dtypes = self._row
+            self._data = {name: np.array((v,), dtype=dtype) for v, (name, dtype) in zip(values, dtypes, strict=True)}
+        return self._data
 
     def __len__(self) -> int:
         return self.n_rows
@@ -51,9 +73,30 @@ class Columns:
     def concat(cls, parts: Sequence[Columns]) -> Columns:
         if len(parts) == 1:
             return parts[0]
+        rows = [p._row for p in parts]
+        dtypes = rows[0][1] if rows[0] is not None else None
+        if dtypes is not None and all(r is not None and r[1] is dtypes for r in rows):
+            values = [r[0] for r in rows if r is not None]
+            return cls({name: np.array([v[i] for v in values], dtype=dtype)
+                        for i, (name, dtype) in enumerate(dtypes)}, len(parts))
         names = list(parts[0].data)
         data = {n: np.concatenate([p.data[n] for p in parts]) for n in names}
         return cls(data, sum(p.n_rows for p in parts))
+
+
+_Dtypes = tuple[tuple[str, Any], ...]
+_DTYPES: dict[int, tuple[InputSchema, _Dtypes]] = {}
+
+
+def _dtypes(schema: InputSchema) -> _Dtypes:
+    """Each column's name and array dtype (float64 for numbers, object for categories), once per schema."""
+    cached = _DTYPES.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_DTYPES) > 256:
+            _DTYPES.clear()
+        dtypes = tuple((c.name, np.float64 if c.kind == "numeric" else object) for c in schema.columns)
+        cached = _DTYPES[id(schema)] = (schema, dtypes)
+    return cached[1]
 
 
 def validate_columns(schema: InputSchema, rows: Rows) -> Columns:
@@ -185,9 +228,10 @@ def _parse_clean(schema: InputSchema, records: list[Any]) -> Columns | None:
 
 
 def _parse_one(schema: InputSchema, record: dict[str, Any]) -> Columns | None:
-    """``_parse_clean`` of one row with scalar checks: numpy calls on one-element arrays cost more than the
-    checks themselves (the one-row request is the server's most common one)."""
-    data: dict[str, np.ndarray] = {}
+    """``_parse_clean`` of one row with scalar checks, its values kept as scalars (``Columns.one_row``):
+    numpy calls on one-element arrays cost more than the checks themselves (the one-row request is the
+    server's most common one)."""
+    values: list[Any] = []
     for col in schema.columns:
         try:
             value = record[col.name]
@@ -212,7 +256,7 @@ def _parse_one(schema: InputSchema, record: dict[str, Any]) -> Columns | None:
                 value = np.nan
             else:
                 return None
-            data[col.name] = np.array((value,), dtype=np.float64)
+            values.append(value)
         else:
             if value is None:
                 if not col.nullable:
@@ -221,8 +265,8 @@ def _parse_one(schema: InputSchema, record: dict[str, Any]) -> Columns | None:
             elif kind is not str or (schema.unseen_categories == "reject" and col.categories is not None
                                      and value not in col.categories):
                 return None
-            data[col.name] = np.array((value,), dtype=object)
-    return Columns(data, 1)
+            values.append(value)
+    return Columns.one_row(values, _dtypes(schema))
 
 
 def slice_rows(rows: pd.DataFrame | Columns, start: int, stop: int) -> pd.DataFrame | Columns:

@@ -55,9 +55,14 @@ class Outcome:
 
 @dataclass
 class _Result:
-    frame: dict[str, np.ndarray]  # the validated rows, one array per column
+    columns: Columns  # the validated rows
     predictions: np.ndarray
     probabilities: np.ndarray | None
+
+    def frame(self) -> dict[str, np.ndarray]:
+        """The validated rows, one array per column (built when first asked for: a batched one-row request's
+        values are scalars until then)."""
+        return self.columns.data
 
 
 async def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool,
@@ -71,7 +76,7 @@ async def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabil
     if batching is not None and batching.joins(model, len(rows), probabilities):
         columns = _validate(model, rows)
         predictions, proba = await batching.predict(model, columns, probabilities)
-        return _Result(columns.data, predictions, proba)
+        return _Result(columns, predictions, proba)
     if batching is None and len(rows) <= INLINE_ROWS:
         return predict_now(model, rows, probabilities)
     return await in_thread(predict_now, model, rows, probabilities)
@@ -91,7 +96,7 @@ def predict_now(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: 
     columns = _validate(model, rows)
     predictions = model.predict_frame(columns)
     proba = model.predict_proba_frame(columns) if probabilities else None
-    return _Result(columns.data, predictions, proba)
+    return _Result(columns, predictions, proba)
 
 
 def observe_success(routed: Routed, result: _Result, rows: Sequence[Mapping[str, Any]], seconds: float) -> None:
