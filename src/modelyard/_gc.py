@@ -6,7 +6,10 @@ full collection no longer walks it. A process that handles messages in batches a
 containers per batch (rows, answers, records) that live until the batch is done; with the default young
 threshold (700 allocations) the collector walks them several times per batch and promotes them, and the
 stream consumer's processes spent a third of their CPU there. ``batches=True`` raises that threshold:
-a young collection then runs about once per batch, when most of it is garbage already.
+a young collection then runs about once per batch, when most of it is garbage already. The server is such
+a process too: its concurrent requests, their micro-batches and the log's records waiting to ship are the
+batch (32 clients: ~470 young and ~43 middle collections per 46k requests, ~8 µs a request, before; 1-2
+young ones, under 1 µs, after). Cycles wait longer to be collected: a bounded amount of memory.
 """
 
 from __future__ import annotations
