@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 import uuid
@@ -37,6 +38,22 @@ def test_request_ids_are_uuid7_in_time_order_with_no_guessable_part() -> None:
     a, b = ids[0][12:], ids[1][12:]  # the random parts (past the time): nothing in common to guess from
     assert sum(x == y for x, y in zip(a, b, strict=True)) < 12 and int(ids[0], 16) + 1 != int(ids[1], 16)
     assert len({i[12:] for i in ids}) == len(ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_draws_none_of_its_parents_random_bits() -> None:
+    new_request_id()  # the parent holds a block of random numbers now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = new_request_id()
+    assert re.fullmatch(r"[0-9a-f]{32}", child) and child[13:] != parent[13:]
 
 
 def test_predict_is_answered_without_fastapis_stack_with_the_apps_error_shape(
