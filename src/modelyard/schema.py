@@ -11,7 +11,7 @@ one-hot encoder maps it to all zeros (the monitor counts it); with ``"reject"`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -213,3 +213,21 @@ class OutputSchema(BaseModel):
     min: float | None = None
     max: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+_T = TypeVar("_T")
+_DERIVED: dict[tuple[int, Callable[[Any], Any]], tuple[InputSchema, Any]] = {}
+
+
+def derived(schema: InputSchema, build: Callable[[InputSchema], _T]) -> _T:
+    """``build(schema)``, computed once per schema object: what a hot path derives from a loaded model's
+    schema (the metrics' per-feature plan, the columns' dtypes). Keyed by the object (a schema loaded again
+    is derived again); bounded, cleared past 1,024 entries."""
+    key = (id(schema), build)
+    cached = _DERIVED.get(key)
+    if cached is None or cached[0] is not schema:
+        if len(_DERIVED) > 1024:
+            _DERIVED.clear()
+        cached = _DERIVED[key] = (schema, build(schema))
+    result: _T = cached[1]
+    return result

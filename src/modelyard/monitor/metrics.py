@@ -53,7 +53,7 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
-from modelyard.schema import InputSchema
+from modelyard.schema import InputSchema, derived
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ColumnData: TypeAlias = pd.DataFrame | Mapping[str, Any]  # validated rows: a frame, or one array per column
@@ -458,16 +458,8 @@ class _InputPlan:
                             for c in schema.columns if c.kind == "categorical"]
 
 
-_PLANS: dict[int, tuple[InputSchema, _InputPlan]] = {}
-
-
 def _plan(schema: InputSchema) -> _InputPlan:
-    cached = _PLANS.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        if len(_PLANS) > 256:
-            _PLANS.clear()
-        cached = _PLANS[id(schema)] = (schema, _InputPlan(schema))
-    return cached[1]
+    return derived(schema, _InputPlan)
 
 
 def _count_rows(plan: _InputPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:

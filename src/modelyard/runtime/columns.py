@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.schema import InputSchema, Rows
+from modelyard.schema import InputSchema, Rows, derived
 
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _CATEGORY_TYPES = frozenset({str, type(None)})
@@ -85,18 +85,11 @@ class Columns:
 
 
 _Dtypes = tuple[tuple[str, Any], ...]
-_DTYPES: dict[int, tuple[InputSchema, _Dtypes]] = {}
 
 
-def _dtypes(schema: InputSchema) -> _Dtypes:
-    """Each column's name and array dtype (float64 for numbers, object for categories), once per schema."""
-    cached = _DTYPES.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        if len(_DTYPES) > 256:
-            _DTYPES.clear()
-        dtypes = tuple((c.name, np.float64 if c.kind == "numeric" else object) for c in schema.columns)
-        cached = _DTYPES[id(schema)] = (schema, dtypes)
-    return cached[1]
+def _column_dtypes(schema: InputSchema) -> _Dtypes:
+    """Each column's name and array dtype: float64 for numbers, object for categories."""
+    return tuple((c.name, np.float64 if c.kind == "numeric" else object) for c in schema.columns)
 
 
 def validate_columns(schema: InputSchema, rows: Rows) -> Columns:
@@ -266,7 +259,7 @@ def _parse_one(schema: InputSchema, record: dict[str, Any]) -> Columns | None:
                                      and value not in col.categories):
                 return None
             values.append(value)
-    return Columns.one_row(values, _dtypes(schema))
+    return Columns.one_row(values, derived(schema, _column_dtypes))
 
 
 def slice_rows(rows: pd.DataFrame | Columns, start: int, stop: int) -> pd.DataFrame | Columns:
