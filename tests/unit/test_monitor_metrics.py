@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import numpy as np
 import pandas as pd
@@ -154,7 +155,7 @@ def test_queued_answers_count_what_the_three_hooks_count(classes: list[str] | No
     async def answer_all() -> None:  # on a loop: queued, then counted in one flush
         for i, (rows, predictions) in enumerate(requests):
             metrics.observe_answer(f"{name}-queued", "1", "primary" if i % 2 else "canary", 0.0004 * (i + 1),
-                                   predictions, classes, schema.validate_rows(rows), schema, rows)
+                                   predictions, classes, functools.partial(schema.validate_rows, rows), schema, rows)
         assert metrics.TALLY._answers  # nothing counted yet
 
     asyncio.run(answer_all())

@@ -24,7 +24,8 @@ iteration, so whoever reads ``/metrics`` after an answer sees it counted); a cal
 is flushed at once; ``render()`` and every collection of the default registry flush first. The server's
 success hook, ``observe_answer``, does not even count: it queues the answer, and the flush counts every
 answer queued since the last one series by series (one pass over their predictions, one over the small
-requests' rows), ~6 µs a request at 16 requests a loop turn against ~14 for the three hooks.
+requests' rows): 5 µs a request at 16 requests a loop turn against 10 for the three hooks, measured side
+by side in one process.
 """
 
 from __future__ import annotations
@@ -126,6 +127,20 @@ class Tally:
         key = (counter, labels)
         self._counts[key] = self._counts.get(key, 0.0) + amount
 
+    def count_inputs(self, labels: tuple[str, ...], missing: Mapping[str, int], out: Mapping[str, int]) -> None:
+        """The per-feature counts of missing and out-of-range inputs (``_count_rows``, ``_count_frame``)."""
+        with self._lock:
+            self._count_inputs(labels, missing, out)
+        self._schedule()
+
+    def _count_inputs(self, labels: tuple[str, ...], missing: Mapping[str, int], out: Mapping[str, int]) -> None:
+        for name, n in missing.items():
+            if n:
+                self._count(INPUT_MISSING, (*labels, name), n)
+        for name, n in out.items():
+            if n:
+                self._count(INPUT_OUT_OF_RANGE, (*labels, name), n)
+
     def _digest(self, answers: list[_Answer]) -> None:
         """The counts of queued answers, series by series: one request count, the latencies, the predicted
         values of all of them in one pass, the inputs of the small ones in one pass over their rows. What
@@ -143,17 +158,14 @@ class Tally:
             if numbers is not None and len(numbers):
                 self._observe_array(self._pending(PREDICTION_VALUE, labels), PREDICTION_VALUE, numbers)
             plan = _plan(group[0].schema)
-            small = [a for a in group if a.rows is not None and len(a.rows) <= SMALL_REQUEST_ROWS]
-            counted = [_count_rows(plan, [row for a in small for row in a.rows])] if small else []  # type: ignore[union-attr]
-            counted += [_count_frame(plan, a.frame() if callable(a.frame) else a.frame) for a in group
-                        if a.rows is None or len(a.rows) > SMALL_REQUEST_ROWS]
-            for missing, out in counted:
-                for name, n in missing.items():
-                    if n:
-                        self._count(INPUT_MISSING, (*labels, name), n)
-                for name, n in out.items():
-                    if n:
-                        self._count(INPUT_OUT_OF_RANGE, (*labels, name), n)
+            small: list[Mapping[str, Any]] = []  # the rows of every small request, counted in one pass
+            for answer in group:
+                if answer.rows is not None and len(answer.rows) <= SMALL_REQUEST_ROWS:
+                    small.extend(answer.rows)
+                else:
+                    self._count_inputs(labels, *_count_frame(plan, answer.frame()))
+            if small:
+                self._count_inputs(labels, *_count_rows(plan, small))
 
     def _pending(self, hist: Histogram, labels: tuple[str, ...]) -> list[float]:
         key = (hist, labels)
@@ -397,18 +409,18 @@ class _Answer:
     seconds: float
     predictions: np.ndarray
     classes: Sequence[Any] | None
-    frame: ColumnData | Callable[[], ColumnData]
+    frame: Callable[[], ColumnData]
     schema: InputSchema
     rows: Sequence[Mapping[str, Any]] | None
 
 
 def observe_answer(model: str, version: str, route: str, seconds: float, predictions: np.ndarray,
-                   classes: Sequence[Any] | None, frame: ColumnData | Callable[[], ColumnData],
-                   schema: InputSchema, rows: Sequence[Mapping[str, Any]] | None = None) -> None:
+                   classes: Sequence[Any] | None, frame: Callable[[], ColumnData], schema: InputSchema,
+                   rows: Sequence[Mapping[str, Any]] | None = None) -> None:
     """One answered request (status 200): what ``observe_request``, ``observe_predictions`` and
     ``observe_inputs`` count, counted at the next flush together with every other answer since the last
-    one (the server's success hook). ``frame`` (the validated rows, or what gives them) is only read for a
-    request over ``SMALL_REQUEST_ROWS`` rows or without ``rows``."""
+    one (the server's success hook). ``frame`` gives the validated rows; it is only called for a request
+    over ``SMALL_REQUEST_ROWS`` rows or without ``rows``."""
     TALLY.answered(_Answer((model, version, route), seconds, predictions, classes, frame, schema, rows))
 
 
@@ -516,12 +528,7 @@ def observe_inputs(model: str, version: str, frame: ColumnData, schema: InputSch
     column); ``rows`` (the request's rows) makes small requests cheap."""
     plan = _plan(schema)
     if rows is not None and len(rows) <= SMALL_REQUEST_ROWS:
-        missing, out = _count_rows(plan, rows)
+        counts = _count_rows(plan, rows)
     else:
-        missing, out = _count_frame(plan, frame)
-    for name, n in missing.items():
-        if n:
-            TALLY.add(INPUT_MISSING, (model, version, route, name), n)
-    for name, n in out.items():
-        if n:
-            TALLY.add(INPUT_OUT_OF_RANGE, (model, version, route, name), n)
+        counts = _count_frame(plan, frame)
+    TALLY.count_inputs((model, version, route), *counts)
