@@ -197,18 +197,26 @@ app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/re
 '''
 
 
-def floor_server(port: int, workers: int, workdir: Path) -> Server:
+def floor_server(port: int, workers: int, workdir: Path, *, one_write: bool = False) -> Server:
     """The HTTP floor of this machine: the same uvicorn (httptools, uvloop), a Starlette route that parses
-    the body with orjson and answers a constant, ``workers`` processes."""
+    the body with orjson and answers a constant, ``workers`` processes. ``one_write``: under modelyard's
+    HTTP protocol (``serve/wire.py``: each response in one socket write), to show what that protocol alone
+    is worth."""
     folder = workdir / "floor"
     folder.mkdir(exist_ok=True)
     (folder / "floor_app.py").write_text(FLOOR_APP)
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
-    return Server("floor", command, url=f"{base}/predict", ready=f"{base}/readyz", env=dict(os.environ),
-                  cwd=folder, logfile=workdir / f"floor-{port}.log", body_key="instances",
-                  note=f"bare Starlette + orjson under uvicorn, {workers} workers")
+    env = dict(os.environ)
+    if one_write:
+        command += ["--http", "modelyard.serve.wire:OneWriteHttp"]
+        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    name = "floor-1w" if one_write else "floor"
+    return Server(name, command, url=f"{base}/predict", ready=f"{base}/readyz", env=env,
+                  cwd=folder, logfile=workdir / f"{name}-{port}.log", body_key="instances",
+                  note=f"bare Starlette + orjson under uvicorn{' (one write a response)' if one_write else ''}, "
+                       f"{workers} workers")
 
 
 def mlflow_server(python: Path, model_file: Path, sample: Path, port: int, workers: int,

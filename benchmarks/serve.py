@@ -24,7 +24,9 @@ machine >= 0.85x, p50 of process at most +0.1 ms).
 Starlette endpoint under the same uvicorn that parses the JSON body and returns a constant, 2 workers each,
 1-row requests of the example model (20,000 training rows), alternating per round; beside them the model's
 in-process 1-row ``Model.predict`` (one thread). Goals (issue 17): c=32 throughput >= 0.4x the floor's, and
-c=1 p50 <= the floor's p50 + the in-process predict + 0.1 ms.
+c=1 p50 <= the floor's p50 + the in-process predict + 0.1 ms. Beside the floor, ``floor-1w``: the same
+endpoint under modelyard's HTTP protocol (``serve/wire.py``, one socket write a response), to show what that
+protocol is worth on its own; the goals are taken against the plain floor.
 
 Servers and the load generator run as separate processes: ``wrk`` when installed, otherwise an async httpx
 client in a subprocess.
@@ -294,7 +296,8 @@ def against_floor(args: argparse.Namespace) -> None:
             shutil.copytree(home, baseline_home)
         servers = {"modelyard": modelyard_server(home, free_port(), args.workers, tmp, log=True,
                                                  database_url=args.database_url, durability="process"),
-                   "floor": floor_server(free_port(), args.workers, tmp)}
+                   "floor": floor_server(free_port(), args.workers, tmp),
+                   "floor-1w": floor_server(free_port(), args.workers, tmp, one_write=True)}
         if args.baseline_src is not None:
             servers["baseline"] = modelyard_server(baseline_home, free_port(), args.workers, tmp, log=True,
                                                    database_url=args.database_url, durability="process",
@@ -334,7 +337,9 @@ def against_floor(args: argparse.Namespace) -> None:
               f"{avg(name, 32, 'cpu_ms'):10.3f} {avg('floor', 32, 'cpu_ms') / avg(name, 32, 'cpu_ms'):8.3f} | "
               f"{avg(name, 1, 'p50'):10.3f} {avg(name, 1, 'p99'):10.3f}")
     print("(CPU ms/req: the server's process group's CPU time per answered request at c=32; floor/it, the "
-          "floor's CPU per request over this server's, is the throughput ratio an idle machine would show)")
+          "floor's CPU per request over this server's, is the throughput ratio an idle machine would show; "
+          "floor-1w: the same floor under modelyard's HTTP protocol, serve/wire.py, one write a response: the "
+          "goals are taken against the plain floor)")
     ratio = avg("modelyard", 32, "rps") / avg("floor", 32, "rps")
     budget = avg("floor", 1, "p50") + single + 0.1
     print(f"in-process 1-row Model.predict (one thread, median of {args.single}): {single:.3f} ms")

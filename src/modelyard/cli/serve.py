@@ -37,6 +37,8 @@ def serve_cmd(
     """Serve every model of the registry over REST v1 and the Open Inference Protocol v2."""
     import uvicorn
 
+    from modelyard.serve.wire import HTTP_PROTOCOL
+
     cfg = settings()  # read once here: fails early on a bad setting; workers read the same environment
     if not log_predictions:
         os.environ["MODELYARD_PREDICTION_LOG"] = "false"
@@ -62,6 +64,7 @@ def serve_cmd(
             log_config=_log_config(),
             access_log=access_log,
             lifespan="on",
+            http=HTTP_PROTOCOL,
             timeout_graceful_shutdown=None,
         )
     finally:
