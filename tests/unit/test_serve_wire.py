@@ -142,3 +142,13 @@ def test_a_large_body_is_gathered_not_copied_and_the_buffer_counts_what_is_held(
         assert t.get_extra_info("peername") == ("127.0.0.1", 5)
 
     run(body)
+
+
+def test_what_is_held_when_the_peer_goes_is_dropped_not_written_to_a_closed_transport() -> None:
+    async def body(t: OneWriteTransport, rec: Recorder) -> None:
+        t.write(b"5\r\nhello\r\n")
+        rec.closing = True  # connection_lost: the socket is gone before the loop turns
+        await asyncio.sleep(0)
+        assert rec.calls == []
+
+    run(body)

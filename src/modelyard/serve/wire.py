@@ -60,11 +60,13 @@ class OneWriteTransport:
         self.write(b"".join(list_of_data))
 
     def flush(self) -> None:
-        """Send what is held, if anything."""
+        """Send what is held, if anything; drop it if the peer has gone meanwhile (uvloop raises on a write
+        to a closed transport, and there is no one left to read it)."""
         held = self._held
         if held is not None:
             self._held = None
-            self._inner.write(held)
+            if not self._inner.is_closing():
+                self._inner.write(held)
 
     def close(self) -> None:
         self.flush()
