@@ -88,3 +88,19 @@ def test_predict_is_answered_without_fastapis_stack_with_the_apps_error_shape(
     assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])
     assert listing.status_code == 200 and not_a_name.status_code == 404  # both the ordinary way
     assert through_fastapi == ["/v1/models", "/v1/models/a/b/predict"]
+
+
+def test_plain_turns_nan_and_infinities_into_null_for_few_and_many_values() -> None:
+    import numpy as np
+
+    from modelyard.serve.inference import plain
+
+    assert plain(np.array([1.5])) == [1.5]
+    assert plain(np.array([np.nan])) == [None]
+    assert plain(np.array([np.inf, -np.inf, 2.0])) == [None, None, 2.0]
+    many = np.arange(100, dtype=np.float64)
+    many[[3, 97]] = [np.nan, np.inf]
+    out = plain(many)
+    assert out[3] is None and out[97] is None and out[4] == 4.0 and len(out) == 100
+    assert plain(np.array([1, 2])) == [1, 2]
+    assert plain(np.array(["a"], dtype=object)) == ["a"]

@@ -153,7 +153,7 @@ class MicroBatcher:
         self._executor = executor or ThreadPoolExecutor(self.config.max_concurrency,
                                                         thread_name_prefix=f"batch-{name}")
         self._queue: collections.deque[_Item] = collections.deque()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the dispatcher's, while it waits for requests
         self._slots = asyncio.Semaphore(self.config.max_concurrency)
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -198,7 +198,9 @@ class MicroBatcher:
         self._last_arrival = now
         future: asyncio.Future[Result] = loop.create_future()
         self._queue.append(_Item(rows, n, future, now))
-        self._wakeup.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return future
 
     # ---- the dispatcher ---------------------------------------------------------------------------------
@@ -228,8 +230,7 @@ class MicroBatcher:
         limit = self.config.max_batch_rows
         while True:
             if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._sleep(loop, None)
                 continue
             await self._slots.acquire()
             deadline = self._queue[0].enqueued + self.wait_budget() if self._queue else loop.time()
@@ -245,11 +246,7 @@ class MicroBatcher:
                 remaining = deadline - loop.time()
                 if full or remaining <= 0:
                     break
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
-                    pass
+                await self._sleep(loop, remaining)
             if not batch:
                 self._slots.release()
                 continue
@@ -259,6 +256,18 @@ class MicroBatcher:
             task = loop.create_task(self._execute(batch, rows))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Until a request is queued, or ``timeout`` seconds have passed. A future and a timer: the
+        ``asyncio.Event`` + ``wait_for`` this replaces made a task and a timer for every wait."""
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _release, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a batch of ``rows`` rows is predicted on the event loop: its fitted cost is known and at
@@ -380,6 +389,11 @@ class MicroBatcher:
                 pass
         if self._own_executor:
             self._executor.shutdown(wait=False)
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _take(result: Result, start: int, stop: int) -> Result:

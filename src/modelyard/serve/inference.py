@@ -10,6 +10,7 @@ answered, the rows are handed to the shadow queue (``serve/shadow.py``) when a s
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,7 +121,12 @@ def observe_failure(routed: Routed | None, exc: ModelyardError, seconds: float) 
 def plain(values: np.ndarray) -> list[Any]:
     """JSON-ready values: NaN and infinities become null."""
     out: list[Any] = np.asarray(values).tolist()
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
+    if values.dtype.kind != "f":
+        return out
+    # a few values (one-row requests): checked in Python, cheaper than two numpy calls
+    finite = (all(map(math.isfinite, out)) if values.ndim == 1 and len(out) <= 64
+              else bool(np.isfinite(values).all()))
+    if not finite:
         out = [v if v == v and v not in (float("inf"), float("-inf")) else None for v in out]
     return out
 
