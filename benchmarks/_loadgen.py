@@ -101,7 +101,21 @@ def run_async(url: str, body: Path, concurrency: int, duration: float) -> dict[s
     return dict(json.loads(out))
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(steal, total) clock ticks of every CPU since boot, from ``/proc/stat``; (0, 0) where there is none."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def measure(client: str, url: str, body: Path, concurrency: int, duration: float) -> dict[str, Any]:
-    if client == "wrk":
-        return run_wrk(url, body, concurrency, duration)
-    return run_async(url, body, concurrency, duration)
+    """One load run; ``steal``: the share of the machine's CPU time its hypervisor took meanwhile (a
+    virtual machine on a busy host: figures taken under much steal are slower and noisier)."""
+    steal0, total0 = cpu_jiffies()
+    r = run_wrk(url, body, concurrency, duration) if client == "wrk" else run_async(url, body, concurrency, duration)
+    steal1, total1 = cpu_jiffies()
+    r["steal"] = (steal1 - steal0) / max(1, total1 - total0)
+    return r

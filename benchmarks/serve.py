@@ -316,7 +316,7 @@ def against_floor(args: argparse.Namespace) -> None:
                         results.setdefault((name, c), []).append(r)
                         print(f"  round {round_ + 1} {name:<9} c={c:<3} {r['rps']:8.1f} req/s  p50 "
                               f"{r['p50']:6.3f} ms  p99 {r['p99']:7.2f} ms  CPU {r['cpu_ms']:.3f} ms/request  "
-                              f"errors {r['errors']}", flush=True)
+                              f"errors {r['errors']}  steal {100 * r['steal']:.0f}%", flush=True)
         finally:
             for server in servers.values():
                 server.stop()
@@ -347,6 +347,9 @@ def against_floor(args: argparse.Namespace) -> None:
     print(f"goal c=1 p50 <= floor p50 + predict + 0.1 ms = {budget:.3f} ms: {avg('modelyard', 1, 'p50'):.3f} ms -> "
           f"{'met' if avg('modelyard', 1, 'p50') <= budget else 'NOT met'}")
     print(f"prediction log: {logged} records in the database after the servers stopped")
+    steal = statistics.fmean(r["steal"] for cell in results.values() for r in cell)
+    print(f"CPU steal while measuring (the hypervisor's share of this machine's CPU time): {100 * steal:.0f}%"
+          f"{'; much steal: a noisy run, rerun on a quieter machine' if steal > 0.05 else ''}")
 
 
 if __name__ == "__main__":
