@@ -118,3 +118,19 @@ def test_a_malformed_request_gets_a_400_and_the_server_keeps_serving(
             data += chunk
     assert data.startswith(b"HTTP/1.1 400 "), data
     assert httpx.post(url + "/small", content="still", timeout=10).json() == {"echo": "still"}
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(
+        server: tuple[str, int, list[threading.Event]]) -> None:
+    _, port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /small HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
+        interim = sock.recv(65536)  # the client waits for it: it must not stay held back
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+        sock.sendall(b"body")
+        data = b""
+        while not data.endswith(b'{"echo":"body"}'):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
