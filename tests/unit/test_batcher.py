@@ -210,3 +210,21 @@ def test_config_comes_from_settings_with_per_model_overrides() -> None:
     assert batch_config(settings, "other") == BatchConfig(max_batch_rows=100, max_wait_ms=1.5)
     with pytest.raises(ValueError):
         BatchConfig(max_batch_rows=0)
+
+
+def test_one_stalled_batch_does_not_send_the_next_ones_to_a_thread() -> None:
+    from modelyard.runtime.batcher import _CostModel
+
+    cost = _CostModel()
+    for _ in range(50):
+        cost.observe(1, 100e-6)
+    cost.observe(1, 0.020)  # a 20 ms stall (a collection, a stolen time slice)
+    per_call, _ = cost.fit() or (None, None)
+    assert per_call is not None and per_call < 200e-6  # unclipped: ~1.9 ms, past inline_max_ms (1 ms)
+    for _ in range(60):  # a lasting change of cost still comes through
+        cost.observe(1, 2e-3)
+    per_call, _ = cost.fit() or (None, None)
+    assert per_call is not None and per_call > 1.5e-3
+    fresh = _CostModel()
+    fresh.observe(1, 0.050)  # the first batches (warm-up) are taken as they are
+    assert (fresh.fit() or (0.0, 0.0))[0] == pytest.approx(0.050)

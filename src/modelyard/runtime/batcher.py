@@ -111,13 +111,29 @@ class _Item:
 
 
 class _CostModel:
-    """seconds ≈ per_call + per_row * rows, fitted on recent batches (older ones fade out)."""
+    """seconds ≈ per_call + per_row * rows, fitted on recent batches (older ones fade out).
+
+    A batch that took more than ``SPIKE`` times what the fit expects counts as ``SPIKE`` times (once
+    ``WARM`` batches are known): a garbage collection, a page fault or a stolen time slice on a shared host
+    stretches one batch, not the model's cost. Unclipped, one 20 ms stall in 0.1 ms batches lifted the fit
+    past ``inline_max_ms`` for the next ~20 batches, each then paying a thread hop. A lasting change of
+    cost still comes through, by up to ``SPIKE`` times a batch.
+    """
+
+    SPIKE = 4.0
+    WARM = 5
 
     def __init__(self, decay: float = 0.9) -> None:
         self.decay = decay
         self.s0 = self.sx = self.sy = self.sxx = self.sxy = 0.0
+        self.seen = 0
 
     def observe(self, rows: int, seconds: float) -> None:
+        if self.seen >= self.WARM:
+            fitted = self.fit()
+            if fitted is not None:
+                seconds = min(seconds, self.SPIKE * (fitted[0] + fitted[1] * rows))
+        self.seen += 1
         d = self.decay
         self.s0, self.sx, self.sy = self.s0 * d + 1, self.sx * d + rows, self.sy * d + seconds
         self.sxx, self.sxy = self.sxx * d + rows * rows, self.sxy * d + rows * seconds
