@@ -111,11 +111,16 @@ def cpu_jiffies() -> tuple[int, int]:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
+def steal_since(before: tuple[int, int]) -> float:
+    """The share of the machine's CPU time its hypervisor took since ``before`` (a ``cpu_jiffies()``)."""
+    steal, total = cpu_jiffies()
+    return (steal - before[0]) / max(1, total - before[1])
+
+
 def measure(client: str, url: str, body: Path, concurrency: int, duration: float) -> dict[str, Any]:
     """One load run; ``steal``: the share of the machine's CPU time its hypervisor took meanwhile (a
     virtual machine on a busy host: figures taken under much steal are slower and noisier)."""
-    steal0, total0 = cpu_jiffies()
+    before = cpu_jiffies()
     r = run_wrk(url, body, concurrency, duration) if client == "wrk" else run_async(url, body, concurrency, duration)
-    steal1, total1 = cpu_jiffies()
-    r["steal"] = (steal1 - steal0) / max(1, total1 - total0)
+    r["steal"] = steal_since(before)
     return r

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import psutil  # noqa: E402
-from benchmarks._loadgen import cpu_jiffies  # noqa: E402
+from benchmarks._loadgen import cpu_jiffies, steal_since  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from tests.conftest import EXAMPLES, cli_env, generate_houses  # noqa: E402
 from tests.stream_kits import NatsKit  # noqa: E402
@@ -168,11 +168,10 @@ def main() -> None:
         for batch in [int(b) for b in args.batch_size.split(",")]:
             for round_ in range(args.rounds):
                 for label, src in (trees.items() if round_ % 2 == 0 else reversed(trees.items())):
-                    steal0 = cpu_jiffies()
+                    before = cpu_jiffies()
                     rate, startup, cpu, logged_rate, logged_cpu = asyncio.run(
                         consume(settings, rows, batch, args.extra.split(), src))
-                    steal1 = cpu_jiffies()
-                    steal = (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1])
+                    steal = steal_since(before)
                     raw = inprocess_rate(model, rows, batch)
                     print(f"{label:<9} batch {batch:>5} round {round_ + 1}: {rate:9,.0f} msgs/s end to end (goal "
                           f">= 20,000; start-up {startup:.1f}s), {sum(cpu.values()):.3f} CPU s per 1,000 messages "

@@ -214,9 +214,8 @@ class MicroBatcher:
         self._last_arrival = now
         future: asyncio.Future[Result] = loop.create_future()
         self._queue.append(_Item(rows, n, future, now))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiter is not None:
+            _release(self._waiter)
         return future
 
     # ---- the dispatcher ---------------------------------------------------------------------------------
@@ -408,6 +407,7 @@ class MicroBatcher:
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
+    """Wake the dispatcher's wait (a new request, or its timer), once."""
     if not waiter.done():
         waiter.set_result(None)
 
