@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, event, insert, select
 
 from modelyard.errors import ModelNotFoundError
 from modelyard.registry import tables as t
@@ -110,6 +110,37 @@ def test_predictions_select_filters_a_half_open_window_newest_first(predictions:
     east = timezone(timedelta(hours=5))  # the same instant in another zone selects the same rows
     assert predictions.select("m", since=(t0 + timedelta(minutes=1)).astimezone(east),
                               until=(t0 + timedelta(minutes=3)).astimezone(east)) == window
+
+
+def test_predictions_of_a_model_come_newest_by_time_in_the_index_order(predictions: PredictionStore,
+                                                                        engine: Engine) -> None:
+    """Shipped out of time order (one worker's segment after another's), a model's records still come newest
+    first by time; on SQLite the ``(model, ts)`` index gives that order, so a window is never sorted whole
+    before its limit (the monitor read 1.8M records' hour that way: 3.1 s a run)."""
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    predictions.insert([_prediction("late", ts=t0 + timedelta(seconds=5))])
+    predictions.insert([_prediction("early", ts=t0), _prediction("same", ts=t0 + timedelta(seconds=5))])
+    assert [r["request_id"] for r in predictions.select("m")] == ["same", "late", "early"]
+    assert [r.ts for r in predictions.traffic("m", t0, t0 + timedelta(minutes=1))] == [
+        t0, t0 + timedelta(seconds=5), t0 + timedelta(seconds=5)]
+    if engine.dialect.name != "sqlite":
+        return
+    seen: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        seen.append((sql, params))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        predictions.select("m", since=t0, until=t0 + timedelta(hours=1), limit=20_000)
+        predictions.traffic("m", t0, t0 + timedelta(hours=1))
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert len(seen) == 2
+    with engine.connect() as conn:
+        for sql, params in seen:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "ix_predictions_model_ts" in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_predictions_traffic_has_the_scalar_columns_only(predictions: PredictionStore) -> None:

@@ -144,18 +144,23 @@ class SqlPredictionStore:
     def select(self, model: str | None = None, *, since: datetime | None = None, until: datetime | None = None,
                route: str | None = None, version: int | None = None,
                limit: int | None = 100) -> list[PredictionRow]:
-        """Rows newest first (by insertion), ``since <= ts < until``."""
-        query = select(predictions).order_by(predictions.c.id.desc())
+        """Rows newest first, ``since <= ts < until``: one model's by time (then insertion), as the Parquet
+        target orders them, so that the ``(model, ts)`` index hands them over in order; every model's by
+        insertion. Ordered by insertion, a model's window was sorted whole before the limit applied: 3.1 s
+        for 1.8M records in the monitor's hour, every minute, in the serving process (issue 17)."""
+        c = predictions.c
         if model is not None:
-            query = query.where(predictions.c.model == model)
+            query = select(predictions).where(c.model == model).order_by(c.ts.desc(), c.id.desc())
+        else:
+            query = select(predictions).order_by(c.id.desc())
         if since is not None:
-            query = query.where(predictions.c.ts >= as_utc(since))
+            query = query.where(c.ts >= as_utc(since))
         if until is not None:
-            query = query.where(predictions.c.ts < as_utc(until))
+            query = query.where(c.ts < as_utc(until))
         if route is not None:
-            query = query.where(predictions.c.route == route)
+            query = query.where(c.route == route)
         if version is not None:
-            query = query.where(predictions.c.version == version)
+            query = query.where(c.version == version)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
@@ -166,7 +171,7 @@ class SqlPredictionStore:
         p = predictions.c
         query = select(p.ts, p.version, p.route, p.latency_ms, p.error).where(
             p.model == model, p.ts >= as_utc(since), p.ts < as_utc(until)
-        ).order_by(p.id)
+        ).order_by(p.ts, p.id)  # the (model, ts) index's order: no sort of the window
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [TrafficRow(as_utc(r[0]), int(r[1]), str(r[2]), None if r[3] is None else float(r[3]), bool(r[4]))
