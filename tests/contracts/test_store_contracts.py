@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -95,6 +96,11 @@ def test_predictions_prepared_insert_stores_what_sqlalchemy_core_stores(engine: 
     assert raw["a"] == raw["a-core"] and raw["b"] == raw["b-core"]
     assert store.by_request("a")[0]["inputs"] == [{"x": 1.5, "y": None}] and store.by_request("b")[0]["inputs"] is None
     assert store.insert(rows) == 2 and len(store.select(limit=None)) == 5  # still idempotent
+    # objects holding the columns as attributes (the log's records) store the same values again
+    assert store.insert_items([SimpleNamespace(**{**r, "request_id": r["request_id"] + "-items"}) for r in rows]) == 2
+    with engine.connect() as conn:
+        raw = {r[0]: r[1:] for r in conn.exec_driver_sql(f"SELECT {cols} FROM modelyard_predictions")}
+    assert raw["a-items"] == raw["a"] and raw["b-items"] == raw["b"] and store.insert_items([]) == 0
 
 
 def test_predictions_select_filters_a_half_open_window_newest_first(predictions: PredictionStore) -> None:

@@ -136,7 +136,7 @@ def as_reader(source: LogSource) -> LogReader:
 
 def insert_records(engine: Engine, records: Sequence[PredictionRecord]) -> int:
     """Insert records, skipping any (request_id, route) already stored; return how many were sent."""
-    return SqlPredictionStore(engine).insert([r.to_row() for r in records])
+    return SqlPredictionStore(engine).insert_items(records)
 
 
 def get_records(source: LogSource, request_id: str) -> list[PredictionRecord]:

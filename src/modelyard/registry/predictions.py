@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -95,9 +96,16 @@ class PreparedInsert:
                                 for name in self.order)
 
     def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return self._assemble([[r[name] for r in rows] for name in self.order])
+
+    def params_of(self, items: Sequence[Any]) -> list[Any]:
+        """``params`` of objects that hold every column as an attribute (``PredictionRecord``): read
+        straight from them, without a row dict each (a third of a shipped record's Python time)."""
+        return self._assemble([list(map(attrgetter(name), items)) for name in self.order])
+
+    def _assemble(self, values: list[list[Any]]) -> list[Any]:
         columns = []  # column by column: each processor mapped over its column at once
-        for name, process in zip(self.order, self.processors, strict=True):
-            column = [r[name] for r in rows]
+        for column, process in zip(values, self.processors, strict=True):
             columns.append(column if process is None else list(map(process, column)))
         if self.positional:
             return list(zip(*columns, strict=True))
@@ -132,6 +140,16 @@ class SqlPredictionStore:
         with self.engine.begin() as conn:
             conn.execute(_insert_ignoring(self.engine.dialect.name), [dict(r) for r in rows])
         return len(rows)
+
+    def insert_items(self, items: Sequence[Any]) -> int:
+        """``insert`` of objects holding every column of ``INSERT_COLUMNS`` as an attribute (the log's
+        records), through the prepared statement."""
+        if not items:
+            return 0
+        prepared = _prepared(self.engine)
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(prepared.sql, prepared.params_of(items))
+        return len(items)
 
     def by_request(self, request_id: str) -> list[PredictionRow]:
         """Every row of one request (the primary and, if any, its shadow and canary), in insertion order."""
