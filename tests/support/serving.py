@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from modelyard.config import Settings
+from modelyard.monitor.metrics import FLUSH_DELAY
 from tests.conftest import EXAMPLES, cli_env, generate_houses, train_and_publish
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -52,7 +54,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples whose labels include ``labels`` (0 when absent)."""
+        """Sum of a metric's samples whose labels include ``labels`` (0 when absent), read once every
+        worker's counts are due in the series (``metrics.FLUSH_DELAY`` after the last answer)."""
+        time.sleep(2 * FLUSH_DELAY)
         text = httpx.get(self.url + "/metrics", timeout=10).text
         total = 0.0
         for line in text.splitlines():

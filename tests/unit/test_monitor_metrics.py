@@ -163,3 +163,23 @@ def test_queued_answers_count_what_the_three_hooks_count(classes: list[str] | No
     assert hooks.keys() == queued.keys() and len(hooks) > 20
     for key, value in hooks.items():
         assert queued[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_counts_on_a_loop_reach_the_series_after_the_flush_delay_and_at_once_for_a_reader() -> None:
+    """One flush for every count made within ``FLUSH_DELAY``: the series itself moves only then, while a
+    collection (what ``/metrics`` does) flushes first and sees every count at once."""
+    child = metrics.REQUESTS.labels("delay-check", "1", "primary", "200")
+
+    async def counted() -> tuple[float, float, float]:
+        for _ in range(3):
+            metrics.observe_request("delay-check", "1", "primary", 200, 0.001)
+            await asyncio.sleep(0)  # loop turns pass: no flush yet
+        early = child._value.get()
+        await asyncio.sleep(metrics.FLUSH_DELAY * 3)
+        flushed = child._value.get()
+        metrics.observe_request("delay-check", "1", "primary", 200, 0.001)
+        return early, flushed, _value("modelyard_requests_total", model="delay-check", version="1",
+                                      route="primary", status="200")
+
+    early, flushed, read = asyncio.run(counted())
+    assert (early, flushed, read) == (0.0, 3.0, 4.0)

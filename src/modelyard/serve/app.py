@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await anyio.to_thread.run_sync(writer.stop)
                 log.info("prediction log flushed: %d written ahead, %d shipped, %d waiting in %s",
                          writer.written, writer.shipper.shipped, writer.pending, writer.folder)
+            metrics.flush()  # the counts of the last answers, before the worker's files are let go
             metrics.mark_process_dead()
 
     app = ModelyardApp(
