@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from modelyard.runtime import fastpath
+from modelyard.runtime.columns import Columns
 from modelyard.runtime.fastpath import OnnxRunner, check_parity, compile_fast_path, frame_columns, probe_rows
 from modelyard.schema import InputSchema
 
@@ -179,6 +180,39 @@ def test_a_few_rows_are_fed_value_by_value_as_the_array_path_feeds_them(
         assert small[name].shape == large[name].shape and small[name].dtype == large[name].dtype, name
         np.testing.assert_array_equal(small[name], large[name], err_msg=name)
     np.testing.assert_array_equal(runner.run(small), pipe.predict(frame))
+
+
+@pytest.mark.parametrize("change", [{}, {"neighborhood": None}, {"heating": float("nan")}, {"area_sqm": None},
+                                    {"condition": fastpath.MISSING_STRING}, {"house_type": 3}])
+def test_one_row_is_fed_as_its_columns_would_be(data: Any, change: dict[str, Any]) -> None:
+    """``feeds_of_row`` (a one-row request's values, one numpy call a column) gives the column path's graph
+    inputs, refuses what it refuses (the missing-string marker), and leaves what it cannot judge to it."""
+    _, X, y = data
+    X = X.copy()
+    X.loc[::50, ["neighborhood", "heating"]] = None  # nullable categories
+    schema = InputSchema.infer(X, categorical=CATEGORICAL)
+    X = schema.validate_rows(X)
+    pipe = house_pipeline(HistGradientBoostingRegressor(max_iter=10)).fit(X, y)
+    compiled = compile_fast_path(pipe, schema, X.head(300), task="regression")
+    runner = OnnxRunner(compiled.onnx_bytes, schema, task="regression")  # type: ignore[arg-type]
+    row = {**X.iloc[7].to_dict(), **change}
+    one = Columns.one_row([row[c.name] for c in schema.columns], tuple(
+        (c.name, np.float64 if c.kind == "numeric" else object) for c in schema.columns))
+    assert one.row == row
+    fed = runner.feeds_of_row(row)
+    expected = runner.feeds(one.data)
+    if "house_type" in change:  # not a string: the column path judges it
+        assert fed is fastpath.ROW_UNDECIDED
+        return
+    if expected is None:
+        assert fed is None and "condition" in change
+        return
+    assert fed is not None and fed.keys() == expected.keys()
+    for name in expected:
+        assert fed[name].shape == expected[name].shape and fed[name].dtype == expected[name].dtype, name
+        np.testing.assert_array_equal(fed[name], expected[name], err_msg=name)
+    np.testing.assert_array_equal(runner.run(fed), pipe.predict(pd.DataFrame([row])))
+    assert one.row is None  # an array was made of it: the columns now answer
 
 
 def _booster(module: str, cls: str, **params: Any) -> Any:

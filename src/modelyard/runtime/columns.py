@@ -47,6 +47,14 @@ class Columns:
         return columns
 
     @property
+    def row(self) -> dict[str, Any] | None:
+        """A one-row request's values by column while no array has been made of them; ``None`` otherwise."""
+        if self._row is None or self._data is not None:
+            return None
+        values, dtypes = self._row
+        return {name: v for v, (name, _) in zip(values, dtypes, strict=True)}
+
+    @property
     def data(self) -> dict[str, np.ndarray]:
         if self._data is None:
             assert self._row is not None

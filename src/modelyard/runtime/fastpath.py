@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -155,6 +156,27 @@ class OnnxRunner:
             feeds[name] = values.reshape(-1, 1)
         return feeds
 
+    def feeds_of_row(self, row: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+        """``feeds`` of one row's values, each graph input made in one numpy call (the column path makes a
+        one-element array per column and then its 2-D view: three calls a column, ~10 µs a one-row request
+        of 16 columns). ``None`` as ``feeds``; ``_UNDECIDED`` for a value the column path must judge."""
+        feeds: dict[str, np.ndarray] = {}
+        for name in self.numeric_:
+            feeds[name] = np.array(((row[name],),), dtype=np.float64)
+        for name, nullable in self.strings_:
+            v = row[name]
+            if type(v) is str:
+                if v == MISSING_STRING:
+                    return None
+            elif nullable and (v is None or (type(v) is float and v != v)):
+                v = MISSING_STRING
+            else:
+                return ROW_UNDECIDED
+            array = np.empty((1, 1), dtype=object)
+            array[0, 0] = v
+            feeds[name] = array
+        return feeds
+
     def run(self, feeds: dict[str, np.ndarray], *, proba: bool = False) -> np.ndarray:
         name = self.proba_output_ if proba else self.label_output_
         if name is None:
@@ -179,6 +201,7 @@ class OnnxRunner:
 
 
 _UNDECIDED = np.empty(0, dtype=object)
+ROW_UNDECIDED: dict[str, np.ndarray] = {}  # ``feeds_of_row``: the column path decides
 
 
 def _small_strings(values: np.ndarray, nullable: bool) -> np.ndarray | None:

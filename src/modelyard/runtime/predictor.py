@@ -22,7 +22,7 @@ import pandas as pd
 from modelyard.bundle import ONNX_FILE, Bundle, Manifest, load_bundle, sha256_bytes
 from modelyard.errors import BundleError, IntegrityError, ModelyardError, PredictionError
 from modelyard.runtime.columns import Columns, frame_as_is, validate_columns
-from modelyard.runtime.fastpath import OnnxRunner
+from modelyard.runtime.fastpath import ROW_UNDECIDED, OnnxRunner
 from modelyard.schema import InputSchema, OutputSchema, Rows
 
 if TYPE_CHECKING:
@@ -192,8 +192,10 @@ class Model:
 
     def _run_onnx(self, rows: Validated, *, proba: bool) -> np.ndarray | None:
         assert self.runner_ is not None
-        columns = rows.data if isinstance(rows, Columns) else _frame_columns(rows)
-        feeds = self.runner_.feeds(columns)
+        row = rows.row if isinstance(rows, Columns) else None
+        feeds = self.runner_.feeds_of_row(row) if row is not None else ROW_UNDECIDED
+        if feeds is ROW_UNDECIDED:
+            feeds = self.runner_.feeds(rows.data if isinstance(rows, Columns) else _frame_columns(rows))
         if feeds is None:
             self.fast_path_fallbacks_ += 1
             return None
