@@ -115,6 +115,24 @@ def test_batch_metrics_are_exported() -> None:
     assert _value("modelyard_batch_queue_wait_seconds_count", model="batch-names", version="1") == 2
 
 
+@pytest.mark.parametrize("waits", [1, 3, 8, 9, 40])
+def test_batch_waits_land_in_the_buckets_observe_would_put_them_in(waits: int) -> None:
+    """A few waits are counted one by one, many through numpy: either way as ``Histogram.observe``."""
+    rng = np.random.default_rng(waits)
+    values = [float(v) for v in rng.choice([0.00005, 0.0003, 0.001, 0.02, 2.0], waits)]
+    model = f"batch-waits-{waits}"
+    metrics.observe_batch(model, "1", waits * 2, values)
+    reference = metrics.Histogram("reference_wait", "", buckets=metrics.BATCH_QUEUE_WAIT._upper_bounds[:-1],
+                                  registry=None)
+    for v in values:
+        reference.observe(v)
+    expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name.endswith("_bucket")}
+    for le, count in expected.items():
+        assert _value("modelyard_batch_queue_wait_seconds_bucket", model=model, version="1", le=le) == count, le
+    assert _value("modelyard_batch_queue_wait_seconds_sum", model=model, version="1") == pytest.approx(sum(values))
+    assert _value("modelyard_batch_rows_bucket", model=model, version="1", le="+Inf") == 1
+
+
 def _samples(model: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of ``model``'s series, by name and labels but the model's."""
     metrics.flush()
