@@ -10,12 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from modelyard.errors import BadRequestError, LogUnavailableError, SchemaError, VersionNotFoundError
+from modelyard.errors import (
+    BadRequestError,
+    LogUnavailableError,
+    PayloadTooLargeError,
+    SchemaError,
+    VersionNotFoundError,
+)
 from modelyard.registry import parse_ref
 from modelyard.serve import v2
-from modelyard.serve.http import byte_count, parse_json
+from modelyard.serve.http import byte_count, parse_json, read_body
 from modelyard.serve.inference import InferenceService, Parsed
 from modelyard.serve.routing import Routed
 
@@ -107,3 +113,36 @@ def test_a_request_the_log_refuses_is_counted_as_a_503_not_a_200() -> None:
         asyncio.run(service.infer("refused-model", lambda: "rid-1", {}, parse, "v1"))
     assert _requests("503") == before_refused + 1
     assert _requests("200") == before_ok
+
+
+def _streamed(messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]] | None = None) -> Request:
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers or []}, receive)
+
+
+def test_a_streamed_body_is_read_whole_and_refused_once_past_the_limit() -> None:
+    """No Content-Length (chunked): the chunks are joined, a body past the limit is a 413 as it arrives, a
+    client gone mid-body is a disconnect, and a body something read before is read again from it."""
+    def chunks(*parts: bytes) -> list[dict[str, Any]]:
+        return [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+
+    assert asyncio.run(read_body(_streamed(chunks(b'{"a"', b": 1", b"}")), 100)) == b'{"a": 1}'
+    with pytest.raises(PayloadTooLargeError, match="over the limit of 10 bytes"):
+        asyncio.run(read_body(_streamed(chunks(b"123456", b"789012", b"3")), 10))
+    with pytest.raises(PayloadTooLargeError, match="is 11 bytes"):
+        asyncio.run(read_body(_streamed(chunks(b"1"), [(b"content-length", b"11")]), 10))
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(read_body(_streamed([*chunks(b"12", b"34")[:1], {"type": "http.disconnect"}]), 10))
+    with pytest.raises(BadRequestError, match="empty"):
+        asyncio.run(read_body(_streamed(chunks(b"")), 10))
+
+    async def twice() -> tuple[bytes, bytes]:
+        request = _streamed(chunks(b"ab", b"cd"))
+        first = await request.body()
+        return first, await read_body(request, 10)
+
+    assert asyncio.run(twice()) == (b"abcd", b"abcd")

@@ -21,6 +21,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from modelyard.errors import (
@@ -113,18 +114,38 @@ def request_id(request: Request) -> str:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing bodies over ``limit`` bytes before reading them whole, and empty ones."""
-    declared = byte_count(request.headers.get("content-length"))
+    """The request body, refusing bodies over ``limit`` bytes before reading them whole, and empty ones.
+    Read from the ASGI messages themselves (what ``Request.stream`` does, without its generator and the
+    headers object a ``Content-Length`` lookup builds), unless something read the body before."""
+    length = next((v for k, v in request.scope["headers"] if k == b"content-length"), None)
+    declared = byte_count(length.decode("latin-1")) if length is not None else None
     if declared is not None and declared > limit:
         raise PayloadTooLargeError(f"the request body is {declared} bytes; the limit is {limit}", field="body")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+
+    def take(chunk: bytes) -> None:
+        nonlocal size
         size += len(chunk)
         if size > limit:
             raise PayloadTooLargeError(f"the request body is over the limit of {limit} bytes", field="body")
         chunks.append(chunk)
-    body = b"".join(chunks)
+
+    if hasattr(request, "_body") or request._stream_consumed:
+        async for chunk in request.stream():
+            take(chunk)
+    else:
+        more = True
+        while more:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                request._is_disconnected = True
+                raise ClientDisconnect()
+            if message["type"] == "http.request":
+                more = message.get("more_body", False)
+                take(message.get("body", b""))
+        request._stream_consumed = True
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not body:
         raise BadRequestError("the request body is empty; send a JSON object", field="body")
     return body
