@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.responses import Response
 
 from modelyard.config import Settings
 from modelyard.serve import create_app
-from modelyard.serve.http import new_request_id
+from modelyard.serve.http import REQUEST_ID_HEADER, json_response, new_request_id
 
 
 def test_new_request_ids_are_32_hex_digits_and_unique() -> None:
@@ -104,3 +105,14 @@ def test_plain_turns_nan_and_infinities_into_null_for_few_and_many_values() -> N
     assert out[3] is None and out[97] is None and out[4] == 4.0 and len(out) == 100
     assert plain(np.array([1, 2])) == [1, 2]
     assert plain(np.array(["a"], dtype=object)) == ["a"]
+
+
+@pytest.mark.parametrize("status", [200, 404, 422, 503, 204])
+@pytest.mark.parametrize("request_id", ["r-1", None])
+def test_a_json_answer_has_the_headers_starlette_would_give_it(status: int, request_id: str | None) -> None:
+    ours = json_response({"predictions": [1.5]}, status, request_id)
+    theirs = Response(b'{"predictions":[1.5]}', status_code=status, media_type="application/json",
+                      headers={REQUEST_ID_HEADER: request_id} if request_id else None)
+    assert (ours.status_code, ours.raw_headers, ours.body) == (theirs.status_code, theirs.raw_headers, theirs.body)
+    ours.headers["Retry-After"] = "5"  # what the 503 handler adds
+    assert ours.headers["retry-after"] == "5" and ours.headers["content-type"] == "application/json"

@@ -74,10 +74,30 @@ def _random_bits() -> int:
 os.register_at_fork(after_in_child=_RANDOM.clear)
 
 
+class JSONAnswer(Response):
+    """A JSON answer with its headers written once (``X-Request-ID``, ``content-length``, ``content-type``:
+    what ``Response`` makes of the same arguments, without its general header assembly)."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, status_code: int, request_id: str | None) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = content
+        length = (b"content-length", str(len(content)).encode())
+        self.raw_headers = ([(_REQUEST_ID_KEY, request_id.encode("latin-1")), length, _JSON_TYPE] if request_id
+                            else [length, _JSON_TYPE])
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
 def json_response(body: Any, status: int = 200, request_id: str | None = None) -> Response:
-    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-    return Response(orjson.dumps(body, option=JSON_OPTIONS, default=str), status_code=status,
-                    media_type="application/json", headers=headers)
+    content = orjson.dumps(body, option=JSON_OPTIONS, default=str)
+    if status < 200 or status in (204, 304):  # no content-length: Response knows the rules
+        return Response(content, status_code=status, media_type="application/json",
+                        headers={REQUEST_ID_HEADER: request_id} if request_id else None)
+    return JSONAnswer(content, status, request_id)
 
 
 def byte_count(text: str | None) -> int | None:
