@@ -99,14 +99,15 @@ class Tally:
             self._observe(self._pending(hist, labels), hist, value)
         self._schedule()
 
-    def observe_each(self, observations: Iterable[tuple[Histogram, tuple[str, ...], float]]) -> None:
-        """``observe`` of each (histogram, labels, value), under one lock and one schedule."""
-        with self._lock:
-            for hist, labels, value in observations:
-                self._observe(self._pending(hist, labels), hist, float(value))
-        self._schedule()
-
     def observe_many(self, hist: Histogram, labels: tuple[str, ...], values: np.ndarray | Sequence[float]) -> None:
+        if not isinstance(values, np.ndarray) and len(values) <= SMALL_OBSERVE:  # a batch's few queue waits:
+            with self._lock:  # counted one by one, without an array made of them
+                pending = self._pending(hist, labels)
+                for v in values:
+                    self._observe(pending, hist, float(v))
+            if values:
+                self._schedule()
+            return
         array = np.asarray(values, dtype="float64").ravel()
         if not len(array):
             return
@@ -435,14 +436,9 @@ def observe_answer(model: str, version: str, route: str, seconds: float, predict
 
 
 def observe_batch(model: str, version: str, rows: int, queue_waits: Sequence[float]) -> None:
-    """One micro-batch: its size, and how long each of its requests waited for it (a few waits are counted
-    one by one, without an array made of them)."""
-    labels = (model, version)
-    if len(queue_waits) > SMALL_OBSERVE:
-        TALLY.observe(BATCH_ROWS, labels, rows)
-        TALLY.observe_many(BATCH_QUEUE_WAIT, labels, queue_waits)
-        return
-    TALLY.observe_each(((BATCH_ROWS, labels, rows), *((BATCH_QUEUE_WAIT, labels, w) for w in queue_waits)))
+    """One micro-batch: its size, and how long each of its requests waited for it."""
+    TALLY.observe(BATCH_ROWS, (model, version), rows)
+    TALLY.observe_many(BATCH_QUEUE_WAIT, (model, version), queue_waits)
 
 
 def observe_predictions(model: str, version: str, predictions: np.ndarray,

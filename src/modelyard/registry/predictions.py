@@ -9,7 +9,7 @@ message, never produces a second row.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -133,10 +133,7 @@ class SqlPredictionStore:
         if not rows:
             return 0
         if all(r.keys() == _INSERT_SET for r in rows):
-            prepared = _prepared(self.engine)
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(prepared.sql, prepared.params(rows))
-            return len(rows)
+            return self._insert_prepared(lambda prepared: prepared.params(rows))
         with self.engine.begin() as conn:
             conn.execute(_insert_ignoring(self.engine.dialect.name), [dict(r) for r in rows])
         return len(rows)
@@ -146,10 +143,14 @@ class SqlPredictionStore:
         records), through the prepared statement."""
         if not items:
             return 0
+        return self._insert_prepared(lambda prepared: prepared.params_of(items))
+
+    def _insert_prepared(self, params: Callable[[PreparedInsert], list[Any]]) -> int:
         prepared = _prepared(self.engine)
+        values = params(prepared)
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(prepared.sql, prepared.params_of(items))
-        return len(items)
+            conn.exec_driver_sql(prepared.sql, values)
+        return len(values)
 
     def by_request(self, request_id: str) -> list[PredictionRow]:
         """Every row of one request (the primary and, if any, its shadow and canary), in insertion order."""

@@ -159,22 +159,17 @@ class OnnxRunner:
     def feeds_of_row(self, row: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
         """``feeds`` of one row's values, each graph input made in one numpy call (the column path makes a
         one-element array per column and then its 2-D view: three calls a column, ~10 µs a one-row request
-        of 16 columns). ``None`` as ``feeds``; ``_UNDECIDED`` for a value the column path must judge."""
+        of 16 columns). ``None`` as ``feeds``; ``ROW_UNDECIDED`` for a value the column path must judge."""
         feeds: dict[str, np.ndarray] = {}
         for name in self.numeric_:
             feeds[name] = np.array(((row[name],),), dtype=np.float64)
         for name, nullable in self.strings_:
-            v = row[name]
-            if type(v) is str:
-                if v == MISSING_STRING:
-                    return None
-            elif nullable and (v is None or (type(v) is float and v != v)):
-                v = MISSING_STRING
-            else:
+            small = _small_strings((row[name],), nullable)
+            if small is None:
+                return None
+            if small is _UNDECIDED:
                 return ROW_UNDECIDED
-            array = np.empty((1, 1), dtype=object)
-            array[0, 0] = v
-            feeds[name] = array
+            feeds[name] = small
         return feeds
 
     def run(self, feeds: dict[str, np.ndarray], *, proba: bool = False) -> np.ndarray:
@@ -204,12 +199,13 @@ _UNDECIDED = np.empty(0, dtype=object)
 ROW_UNDECIDED: dict[str, np.ndarray] = {}  # ``feeds_of_row``: the column path decides
 
 
-def _small_strings(values: np.ndarray, nullable: bool) -> np.ndarray | None:
-    """``feeds`` of a string column of a few rows, value by value (the five numpy calls of the array path
-    cost more than the rows): the graph input, ``None`` when a value is the missing-string marker, or
-    ``_UNDECIDED`` for anything but a string or (nullable) a None or NaN: the array path decides."""
+def _small_strings(values: np.ndarray | tuple[Any, ...], nullable: bool) -> np.ndarray | None:
+    """``feeds`` of a string column of a few rows (an array, or one row's value in a tuple), value by value
+    (the five numpy calls of the array path cost more than the rows): the graph input, ``None`` when a value
+    is the missing-string marker, or ``_UNDECIDED`` for anything but a string or (nullable) a None or NaN:
+    the array path decides."""
     out: list[Any] = []
-    for v in values.tolist():
+    for v in values if isinstance(values, tuple) else values.tolist():
         if type(v) is str:
             if v == MISSING_STRING:
                 return None
