@@ -185,8 +185,9 @@ def test_a_few_rows_are_fed_value_by_value_as_the_array_path_feeds_them(
 @pytest.mark.parametrize("change", [{}, {"neighborhood": None}, {"heating": float("nan")}, {"area_sqm": None},
                                     {"condition": fastpath.MISSING_STRING}, {"house_type": 3}])
 def test_one_row_is_fed_as_its_columns_would_be(data: Any, change: dict[str, Any]) -> None:
-    """``feeds_of_row`` (a one-row request's values, one numpy call a column) gives the column path's graph
-    inputs, refuses what it refuses (the missing-string marker), and leaves what it cannot judge to it."""
+    """``feeds_of_row`` (a one-row request's values: one array for the numeric inputs, one cell a string)
+    gives the column path's graph inputs, refuses what it refuses (the missing-string marker), and leaves
+    what it cannot judge to it."""
     _, X, y = data
     X = X.copy()
     X.loc[::50, ["neighborhood", "heating"]] = None  # nullable categories

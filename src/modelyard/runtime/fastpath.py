@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -157,19 +157,22 @@ class OnnxRunner:
         return feeds
 
     def feeds_of_row(self, row: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
-        """``feeds`` of one row's values, each graph input made in one numpy call (the column path makes a
-        one-element array per column and then its 2-D view: three calls a column, ~10 µs a one-row request
-        of 16 columns). ``None`` as ``feeds``; ``ROW_UNDECIDED`` for a value the column path must judge."""
-        feeds: dict[str, np.ndarray] = {}
-        for name in self.numeric_:
-            feeds[name] = np.array(((row[name],),), dtype=np.float64)
+        """``feeds`` of one row's values: the numeric inputs as (1, 1) views of one array made in one numpy
+        call, each string input one cell (the column path makes a one-element array per column and then its
+        2-D view: three calls a column, ~10 µs a one-row request of 16 columns; one array per numeric input
+        here cost another ~3 µs). ``None`` as ``feeds``; ``ROW_UNDECIDED`` for a value the column path must
+        judge."""
+        numbers = np.array((tuple(row[name] for name in self.numeric_),), dtype=np.float64)
+        feeds = {name: numbers[:, i:i + 1] for i, name in enumerate(self.numeric_)}
         for name, nullable in self.strings_:
-            small = _small_strings((row[name],), nullable)
-            if small is None:
+            cell = _string_cell(row[name], nullable)
+            if cell is None:
                 return None
-            if small is _UNDECIDED:
+            if cell is _UNDECIDED:
                 return ROW_UNDECIDED
-            feeds[name] = small
+            array = np.empty((1, 1), dtype=object)
+            array[0, 0] = cell
+            feeds[name] = array
         return feeds
 
     def run(self, feeds: dict[str, np.ndarray], *, proba: bool = False) -> np.ndarray:
@@ -199,21 +202,27 @@ _UNDECIDED = np.empty(0, dtype=object)
 ROW_UNDECIDED: dict[str, np.ndarray] = {}  # ``feeds_of_row``: the column path decides
 
 
-def _small_strings(values: np.ndarray | tuple[Any, ...], nullable: bool) -> np.ndarray | None:
-    """``feeds`` of a string column of a few rows (an array, or one row's value in a tuple), value by value
-    (the five numpy calls of the array path cost more than the rows): the graph input, ``None`` when a value
-    is the missing-string marker, or ``_UNDECIDED`` for anything but a string or (nullable) a None or NaN:
-    the array path decides."""
+def _string_cell(value: Any, nullable: bool) -> Any:
+    """One value of a string column as the graph takes it: the string; ``MISSING_STRING`` for a missing
+    value (None or NaN) of a nullable column; ``None`` for the missing-string marker itself (a real value the
+    graph cannot tell from a missing one); ``_UNDECIDED`` for anything else (the array path decides)."""
+    if type(value) is str:
+        return None if value == MISSING_STRING else value
+    if nullable and (value is None or (type(value) is float and value != value)):
+        return MISSING_STRING
+    return _UNDECIDED
+
+
+def _small_strings(values: np.ndarray, nullable: bool) -> np.ndarray | None:
+    """``feeds`` of a string column of a few rows, value by value (``_string_cell``: the five numpy calls of
+    the array path cost more than the rows): the graph input, ``None`` when a value is the missing-string
+    marker, or ``_UNDECIDED`` when the array path must decide."""
     out: list[Any] = []
-    for v in values if isinstance(values, tuple) else values.tolist():
-        if type(v) is str:
-            if v == MISSING_STRING:
-                return None
-            out.append(v)
-        elif nullable and (v is None or (type(v) is float and v != v)):
-            out.append(MISSING_STRING)
-        else:
-            return _UNDECIDED
+    for v in values.tolist():
+        cell = _string_cell(v, nullable)
+        if cell is None or cell is _UNDECIDED:
+            return cast(np.ndarray | None, cell)
+        out.append(cell)
     array = np.empty((len(out), 1), dtype=object)
     array[:, 0] = out
     return array
