@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         default="process", description="When an answer may leave: process = its records are written to the "
         "segment (survives any crash of the process); machine = also fdatasync'd (survives power loss); "
         "async = records wait in memory (lossy: a crash loses up to log_flush_interval of answers).")
+    log_ship_in_child: bool = Field(
+        default=False, description="Servers ship the prediction log into its store from a child process "
+        "instead of a thread (the event loop keeps its interpreter to itself): faster with a core to spare "
+        "(one worker on two cores), slower with none (two workers on two cores).")
     log_on_failure: Literal["refuse", "serve"] = Field(
         default="refuse", description="When the segment cannot be written: refuse = 503 with Retry-After and "
         "/readyz unready; serve = answer anyway, unlogged on disk (a warning and a metric each time).")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy import func, select
 
@@ -70,17 +71,27 @@ def load(server: Server) -> LoadLoop:
     return LoadLoop(f"{server.url}/v1/models/house-prices/predict", {"instances": house_rows(1)}, threads=16)
 
 
-@pytest.mark.parametrize(("settings", "workers"), [  # one worker on the embedded default, two on PostgreSQL
-    pytest.param("sqlite", 1, id="sqlite-1"),
-    pytest.param("postgres", 2, id="postgres-2", marks=pytest.mark.postgres),
+def _shipping_children(server: Server) -> list[psutil.Process]:
+    return [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+            if "ship_in_child" in " ".join(p.cmdline())]
+
+
+@pytest.mark.parametrize(("settings", "workers", "child"), [  # one worker on the embedded default, two on
+    pytest.param("sqlite", 1, False, id="sqlite-1"),  # PostgreSQL; one shipping from a child process
+    pytest.param("sqlite", 1, True, id="sqlite-1-ship-in-child"),
+    pytest.param("postgres", 2, False, id="postgres-2", marks=pytest.mark.postgres),
 ], indirect=["settings"])
 def test_sigkill_of_the_whole_server_mid_load_loses_no_answered_prediction(
-    settings: Settings, workers: int, tmp_path: Path, request: pytest.FixtureRequest,
+    settings: Settings, workers: int, child: bool, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
-    server = Server(settings, tmp_path / "killed.log", workers=workers).wait_ready()
+    env = {"MODELYARD_LOG_SHIP_IN_CHILD": "true"} if child else {}
+    server = Server(settings, tmp_path / "killed.log", workers=workers, **env).wait_ready()
+    assert len(_shipping_children(server)) == (1 if child else 0)
     loop = load(server).start()
     try:
         loop.wait_for(1500, timeout=120)
+        if child:  # the child ships while the worker answers
+            wait_until(lambda: total_rows(settings) > 0, 30, "the shipping child's first rows")
     finally:
         server.kill_group()  # mid-load: clients are still sending
         loop.stop()

@@ -298,6 +298,28 @@ def test_with_ship_in_child_a_child_process_ships_and_stop_ships_the_rest(db: st
     assert len(counts(db)) == 365 and not spill_mod.segments(tmp_path / "spill")
 
 
+def test_a_shipping_child_tells_the_hooks_what_a_shipping_thread_would(tmp_path: Path) -> None:
+    """With the database unreachable, the child's failed ships and held-back records reach this process's
+    ``on_ship_error`` and ``on_spilled`` (the server's metrics), as they do from the writer's own thread."""
+    import time
+
+    errors: list[None] = []
+    spilled: list[int] = []
+    url = f"sqlite:///{tmp_path / 'missing' / 'log.db'}"  # a folder that does not exist: unreachable
+    writer = PredictionLogWriter(url, tmp_path / "spill", flush_interval=0.05, retry_interval=0.05,
+                                 ship_in_child=True,
+                                 hooks=LogHooks(on_ship_error=lambda: errors.append(None),
+                                                on_spilled=spilled.append)).start()
+    writer.commit_sync(records(30, prefix="away"))
+    deadline = time.monotonic() + 30
+    while (not errors or sum(spilled) < 30) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop(timeout=10)
+    assert errors, "the child's failed ships never reached on_ship_error"
+    assert sum(spilled) == 30 and writer.spilled == 30  # each held-back record told once
+    assert spill_mod.count_unheld(tmp_path / "spill") == 30  # still on disk, for the next shipper
+
+
 def test_a_shipping_child_dies_with_its_process_and_leaves_the_segments(db: str, tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from modelyard._gc import settle_heap
 from modelyard._pipes import frame, read_frame
@@ -165,18 +166,21 @@ class Shipper:
 
 SHIPPER = """
 import os, sys
-os.dup2(2, 1)  # whatever a library prints goes to stderr
+events = os.fdopen(os.dup(1), "wb", buffering=0)
+os.dup2(2, 1)  # whatever a library prints goes to stderr, never among the events
 from modelyard.predlog.shipper import ship_in_child
-ship_in_child(int(sys.argv[1]), sys.argv[2] == "1")
+ship_in_child(int(sys.argv[1]), sys.argv[2] == "1", events)
 """
 """The shipping child's program (``python -c SHIPPER PARENT_PID DIE_WITH_IT``): its ``Shipper`` comes pickled on
 stdin (with its interval), then one byte at a time: ``s`` ships now, ``q`` ships a last time and exits. The end of
 stdin without ``q`` (the parent died) ends it at once: the segments wait for the next shipper, as they
-would had the shipper been a thread of the dead process."""
+would had the shipper been a thread of the dead process. On stdout it reports what the shipping hooks would
+have been told, one line each: ``e`` the store could not be reached, ``p<n>`` n records wait for it."""
 
 
-def ship_in_child(parent: int, die_with_it: bool) -> None:
-    """``SHIPPER``'s loop: ship every ``interval`` seconds, or when asked, until told to stop."""
+def ship_in_child(parent: int, die_with_it: bool, events: BinaryIO | None = None) -> None:
+    """``SHIPPER``'s loop: ship every ``interval`` seconds, or when asked, until told to stop; the hooks'
+    events written to ``events`` for the parent (``ShipperProcess``)."""
     import select
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -187,6 +191,9 @@ def ship_in_child(parent: int, die_with_it: bool) -> None:
     if data is None:
         return  # the parent died before it sent the shipper
     shipper, interval = pickle.loads(data)
+    if events is not None:
+        shipper._on_error = lambda: _emit(events, b"e\n")
+        shipper._on_spilled = lambda n: _emit(events, b"p%d\n" % n)
     settle_heap(batches=True)
     try:
         while True:
@@ -200,6 +207,11 @@ def ship_in_child(parent: int, die_with_it: bool) -> None:
                 return
     finally:
         shipper.dispose()
+
+
+def _emit(events: BinaryIO, line: bytes) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a parent gone, or stopped reading: nobody to tell
+        events.write(line)
 
 
 def _die_with(parent: int) -> None:
@@ -222,18 +234,40 @@ class ShipperProcess:
 
     The child ships every ``interval`` seconds what nobody holds, as the writer's tick would; the writer
     only rotates. ``shipper`` is pickled to it (a sink built from settings, without an engine). Records the
-    store accepted are counted in the child, not in this process's ``Shipper``.
+    store accepted are counted in the child, not in this process's ``Shipper``; what the shipping hooks
+    would be told there (``on_error``, ``on_spilled``) comes back on the child's stdout and is passed to them
+    here, from a thread of this process (``spilled`` counts it).
     """
 
-    def __init__(self, shipper: Shipper, interval: float) -> None:
+    def __init__(self, shipper: Shipper, interval: float, *, on_error: Callable[[], None] | None = None,
+                 on_spilled: Callable[[int], None] | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         main = "1" if threading.current_thread() is threading.main_thread() else "0"
         self._proc = subprocess.Popen([sys.executable, "-c", SHIPPER, str(os.getpid()), main], env=env,
-                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._lock = threading.Lock()
         self.folder = shipper.folder
+        self.spilled = 0  # records the child held back because the store was away
+        self._on_error, self._on_spilled = on_error, on_spilled
+        self._events = threading.Thread(target=self._read_events, name="modelyard-predlog-events", daemon=True)
+        self._events.start()
         data = pickle.dumps((shipper, interval), protocol=pickle.HIGHEST_PROTOCOL)
         self._send(frame(data))
+
+    def _read_events(self) -> None:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        for line in stdout:  # until the child exits
+            try:
+                if line == b"e\n":
+                    if self._on_error is not None:
+                        self._on_error()
+                elif line.startswith(b"p"):
+                    self.spilled += int(line[1:])
+                    if self._on_spilled is not None:
+                        self._on_spilled(int(line[1:]))
+            except Exception:  # a hook's failure never stops the reading
+                log.exception("prediction log: a shipping hook failed")
 
     @property
     def pid(self) -> int:
@@ -268,3 +302,6 @@ class ShipperProcess:
                       timeout, self.folder)
             self._proc.kill()
             self._proc.wait()
+        self._events.join(5.0)  # the child's last events passed on before this returns
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()

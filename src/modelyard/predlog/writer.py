@@ -15,8 +15,9 @@ shipper tick, every ``flush_interval`` seconds) rotates the segment, ships every
 and any a dead process left) into the log store (the database, or Parquet files: ``MODELYARD_LOG_TARGET``)
 and deletes it (``shipper.py``), and refreshes the backlog. With ``ship_in_child`` the tick only rotates:
 a child interpreter ships (``shipper.ShipperProcess``), so that the store's inserts do not take this
-interpreter's time (the stream consumer, whose one interpreter is its hot path); the shipping hooks
-(``on_ship_error``, ``on_spilled``) then do not fire, and ``modelyard log status`` shows the child's errors.
+interpreter's time (the stream consumer, whose one interpreter is its hot path; a server with a core to
+spare, ``MODELYARD_LOG_SHIP_IN_CHILD``); the shipping hooks (``on_ship_error``, ``on_spilled``) are told
+what the child reports, and ``modelyard log status`` shows the child's errors.
 
 When the segment cannot be written (disk full, unwritable folder) ``commit()`` raises
 ``LogUnavailableError`` (a 503 with ``Retry-After``) and ``healthy`` turns False until a write works again
@@ -106,6 +107,7 @@ class PredictionLogWriter:
             raise ValueError("ship_in_child needs a sink the child can build (a url or a sink), not an engine")
         self.ship_in_child = ship_in_child
         self._ship_child: ShipperProcess | None = None
+        self._child_spilled = 0  # what children stopped since reported as held back
         self._lock = threading.Lock()  # the segment and the bookkeeping below
         self._segment = segments.Segment(self.folder)
         self._open_records: list[PredictionRecord] = []  # what the open segment holds
@@ -232,7 +234,8 @@ class PredictionLogWriter:
     @property
     def spilled(self) -> int:
         """Records that had to wait in segments because the database was unreachable."""
-        return self.shipper.spilled
+        child = self._ship_child.spilled if self._ship_child is not None else 0
+        return self.shipper.spilled + self._child_spilled + child
 
     @property
     def healthy(self) -> bool:
@@ -254,7 +257,7 @@ class PredictionLogWriter:
                 self._ship_child = ShipperProcess(
                     Shipper(self.url, self.folder, batch_size=self.shipper.sink.batch_size or 500,
                             retry_interval=self.shipper.retry_interval, sink=self.shipper.sink),
-                    self.flush_interval)
+                    self.flush_interval, on_error=self.hooks.on_ship_error, on_spilled=self.hooks.on_spilled)
             self._thread = threading.Thread(target=self._run, name="modelyard-predlog", daemon=True)
             self._thread.start()
         return self
@@ -294,6 +297,7 @@ class PredictionLogWriter:
             self._rotate_locked()
         if self._ship_child is not None:  # the last pass, once every segment of ours is closed
             self._ship_child.stop(timeout)
+            self._child_spilled += self._ship_child.spilled
             self._ship_child = None
         self.shipper.dispose()
 

@@ -58,7 +58,7 @@ def _writer(settings: Settings) -> PredictionLogWriter | None:
         on_write_failure=metrics.LOG_WRITE_FAILURES.inc,
         on_ship_error=metrics.LOG_SHIP_ERRORS.inc,
         on_served_unlogged=metrics.LOG_SERVED_UNLOGGED.inc,
-    )).start()
+    ), ship_in_child=settings.log_ship_in_child).start()
 
 
 class ModelyardApp(FastAPI):
