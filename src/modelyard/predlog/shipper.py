@@ -236,7 +236,7 @@ class ShipperProcess:
     only rotates. ``shipper`` is pickled to it (a sink built from settings, without an engine). Records the
     store accepted are counted in the child, not in this process's ``Shipper``; what the shipping hooks
     would be told there (``on_error``, ``on_spilled``) comes back on the child's stdout and is passed to them
-    here, from a thread of this process (``spilled`` counts it).
+    here, from a thread of this process.
     """
 
     def __init__(self, shipper: Shipper, interval: float, *, on_error: Callable[[], None] | None = None,
@@ -247,7 +247,6 @@ class ShipperProcess:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._lock = threading.Lock()
         self.folder = shipper.folder
-        self.spilled = 0  # records the child held back because the store was away
         self._on_error, self._on_spilled = on_error, on_spilled
         self._events = threading.Thread(target=self._read_events, name="modelyard-predlog-events", daemon=True)
         self._events.start()
@@ -262,10 +261,8 @@ class ShipperProcess:
                 if line == b"e\n":
                     if self._on_error is not None:
                         self._on_error()
-                elif line.startswith(b"p"):
-                    self.spilled += int(line[1:])
-                    if self._on_spilled is not None:
-                        self._on_spilled(int(line[1:]))
+                elif line.startswith(b"p") and self._on_spilled is not None:
+                    self._on_spilled(int(line[1:]))
             except Exception:  # a hook's failure never stops the reading
                 log.exception("prediction log: a shipping hook failed")
 

@@ -107,7 +107,6 @@ class PredictionLogWriter:
             raise ValueError("ship_in_child needs a sink the child can build (a url or a sink), not an engine")
         self.ship_in_child = ship_in_child
         self._ship_child: ShipperProcess | None = None
-        self._child_spilled = 0  # what children stopped since reported as held back
         self._lock = threading.Lock()  # the segment and the bookkeeping below
         self._segment = segments.Segment(self.folder)
         self._open_records: list[PredictionRecord] = []  # what the open segment holds
@@ -234,8 +233,7 @@ class PredictionLogWriter:
     @property
     def spilled(self) -> int:
         """Records that had to wait in segments because the database was unreachable."""
-        child = self._ship_child.spilled if self._ship_child is not None else 0
-        return self.shipper.spilled + self._child_spilled + child
+        return self.shipper.spilled
 
     @property
     def healthy(self) -> bool:
@@ -257,7 +255,7 @@ class PredictionLogWriter:
                 self._ship_child = ShipperProcess(
                     Shipper(self.url, self.folder, batch_size=self.shipper.sink.batch_size or 500,
                             retry_interval=self.shipper.retry_interval, sink=self.shipper.sink),
-                    self.flush_interval, on_error=self.hooks.on_ship_error, on_spilled=self.hooks.on_spilled)
+                    self.flush_interval, on_error=self.hooks.on_ship_error, on_spilled=self._child_spilled)
             self._thread = threading.Thread(target=self._run, name="modelyard-predlog", daemon=True)
             self._thread.start()
         return self
@@ -297,7 +295,6 @@ class PredictionLogWriter:
             self._rotate_locked()
         if self._ship_child is not None:  # the last pass, once every segment of ours is closed
             self._ship_child.stop(timeout)
-            self._child_spilled += self._ship_child.spilled
             self._ship_child = None
         self.shipper.dispose()
 
@@ -377,6 +374,12 @@ class PredictionLogWriter:
         except OSError:
             with self._lock:
                 self._rotate_locked()
+
+    def _child_spilled(self, n: int) -> None:
+        """The shipping child held ``n`` records back: counted as this process's shipper counts its own."""
+        self.shipper.spilled += n
+        if self.hooks.on_spilled is not None:
+            self.hooks.on_spilled(n)
 
     def _rotate_locked(self) -> None:
         path = self._segment.close()
