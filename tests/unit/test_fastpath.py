@@ -280,3 +280,59 @@ def test_xgboost_falls_back_to_sklearn_and_says_why(data: Any) -> None:
         assert info["max_abs_diff"] <= info["tolerance"]
     else:
         assert info["kind"] == "sklearn" and info["reason"].startswith(("parity check failed", "ONNX conv"))
+
+
+def test_the_runner_feeds_each_column_group_as_one_input_with_the_same_answers(data: Any) -> None:
+    """skl2onnx joins each ColumnTransformer part's one-column inputs with a Concat; the runner's graph takes
+    each part as one input instead (``merge_column_inputs``): the same predictions, the bundle's graph kept."""
+    import onnxruntime as ort
+
+    from modelyard.runtime.onnxconv import merge_column_inputs
+
+    schema, X, y = data
+    pipe = house_pipeline(HistGradientBoostingRegressor(max_iter=20, random_state=0)).fit(X, y)
+    compiled = compile_fast_path(pipe, schema, X.head(400), task="regression")
+    assert compiled.onnx_bytes is not None
+    _, merged = merge_column_inputs(compiled.onnx_bytes)
+    assert sorted(merged.values()) == sorted([tuple(CATEGORICAL), tuple(NUMERIC)])
+    runner = OnnxRunner(compiled.onnx_bytes, schema, task="regression")
+    assert sorted(i.name for i in runner.session_.get_inputs()) == sorted(merged)
+    rows = X.iloc[400:700].reset_index(drop=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the runner: more threads add the trees' sums in another order
+    as_converted = ort.InferenceSession(compiled.onnx_bytes, options, providers=["CPUExecutionProvider"])
+    columns = frame_columns(rows)
+    one_each = {c: (columns[c].astype(np.float64) if c in NUMERIC else columns[c].astype(object)).reshape(-1, 1)
+                for c in NUMERIC + CATEGORICAL}
+    feeds = runner.feeds(columns)
+    assert feeds is not None
+    np.testing.assert_array_equal(runner.run(feeds), as_converted.run(None, one_each)[0].reshape(-1))
+    np.testing.assert_array_equal(runner.run(feeds), pipe.predict(rows))
+
+
+def test_inputs_a_concat_does_not_take_alone_stay_one_column_inputs() -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from modelyard.runtime.onnxconv import merge_column_inputs
+
+    def graph(extra_use: bool) -> bytes:
+        inputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [None, 1]) for n in "abc"]
+        nodes = [helper.make_node("Concat", ["a", "b"], ["ab"], axis=1),
+                 helper.make_node("Concat", ["ab", "c"], ["abc"], axis=1)]
+        outputs = [helper.make_tensor_value_info("abc", TensorProto.DOUBLE, [None, 3])]
+        if extra_use:  # b is also used by another node: its Concat is left alone
+            nodes.append(helper.make_node("Neg", ["b"], ["minus_b"]))
+            outputs.append(helper.make_tensor_value_info("minus_b", TensorProto.DOUBLE, [None, 1]))
+        model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs),
+                                  opset_imports=[helper.make_opsetid("", 17)])
+        return bytes(model.SerializeToString())
+
+    plain = graph(extra_use=True)
+    assert merge_column_inputs(plain) == (plain, {})
+    merged_bytes, merged = merge_column_inputs(graph(extra_use=False))
+    assert merged == {"ab": ("a", "b")}  # "ab" joins inputs; the second Concat joins a computed tensor
+    session = ort.InferenceSession(merged_bytes, providers=["CPUExecutionProvider"])
+    assert sorted(i.name for i in session.get_inputs()) == ["ab", "c"]
+    out = session.run(None, {"ab": np.array([[1.0, 2.0], [4.0, 5.0]]), "c": np.array([[3.0], [6.0]])})[0]
+    np.testing.assert_array_equal(out, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])

@@ -33,7 +33,7 @@ import pandas as pd
 
 from modelyard.bundle import ONNX_FILE
 from modelyard.errors import PredictionError
-from modelyard.runtime.onnxconv import MISSING_STRING, convert, float32_graph
+from modelyard.runtime.onnxconv import MISSING_STRING, convert, float32_graph, merge_column_inputs
 from modelyard.schema import InputSchema
 
 FAST_PATH_KEY = "fast_path"
@@ -117,12 +117,25 @@ class OnnxRunner:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session_ = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        kinds = {c.name: c.kind == "numeric" for c in schema.columns}
+        merged_bytes, merged = merge_column_inputs(onnx_bytes)
+        if any(len({kinds.get(c) for c in cols}) != 1 or None in {kinds.get(c) for c in cols}
+               for cols in merged.values()):
+            merged_bytes, merged = onnx_bytes, {}  # a group mixing numeric and string columns: as converted
+        self.session_ = ort.InferenceSession(merged_bytes, options, providers=["CPUExecutionProvider"])
         self.task = task
-        used = {i.name for i in self.session_.get_inputs()}
-        self.numeric_ = [c.name for c in schema.columns if c.kind == "numeric" and c.name in used]
-        self.strings_ = [(c.name, c.nullable) for c in schema.columns
-                         if c.kind != "numeric" and c.name in used]
+        # each graph input and the schema columns it takes, in order: one column, or the columns a Concat
+        # of the converted graph joined (``merge_column_inputs``)
+        groups = [(i.name, merged.get(i.name, (i.name,))) for i in self.session_.get_inputs()]
+        numeric_groups = [(name, cols) for name, cols in groups if kinds.get(cols[0], False)]
+        nullable = {c.name: c.nullable for c in schema.columns}
+        self.numeric_ = [c for _, cols in numeric_groups for c in cols]
+        self.strings_ = [(c, nullable.get(c, False)) for _, cols in groups if not kinds.get(cols[0], False)
+                         for c in cols]
+        ends = itertools.accumulate(len(cols) for _, cols in numeric_groups)
+        self.numeric_inputs_ = [(name, end - len(cols), end)
+                                for (name, cols), end in zip(numeric_groups, ends, strict=True)]
+        self.string_inputs_ = [(name, len(cols)) for name, cols in groups if not kinds.get(cols[0], False)]
         outputs = [o.name for o in self.session_.get_outputs()]
         self.label_output_ = outputs[0]
         self.proba_output_ = outputs[1] if task == "classification" and len(outputs) > 1 else None
@@ -132,8 +145,11 @@ class OnnxRunner:
     def feeds(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         """Graph inputs from validated columns; ``None`` when a value cannot be told from a missing one."""
         feeds: dict[str, np.ndarray] = {}
-        for name in self.numeric_:
-            feeds[name] = np.asarray(columns[name], dtype=np.float64).reshape(-1, 1)
+        if self.numeric_:
+            numbers = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in self.numeric_])
+            for name, start, end in self.numeric_inputs_:
+                feeds[name] = numbers[:, start:end]
+        cells: list[np.ndarray] = []
         for name, nullable in self.strings_:
             values = columns[name]
             if values.dtype != object:
@@ -143,7 +159,7 @@ class OnnxRunner:
                 if small is None:
                     return None
                 if small is not _UNDECIDED:
-                    feeds[name] = small
+                    cells.append(small)
                     continue
             empty = values == MISSING_STRING
             if empty.any():
@@ -153,26 +169,34 @@ class OnnxRunner:
                 if nulls.any():
                     values = values.copy()
                     values[nulls] = MISSING_STRING
-            feeds[name] = values.reshape(-1, 1)
+            cells.append(values.reshape(-1, 1))
+        start = 0
+        for name, width in self.string_inputs_:
+            feeds[name] = cells[start] if width == 1 else np.concatenate(cells[start:start + width], axis=1)
+            start += width
         return feeds
 
     def feeds_of_row(self, row: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
-        """``feeds`` of one row's values: the numeric inputs as (1, 1) views of one array made in one numpy
-        call, each string input one cell (the column path makes a one-element array per column and then its
-        2-D view: three calls a column, ~10 µs a one-row request of 16 columns; one array per numeric input
-        here cost another ~3 µs). ``None`` as ``feeds``; ``ROW_UNDECIDED`` for a value the column path must
-        judge."""
+        """``feeds`` of one row's values: the numeric inputs as (1, k) views of one array made in one numpy
+        call, each string input one (1, k) array of cells (the column path makes a one-element array per
+        column and then joins them: a few calls a column). ``None`` as ``feeds``; ``ROW_UNDECIDED`` for a
+        value the column path must judge."""
         numbers = np.array((tuple(row[name] for name in self.numeric_),), dtype=np.float64)
-        feeds = {name: numbers[:, i:i + 1] for i, name in enumerate(self.numeric_)}
-        for name, nullable in self.strings_:
-            cell = _string_cell(row[name], nullable)
-            if cell is None:
-                return None
-            if cell is _UNDECIDED:
-                return ROW_UNDECIDED
-            array = np.empty((1, 1), dtype=object)
-            array[0, 0] = cell
+        feeds = {name: numbers[:, start:end] for name, start, end in self.numeric_inputs_}
+        strings = self.strings_
+        start = 0
+        for name, width in self.string_inputs_:
+            array = np.empty((1, width), dtype=object)
+            for i in range(width):
+                column, nullable = strings[start + i]
+                cell = _string_cell(row[column], nullable)
+                if cell is None:
+                    return None
+                if cell is _UNDECIDED:
+                    return ROW_UNDECIDED
+                array[0, i] = cell
             feeds[name] = array
+            start += width
         return feeds
 
     def run(self, feeds: dict[str, np.ndarray], *, proba: bool = False) -> np.ndarray:
