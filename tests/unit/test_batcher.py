@@ -228,3 +228,51 @@ def test_one_stalled_batch_does_not_send_the_next_ones_to_a_thread() -> None:
     fresh = _CostModel()
     fresh.observe(1, 0.050)  # the first batches (warm-up) are taken as they are
     assert (fresh.fit() or (0.0, 0.0))[0] == pytest.approx(0.050)
+
+
+def test_a_lone_callers_request_is_predicted_in_its_own_turn_once_its_cost_is_known() -> None:
+    """``alone`` (no other request in flight): with nothing queued or running and a batch cheap enough to
+    run inline, the caller predicts at once, without giving up its turn (counted as a one-request batch);
+    the first request, whose cost nobody knows yet, and callers in flight together go through the dispatcher."""
+    model = Recorder()
+
+    def at_once(coro: Any) -> Any:
+        """The coroutine's result if it finished without suspending; AssertionError otherwise."""
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value
+        coro.close()
+        raise AssertionError("the request waited for another turn of the loop")
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, BatchConfig(max_batch_rows=16, inline_max_ms=50))
+        # its cost is not known yet: the dispatcher sends it to a thread
+        assert (await batcher.submit(columns([1.0]), alone=True)).tolist() == [3.0]
+        assert model.threads != {threading.current_thread().name}
+        await asyncio.sleep(0.01)  # that batch's task finishes
+        for i in range(5):
+            assert at_once(batcher.submit(columns([float(i), 10.0]), alone=True)).tolist() == [2 * i + 1, 21.0]
+        # callers in flight together are batched as before, alone or not
+        answers = await asyncio.gather(batcher.submit(columns([1.0])), *(
+            batcher.submit(columns([float(i)]), alone=True) for i in range(2, 6)))
+        assert [a.tolist() for a in answers] == [[3.0], [5.0], [7.0], [9.0], [11.0]]
+        await batcher.aclose()
+
+    run(main())
+    assert model.sizes[-6:] == [2] * 5 + [5], "the lone requests or the callers in flight together"
+
+
+def test_a_lone_callers_failure_reaches_it_as_a_batch_failure_would() -> None:
+    model = Recorder(fail_if=lambda x: bool((x < 0).any()))
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, BatchConfig(inline_max_ms=50))
+        await batcher.submit(columns([1.0]))  # its cost is known from here on
+        with pytest.raises(PredictionError, match=r"1 requests, 1 rows.*ValueError: cannot predict"):
+            await batcher.submit(columns([-1.0]), alone=True)
+        assert (await batcher.submit(columns([2.0]), alone=True)).tolist() == [5.0]
+        assert batcher.stats().failed_batches == 1
+        await batcher.aclose()
+
+    run(main())

@@ -74,9 +74,11 @@ class Batching:
         """Whether a request of ``rows`` rows joins ``model``'s batch (else it is passed through)."""
         return rows <= min(JOIN_MAX_ROWS, self._batcher(model, proba).config.max_batch_rows)
 
-    async def predict(self, model: Model, rows: Columns, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels (and probabilities with ``proba``) for validated ``rows``, predicted with their batch."""
-        result = await self._batcher(model, proba).submit(rows)
+    async def predict(self, model: Model, rows: Columns, proba: bool, *,
+                      alone: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and probabilities with ``proba``) for validated ``rows``, predicted with their batch
+        (``alone``: no other request is in progress in this process, see ``MicroBatcher.submit``)."""
+        result = await self._batcher(model, proba).submit(rows, alone=alone)
         if proba:
             return result[0], result[1]
         return result, None

@@ -67,16 +67,17 @@ class _Result:
 
 
 async def predict_rows(model: Model, rows: Sequence[Mapping[str, Any]], probabilities: bool,
-                       batching: Batching | None = None) -> _Result:
+                       batching: Batching | None = None, *, alone: bool = False) -> _Result:
     """Validate against the schema, then predict: the one call into the runtime.
 
     With ``batching``, a small request is validated here (on the event loop: cheaper than a thread hop)
-    and joins its version's micro-batch; a larger one, or any request without batching past
-    ``INLINE_ROWS``, is validated and predicted in one call in a worker thread.
+    and joins its version's micro-batch (``alone``: no other request is in progress, see
+    ``MicroBatcher.submit``); a larger one, or any request without batching past ``INLINE_ROWS``, is
+    validated and predicted in one call in a worker thread.
     """
     if batching is not None and batching.joins(model, len(rows), probabilities):
         columns = _validate(model, rows)
-        predictions, proba = await batching.predict(model, columns, probabilities)
+        predictions, proba = await batching.predict(model, columns, probabilities, alone=alone)
         return _Result(columns, predictions, proba)
     if batching is None and len(rows) <= INLINE_ROWS:
         return predict_now(model, rows, probabilities)
@@ -142,6 +143,7 @@ class InferenceService:
         self.batching = batching
         self.shadow = shadow
         self._canary_failing: set[tuple[str, int]] = set()
+        self.in_flight = 0  # requests between the start and the end of ``infer``
 
     async def handle(
         self, request: Request, ref: str, parse: Callable[[Any], Parsed], protocol: str,
@@ -159,6 +161,16 @@ class InferenceService:
         parse: Callable[[], Awaitable[Parsed]], protocol: str,
     ) -> Outcome:
         """Any transport's request (REST, gRPC): route, predict, count, log; the one path to ``predict_rows``."""
+        self.in_flight += 1
+        try:
+            return await self._infer(ref, rid_of, headers, parse, protocol)
+        finally:
+            self.in_flight -= 1
+
+    async def _infer(
+        self, ref: str, rid_of: Callable[[], str], headers: Mapping[str, str],
+        parse: Callable[[], Awaitable[Parsed]], protocol: str,
+    ) -> Outcome:
         started = time.perf_counter()
         routed: Routed | None = None
         parsed: Parsed | None = None
@@ -198,7 +210,9 @@ class InferenceService:
         if parsed.probabilities and model.task != "classification":
             raise SchemaError(f"{model.name} v{model.version} is a {model.task} model: it has no "
                               "probabilities", field="probabilities")
-        return await predict_rows(model, parsed.rows, parsed.probabilities, self.batching)
+        # a lone request (one in flight) is predicted in its own turn, not handed to the batch's dispatcher
+        return await predict_rows(model, parsed.rows, parsed.probabilities, self.batching,
+                                  alone=self.in_flight == 1)
 
     # ---- bookkeeping: metrics and the prediction log -------------------------------------------------
     async def _commit(self, records: list[PredictionRecord], routed: Routed | None, started: float) -> None:
