@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -208,6 +209,49 @@ def test_commit_is_on_disk_before_it_returns_and_concurrent_commits_share_one_wr
     assert not Path(db.removeprefix("sqlite:///")).exists()  # nothing shipped yet: the segment has it all
     writer.stop()
     assert counts(db) == {f"g-{i}": 1 for i in range(50)} and not spill_mod.segments(tmp_path / "wal")
+
+
+def test_a_lone_commit_is_written_at_once_and_refused_at_once(db: str, tmp_path: Path) -> None:
+    """``alone`` (no other request in flight): at ``process`` durability the record is in the segment when
+    ``commit`` returns, without a turn of the loop (the coroutine finishes on its first step); a folder that
+    cannot be written refuses it the same way. At ``machine`` durability the group's fdatasync thread still
+    writes it."""
+
+    def first_step(coro: Any) -> bool:
+        """True if the coroutine finished without suspending."""
+        try:
+            coro.send(None)
+        except StopIteration:
+            return True
+        coro.close()
+        return False
+
+    writer = PredictionLogWriter(db, tmp_path / "wal", flush_interval=30).start()
+    assert first_step(writer.commit(records(1, prefix="alone"), alone=True))
+    (segment,) = spill_mod.segments(tmp_path / "wal")
+    assert [r.request_id for r in spill_mod.read_records(segment)] == ["alone-0"] and writer.group_writes == 0
+    writer.stop()
+    assert set(counts(db)) == {"alone-0"}
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a regular file where the segment folder's parent should be")
+    failing = PredictionLogWriter(db, blocker / "wal", flush_interval=30).start()
+    with pytest.raises(LogUnavailableError):
+        first_step(failing.commit(records(1, prefix="refused"), alone=True))
+    assert not failing.healthy
+    failing.stop()
+
+    machine = PredictionLogWriter(db, tmp_path / "wal-m", durability="machine", flush_interval=30).start()
+
+    async def one() -> bool:
+        coro = machine.commit(records(1, prefix="machine"), alone=True)
+        if first_step(coro):
+            return True
+        await machine.commit(records(1, prefix="machine"), alone=True)
+        return False
+
+    assert not asyncio.run(one())  # waited for the fdatasync thread
+    machine.stop()
 
 
 def test_machine_durability_fdatasyncs_each_group_once(db: str, tmp_path: Path,

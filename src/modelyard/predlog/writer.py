@@ -137,13 +137,20 @@ class PredictionLogWriter:
                    hooks=hooks, sink=log_sink(settings), ship_in_child=ship_in_child)
 
     # ---- the request side ----------------------------------------------------------------------------
-    async def commit(self, records: Sequence[PredictionRecord]) -> None:
+    async def commit(self, records: Sequence[PredictionRecord], *, alone: bool = False) -> None:
         """Return once ``records`` are durable at the writer's level; ``LogUnavailableError`` when the
-        segment cannot be written (and failures are refused)."""
+        segment cannot be written (and failures are refused). ``alone``: no other request is in progress
+        (nothing would share the group's write): at ``process`` durability the records are written at once,
+        without waiting for the end of the loop's turn."""
         if not records:
             return
         if self.durability is Durability.ASYNC:
             self.submit_many(records)
+            return
+        if alone and self._syncer is None:
+            error = self._write_or_fail(segments.encode(records), list(records), sync=False)
+            if error is not None:
+                raise error
             return
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)

@@ -9,6 +9,7 @@ answered, the rows are handed to the shadow queue (``serve/shadow.py``) when a s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -163,6 +164,8 @@ class InferenceService:
         """Any transport's request (REST, gRPC): route, predict, count, log; the one path to ``predict_rows``."""
         self.in_flight += 1
         try:
+            if self.in_flight == 1:  # let the requests that arrived with this one start first, so that a
+                await asyncio.sleep(0)  # request that then finds itself alone is (see ``_predict``, ``_commit``)
             return await self._infer(ref, rid_of, headers, parse, protocol)
         finally:
             self.in_flight -= 1
@@ -220,7 +223,7 @@ class InferenceService:
         are counted after it, with the status the caller gets: a refused request is a 503 there too."""
         if self.writer is not None and records:
             try:
-                await self.writer.commit(records)
+                await self.writer.commit(records, alone=self.in_flight == 1)
             except ModelyardError as exc:
                 observe_failure(routed, exc, time.perf_counter() - started)
                 raise
