@@ -82,7 +82,7 @@ def test_a_deep_body_holding_nan_is_a_400_not_a_recursion_error() -> None:
 
 
 class _RefusingWriter:
-    async def commit(self, records: list[Any]) -> None:
+    async def commit(self, records: list[Any], *, alone: bool = False) -> None:
         raise LogUnavailableError("the prediction log cannot be written (disk full); retry shortly")
 
 
