@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -113,6 +114,40 @@ def test_a_request_the_log_refuses_is_counted_as_a_503_not_a_200() -> None:
         asyncio.run(service.infer("refused-model", lambda: "rid-1", {}, parse, "v1"))
     assert _requests("503") == before_refused + 1
     assert _requests("200") == before_ok
+    assert service.in_flight == 0  # a refused request leaves the count of requests in flight as it found it
+
+
+class _RecordingWriter:
+    def __init__(self) -> None:
+        self.alone: list[bool] = []
+
+    async def commit(self, records: list[Any], *, alone: bool = False) -> None:
+        self.alone.append(alone)
+
+
+def test_a_lone_request_commits_alone_and_requests_in_flight_together_do_not() -> None:
+    model = SimpleNamespace(name="lone-model", version=1, task="regression", classes_=None, schema=None,
+                            validate_columns=lambda rows: SimpleNamespace(data={}),
+                            predict_frame=lambda columns: np.array([1.0]))
+    writer = _RecordingWriter()
+    service = InferenceService(_OneModelRouter(model), writer, max_body_bytes=1000)  # type: ignore[arg-type]
+
+    async def parse() -> Parsed:
+        return Parsed([{"x": 1.0}])
+
+    async def main() -> None:
+        await service.infer("lone-model", lambda: "rid-alone", {}, parse, "v1")
+        assert writer.alone == [True]
+        writer.alone.clear()
+        await asyncio.gather(*(service.infer("lone-model", lambda i=i: f"rid-{i}", {}, parse, "v1")
+                               for i in range(5)))
+
+    with mock.patch("modelyard.serve.inference.observe_success"):
+        asyncio.run(main())
+    # the first to start yields, so the four that arrived with it start too and are not alone; it commits
+    # last, once they are done, alone by then
+    assert writer.alone == [False, False, False, False, True]
+    assert service.in_flight == 0
 
 
 def _streamed(messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]] | None = None) -> Request:
