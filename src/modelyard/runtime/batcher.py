@@ -222,15 +222,18 @@ class MicroBatcher:
     def _predict_alone(self, rows: Batchable, n: int) -> Result:
         self._arrived(asyncio.get_running_loop().time())
         t0 = time.perf_counter()
+        error: BaseException | None = None
         try:
             result, seconds = self._run([rows], n)
         except BaseException as exc:
-            self._record(BatchRecord(n, 1, (0.0,), time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"))
+            error = exc
             if isinstance(exc, Exception):
                 raise self._caller_error(exc, 1, n) from exc
             raise
+        finally:  # counted as a one-request batch, as the dispatcher counts its own
+            self._record(BatchRecord(n, 1, (0.0,), time.perf_counter() - t0,
+                                     None if error is None else f"{type(error).__name__}: {error}"))
         self._cost.observe(n, seconds)
-        self._record(BatchRecord(n, 1, (0.0,), time.perf_counter() - t0, None))
         return result
 
     def _enqueue(self, rows: Batchable, n: int) -> asyncio.Future[Result]:

@@ -119,8 +119,7 @@ class OnnxRunner:
         options.log_severity_level = 3
         kinds = {c.name: c.kind == "numeric" for c in schema.columns}
         merged_bytes, merged = merge_column_inputs(onnx_bytes)
-        if any(len({kinds.get(c) for c in cols}) != 1 or None in {kinds.get(c) for c in cols}
-               for cols in merged.values()):
+        if any({kinds.get(c) for c in cols} not in ({True}, {False}) for cols in merged.values()):
             merged_bytes, merged = onnx_bytes, {}  # a group mixing numeric and string columns: as converted
         self.session_ = ort.InferenceSession(merged_bytes, options, providers=["CPUExecutionProvider"])
         self.task = task
@@ -128,14 +127,14 @@ class OnnxRunner:
         # of the converted graph joined (``merge_column_inputs``)
         groups = [(i.name, merged.get(i.name, (i.name,))) for i in self.session_.get_inputs()]
         numeric_groups = [(name, cols) for name, cols in groups if kinds.get(cols[0], False)]
+        string_groups = [(name, cols) for name, cols in groups if not kinds.get(cols[0], False)]
         nullable = {c.name: c.nullable for c in schema.columns}
         self.numeric_ = [c for _, cols in numeric_groups for c in cols]
-        self.strings_ = [(c, nullable.get(c, False)) for _, cols in groups if not kinds.get(cols[0], False)
-                         for c in cols]
+        self.strings_ = [(c, nullable.get(c, False)) for _, cols in string_groups for c in cols]
         ends = itertools.accumulate(len(cols) for _, cols in numeric_groups)
         self.numeric_inputs_ = [(name, end - len(cols), end)
                                 for (name, cols), end in zip(numeric_groups, ends, strict=True)]
-        self.string_inputs_ = [(name, len(cols)) for name, cols in groups if not kinds.get(cols[0], False)]
+        self.string_inputs_ = [(name, len(cols)) for name, cols in string_groups]
         outputs = [o.name for o in self.session_.get_outputs()]
         self.label_output_ = outputs[0]
         self.proba_output_ = outputs[1] if task == "classification" and len(outputs) > 1 else None

@@ -94,11 +94,10 @@ def merge_column_inputs(onnx_bytes: bytes) -> tuple[bytes, dict[str, tuple[str, 
         if (len({t.elem_type for t in types}) != 1
                 or any(len(t.shape.dim) != 2 or t.shape.dim[1].dim_value != 1 for t in types)):
             continue
-        first = [i.name for i in graph.input].index(names[0])
-        kept = [i for i in graph.input if i.name not in names]
+        kept = [i for i in graph.input if i.name not in names]  # inputs are fed by name: order is free
         new = helper.make_tensor_value_info(node.output[0], types[0].elem_type, [None, len(names)])
         new.type.tensor_type.shape.dim[0].CopyFrom(types[0].shape.dim[0])  # the rows' dimension as it was
-        kept.insert(min(first, len(kept)), new)
+        kept.append(new)
         del graph.input[:]
         graph.input.extend(kept)
         graph.node.remove(node)

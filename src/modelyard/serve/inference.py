@@ -170,6 +170,12 @@ class InferenceService:
         finally:
             self.in_flight -= 1
 
+    @property
+    def alone(self) -> bool:
+        """One request in flight: it is predicted in its own turn (not handed to the batch's dispatcher) and
+        its records are written at once (no group commit to share)."""
+        return self.in_flight == 1
+
     async def _infer(
         self, ref: str, rid_of: Callable[[], str], headers: Mapping[str, str],
         parse: Callable[[], Awaitable[Parsed]], protocol: str,
@@ -213,9 +219,7 @@ class InferenceService:
         if parsed.probabilities and model.task != "classification":
             raise SchemaError(f"{model.name} v{model.version} is a {model.task} model: it has no "
                               "probabilities", field="probabilities")
-        # a lone request (one in flight) is predicted in its own turn, not handed to the batch's dispatcher
-        return await predict_rows(model, parsed.rows, parsed.probabilities, self.batching,
-                                  alone=self.in_flight == 1)
+        return await predict_rows(model, parsed.rows, parsed.probabilities, self.batching, alone=self.alone)
 
     # ---- bookkeeping: metrics and the prediction log -------------------------------------------------
     async def _commit(self, records: list[PredictionRecord], routed: Routed | None, started: float) -> None:
@@ -223,7 +227,7 @@ class InferenceService:
         are counted after it, with the status the caller gets: a refused request is a 503 there too."""
         if self.writer is not None and records:
             try:
-                await self.writer.commit(records, alone=self.in_flight == 1)
+                await self.writer.commit(records, alone=self.alone)
             except ModelyardError as exc:
                 observe_failure(routed, exc, time.perf_counter() - started)
                 raise
