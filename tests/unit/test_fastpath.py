@@ -336,3 +336,36 @@ def test_inputs_a_concat_does_not_take_alone_stay_one_column_inputs() -> None:
     assert sorted(i.name for i in session.get_inputs()) == ["ab", "c"]
     out = session.run(None, {"ab": np.array([[1.0, 2.0], [4.0, 5.0]]), "c": np.array([[3.0], [6.0]])})[0]
     np.testing.assert_array_equal(out, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+
+
+def test_a_thread_that_runs_alone_runs_a_large_batch_whole_with_the_same_answers(
+        data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch executor keeps a chunk per core in flight itself: its threads' calls are not cut in two."""
+    import threading
+
+    schema, X, y = data
+    pipe = house_pipeline(HistGradientBoostingRegressor(max_iter=10, random_state=0)).fit(X, y)
+    compiled = compile_fast_path(pipe, schema, X.head(300), task="regression")
+    assert compiled.onnx_bytes is not None
+    runner = OnnxRunner(compiled.onnx_bytes, schema, task="regression", workers=2)
+    rows = pd.concat([X] * (fastpath.PARALLEL_MIN_ROWS // len(X) + 1), ignore_index=True)
+    feeds = runner.feeds(frame_columns(rows))
+    assert feeds is not None
+    cut = runner.run(feeds)  # this thread: cut into one chunk per worker
+    used: list[int] = []
+    real_pool = fastpath._pool
+    monkeypatch.setattr(fastpath, "_pool", lambda workers: used.append(workers) or real_pool(workers))
+    runner.run(feeds)
+    assert used == [2]
+    whole: list[np.ndarray] = []
+
+    def alone() -> None:
+        fastpath.run_alone_in_this_thread()
+        whole.append(runner.run(feeds))
+
+    t = threading.Thread(target=alone)
+    t.start()
+    t.join()
+    assert used == [2], "a thread running alone used the chunk pool"
+    np.testing.assert_array_equal(whole[0], cut)
+    np.testing.assert_array_equal(cut, pipe.predict(rows))

@@ -75,7 +75,7 @@ def portable_settings(settings: Settings) -> Settings:
 
 
 def score(ref: str, *, source: str, target: str, settings: Settings, db: str | None = None,
-          key: str | None = None, chunk_size: int = 10_000, run_id: str | None = None,
+          key: str | None = None, chunk_size: int = 20_000, run_id: str | None = None,
           cluster: str | None = None, log_rows: bool = False, progress: ProgressFn | None = None,
           threads: int | None = 1, keep: tuple[str, ...] = (), engine: str | None = None) -> BatchResult:
     """Score ``source`` with model ``ref`` into ``target``; rerunning a ``run_id`` resumes it.

@@ -38,7 +38,7 @@ def score_cmd(
     keep: str | None = typer.Option(None, "--keep", metavar="COLUMNS",
                                     help="Input columns to carry into the output, comma-separated."),
     chunk_size: int | None = typer.Option(None, "--chunk-size", min=1,
-                                          help="Rows per chunk (default 10,000; 100,000 with --engine spark)."),
+                                          help="Rows per chunk (default 20,000; 100,000 with --engine spark)."),
     run_id: str | None = typer.Option(None, "--run-id", help="Resume this run (or name a new one)."),
     cluster: str | None = typer.Option(None, "--cluster", help="Score chunks on a Dask scheduler tcp://HOST:PORT "
                                        "(with --engine spark: the Spark master, default local[*])."),
@@ -67,7 +67,7 @@ def score_cmd(
                        total_text=f"{total:,}" if total is not None else "?")
 
         result = score(ref, source=source, target=target, settings=settings(), db=db, key=key,
-                       chunk_size=chunk_size or (100_000 if engine == "spark" else 10_000), run_id=run_id,
+                       chunk_size=chunk_size or (100_000 if engine == "spark" else 20_000), run_id=run_id,
                        cluster=cluster, log_rows=log_rows, engine=engine,
                        progress=progress, threads=threads or None,
                        keep=tuple(c.strip() for c in (keep or "").split(",") if c.strip()))

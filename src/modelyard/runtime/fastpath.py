@@ -15,13 +15,15 @@ cannot be told from a missing value in the graph, so such a request is answered 
 Each ONNX Runtime call is single-threaded: with more threads ONNX Runtime splits the trees of a batch
 between them and adds the partial sums in another order than scikit-learn (1 ulp off); one thread per
 call keeps every row's sum in scikit-learn's order. Large batches are cut into one chunk per core, run
-side by side (ONNX Runtime releases the GIL), which is as fast and stays exact.
+side by side (ONNX Runtime releases the GIL), which is as fast and stays exact; a thread that keeps a call
+per core in flight itself (the batch executor's) runs its calls whole (``run_alone_in_this_thread``).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -203,7 +205,7 @@ class OnnxRunner:
         if name is None:
             raise PredictionError("the ONNX model has no probability output")
         n = len(next(iter(feeds.values()))) if feeds else 0
-        if n >= PARALLEL_MIN_ROWS and self.workers > 1:
+        if n >= PARALLEL_MIN_ROWS and self.workers > 1 and not getattr(_CALLER, "alone", False):
             cuts = np.linspace(0, n, self.workers + 1).astype(int)
             chunks = [{k: v[a:b] for k, v in feeds.items()} for a, b in itertools.pairwise(cuts)]
             parts = _pool(self.workers).map(lambda chunk: self.session_.run([name], chunk)[0], chunks)
@@ -249,6 +251,15 @@ def _small_strings(values: np.ndarray, nullable: bool) -> np.ndarray | None:
     array = np.empty((len(out), 1), dtype=object)
     array[:, 0] = out
     return array
+
+
+_CALLER = threading.local()
+
+
+def run_alone_in_this_thread() -> None:
+    """Each later ONNX call of this thread runs on this thread alone, however large its batch: for a caller
+    that already keeps one call per core in flight (the batch executor's scoring threads)."""
+    _CALLER.alone = True
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
