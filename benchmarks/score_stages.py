@@ -4,10 +4,12 @@
 
 Each round times in-process ``Model.predict`` on the frame in memory, then one ``score`` run with the
 stages wrapped (thread CPU via ``time.thread_time``, wall via ``perf_counter``): the reader thread's
-``Source.chunks``, the main thread's ``score_chunk`` / ``predict_partial`` / ``predict_frame``, the ONNX
-call as seen from its caller (its CPU is in the ONNX pool threads: Python CPU minus the stages listed),
-the writer thread's ``ChunkWriter.write`` and ``pgbinary.encode``; and the CPU of each PostgreSQL backend
-of the database (sampled from /proc, so PostgreSQL must run on this machine). The database
+``Source.chunks``, the scoring threads' ``score_chunk`` / ``predict_partial`` / ``predict_frame``, the ONNX
+call (run whole in the scoring thread, so its CPU is that thread's), the writer thread's ``ChunkWriter.write`` and ``pgbinary.encode``; and the CPU of each PostgreSQL backend
+of the database (sampled from /proc, so PostgreSQL must run on this machine). The ceiling line is what the
+cores allow when PostgreSQL shares them: the run's CPU (this process's and the backends') spread over every
+core is a time the run cannot beat; so is the backends' and the scoring threads' CPU alone (a reader and a
+writer that cost nothing). The database
 ``score_helper_bench`` is kept between invocations (loading 1M rows takes a while); ``--reset`` recreates it.
 """
 
@@ -112,7 +114,7 @@ def chunks(self, *a, **k):
 
 
 runner_mod.Source.chunks = chunks
-runner_mod.score_chunk = timed("score_chunk (main thread)", runner_mod.score_chunk)
+runner_mod.score_chunk = timed("score_chunk (scoring threads)", runner_mod.score_chunk)
 
 orig_pp = Model.predict_partial
 Model.predict_partial = timed("  predict_partial", orig_pp)
@@ -186,6 +188,13 @@ for i in range(args.repeat):
             print(f"       pg pid {p} cpu {v - before.get(p, 0):.2f}s {QUERIES.get(p)}")
     for k, (c_, wl, n) in stats.items():
         print(f"     {k:40s} cpu {c_:6.2f}s wall {wl:6.2f}s calls {n}")
+    scoring = stats["score_chunk (scoring threads)"][0]
+    cores = os.cpu_count() or 1
+    bound, floor = (pg + pcpu) / cores, (pg + scoring) / cores
+    print(f"   ceiling on {cores} cores: this run's CPU (Python {pcpu:.2f} + PostgreSQL {pg:.2f} CPU-s) needs at least "
+          f"{bound:.2f} s: at most {base_wall / bound:.2f}x this round's in-process predict (the run took {w:.2f} s); "
+          f"PostgreSQL and the scoring threads ({scoring:.2f} CPU-s) alone, with the reader and writer free: "
+          f"{floor:.2f} s, {base_wall / floor:.2f}x")
 with psycopg.connect(url, autocommit=True) as c:
     c.execute("drop table if exists bench_scores")
     c.execute("drop table if exists bench_scores_rejected")
