@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -276,3 +278,35 @@ def test_a_lone_callers_failure_reaches_it_as_a_batch_failure_would() -> None:
         await batcher.aclose()
 
     run(main())
+
+
+def test_arrival_gaps_and_queue_waits_keep_their_sub_millisecond_size_under_uvloop() -> None:
+    """uvloop's ``loop.time()`` counts whole milliseconds and stands still within a turn of the loop: the
+    batcher keeps its own clock, so a gap of a fraction of a millisecond is seen as one (the wait budget
+    depends on it) and a queue wait is measured, not rounded to 0 or 1 ms."""
+    uvloop = pytest.importorskip("uvloop")
+    records: list[BatchRecord] = []
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    async def main() -> float | None:
+        batcher = MicroBatcher(Recorder(), BatchConfig(max_batch_rows=64, max_wait_ms=5, inline_max_ms=0),
+                               observer=records.append)
+        futures = []
+        for i in range(4):  # one turn of the loop: no await between the arrivals
+            futures.append(batcher._enqueue(columns([float(i)]), 1))
+            spin(0.0003)
+        await asyncio.gather(*futures)
+        await batcher.aclose()
+        return batcher._gap
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        gap = runner.run(main())
+    assert gap is not None and 0.0003 <= gap < 0.003, gap  # three gaps of at least 0.3 ms each
+    waits = [w for record in records for w in record.queue_waits]
+    assert len(waits) == 4, waits
+    # queued 0.3 ms apart within one turn, started together: each waited 0.3 ms less than the one before
+    assert all(a - b >= 0.0003 for a, b in itertools.pairwise(waits)), waits

@@ -220,8 +220,8 @@ class MicroBatcher:
         return not self._queue and not self._running and not self._slots.locked() and self.runs_inline(n)
 
     def _predict_alone(self, rows: Batchable, n: int) -> Result:
-        self._arrived(asyncio.get_running_loop().time())
         t0 = time.perf_counter()
+        self._arrived(t0)
         error: BaseException | None = None
         try:
             result, seconds = self._run([rows], n)
@@ -241,7 +241,7 @@ class MicroBatcher:
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = loop.create_task(self._dispatch(), name=f"batcher-{self.name}")
             self._dispatcher.add_done_callback(self._dispatcher_ended)
-        now = loop.time()
+        now = time.perf_counter()  # not loop.time(): uvloop's counts whole ms and stands still within a turn
         self._arrived(now)
         future: asyncio.Future[Result] = loop.create_future()
         self._queue.append(_Item(rows, n, future, now))
@@ -279,7 +279,7 @@ class MicroBatcher:
                 await self._sleep(loop, None)
                 continue
             await self._slots.acquire()
-            deadline = self._queue[0].enqueued + self.wait_budget() if self._queue else loop.time()
+            deadline = self._queue[0].enqueued + self.wait_budget() if self._queue else time.perf_counter()
             batch: list[_Item] = []
             rows = 0
             while True:
@@ -289,7 +289,7 @@ class MicroBatcher:
                         batch.append(item)
                         rows += item.n
                 full = rows >= limit or bool(self._queue)
-                remaining = deadline - loop.time()
+                remaining = deadline - time.perf_counter()
                 if full or remaining <= 0:
                     break
                 await self._sleep(loop, remaining)
@@ -326,7 +326,7 @@ class MicroBatcher:
 
     async def _execute(self, batch: list[_Item], rows: int) -> None:
         loop = asyncio.get_running_loop()
-        started, t0 = loop.time(), time.perf_counter()
+        started = t0 = time.perf_counter()
         done: tuple[Result, float] | BaseException
         try:
             done = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
@@ -335,7 +335,7 @@ class MicroBatcher:
         self._settle(batch, rows, started, t0, done)
 
     def _execute_inline(self, batch: list[_Item], rows: int) -> None:
-        started, t0 = asyncio.get_running_loop().time(), time.perf_counter()
+        started = t0 = time.perf_counter()
         done: tuple[Result, float] | BaseException
         try:
             done = self._run([i.rows for i in batch], rows)
