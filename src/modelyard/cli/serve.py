@@ -6,6 +6,7 @@ import copy
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import typer
 
@@ -38,6 +39,7 @@ def serve_cmd(
     import uvicorn
 
     from modelyard.serve.wire import HTTP_PROTOCOL
+    from modelyard.serve.workers import own_sockets_supported, run_workers
 
     cfg = settings()  # read once here: fails early on a bad setting; workers read the same environment
     if not log_predictions:
@@ -54,19 +56,14 @@ def serve_cmd(
                   f"{f'and grpc://{host}:{grpc_port} ' if grpc_port else ''}"
                   f"({workers} worker{'s' if workers > 1 else ''}, prediction log "
                   f"{'on' if log_predictions and cfg.prediction_log else 'off'})", highlight=False)
+    options: dict[str, Any] = dict(factory=True, host=host, port=port, workers=workers, log_config=_log_config(),
+                                   access_log=access_log, lifespan="on", http=HTTP_PROTOCOL,
+                                   timeout_graceful_shutdown=None)
     try:
-        uvicorn.run(
-            "modelyard.serve.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=_log_config(),
-            access_log=access_log,
-            lifespan="on",
-            http=HTTP_PROTOCOL,
-            timeout_graceful_shutdown=None,
-        )
+        if workers > 1 and own_sockets_supported(port):
+            run_workers(uvicorn.Config("modelyard.serve.app:app_from_env", **options))  # a socket per worker
+        else:
+            uvicorn.run("modelyard.serve.app:app_from_env", **options)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
