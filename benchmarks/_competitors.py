@@ -197,11 +197,21 @@ app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/re
 '''
 
 
-def floor_server(port: int, workers: int, workdir: Path, *, one_write: bool = False) -> Server:
+FLOOR_OWN_SOCKETS = """import sys
+import uvicorn
+from modelyard.serve.workers import run_workers
+run_workers(uvicorn.Config("floor_app:app", host="127.0.0.1", port=int(sys.argv[1]), workers=int(sys.argv[2]),
+                           access_log=False, log_level="warning"))
+"""
+
+
+def floor_server(port: int, workers: int, workdir: Path, *, one_write: bool = False,
+                 own_sockets: bool = False) -> Server:
     """The HTTP floor of this machine: the same uvicorn (httptools, uvloop), a Starlette route that parses
     the body with orjson and answers a constant, ``workers`` processes. ``one_write``: under modelyard's
     HTTP protocol (``serve/wire.py``: each response in one socket write), to show what that protocol alone
-    is worth."""
+    is worth; ``own_sockets``: each worker on a socket of its own, as ``modelyard serve`` runs them
+    (``serve/workers.py``), to show what that alone is worth."""
     folder = workdir / "floor"
     folder.mkdir(exist_ok=True)
     (folder / "floor_app.py").write_text(FLOOR_APP)
@@ -209,14 +219,17 @@ def floor_server(port: int, workers: int, workdir: Path, *, one_write: bool = Fa
     command = [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     env = dict(os.environ)
+    if one_write or own_sockets:
+        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + str(folder) + os.pathsep + env.get("PYTHONPATH", "")
     if one_write:
         command += ["--http", "modelyard.serve.wire:OneWriteHttp"]
-        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    name = "floor-1w" if one_write else "floor"
+    if own_sockets:
+        command = [sys.executable, "-c", FLOOR_OWN_SOCKETS, str(port), str(workers)]
+    name = "floor-1w" if one_write else "floor-rp" if own_sockets else "floor"
+    how = " (one write a response)" if one_write else " (a socket per worker)" if own_sockets else ""
     return Server(name, command, url=f"{base}/predict", ready=f"{base}/readyz", env=env,
                   cwd=folder, logfile=workdir / f"{name}-{port}.log", body_key="instances",
-                  note=f"bare Starlette + orjson under uvicorn{' (one write a response)' if one_write else ''}, "
-                       f"{workers} workers")
+                  note=f"bare Starlette + orjson under uvicorn{how}, {workers} workers")
 
 
 def mlflow_server(python: Path, model_file: Path, sample: Path, port: int, workers: int,

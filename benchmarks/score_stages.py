@@ -5,11 +5,12 @@
 Each round times in-process ``Model.predict`` on the frame in memory, then one ``score`` run with the
 stages wrapped (thread CPU via ``time.thread_time``, wall via ``perf_counter``): the reader thread's
 ``Source.chunks``, the scoring threads' ``score_chunk`` / ``predict_partial`` / ``predict_frame``, the ONNX
-call (run whole in the scoring thread, so its CPU is that thread's), the writer thread's ``ChunkWriter.write`` and ``pgbinary.encode``; and the CPU of each PostgreSQL backend
-of the database (sampled from /proc, so PostgreSQL must run on this machine). The ceiling line is what the
-cores allow when PostgreSQL shares them: the run's CPU (this process's and the backends') spread over every
-core is a time the run cannot beat; so is the backends' and the scoring threads' CPU alone (a reader and a
-writer that cost nothing). The database
+call (run whole in the scoring thread, so its CPU is that thread's), the writer thread's
+``ChunkWriter.write`` and ``pgbinary.encode``; and the CPU of each PostgreSQL backend of the database
+(sampled from /proc, so PostgreSQL must run on this machine). The ceiling line is what the cores allow when
+PostgreSQL shares them: the run's CPU (this process's and the backends') spread over every core is a time
+the run cannot beat; so is the backends' and the scoring threads' CPU alone (a reader and a writer that
+cost nothing). The database
 ``score_helper_bench`` is kept between invocations (loading 1M rows takes a while); ``--reset`` recreates it.
 """
 

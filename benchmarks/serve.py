@@ -26,7 +26,8 @@ Starlette endpoint under the same uvicorn that parses the JSON body and returns 
 in-process 1-row ``Model.predict`` (one thread). Goals (issue 17): c=32 throughput >= 0.4x the floor's, and
 c=1 p50 <= the floor's p50 + the in-process predict + 0.1 ms. Beside the floor, ``floor-1w``: the same
 endpoint under modelyard's HTTP protocol (``serve/wire.py``, one socket write a response), to show what that
-protocol is worth on its own; the goals are taken against the plain floor.
+protocol is worth on its own, and ``floor-rp``: the same endpoint with a socket per worker (``SO_REUSEPORT``,
+``serve/workers.py``, as ``modelyard serve`` runs its workers); the goals are taken against the plain floor.
 
 Servers and the load generator run as separate processes: ``wrk`` when installed, otherwise an async httpx
 client in a subprocess.
@@ -297,7 +298,8 @@ def against_floor(args: argparse.Namespace) -> None:
         servers = {"modelyard": modelyard_server(home, free_port(), args.workers, tmp, log=True,
                                                  database_url=args.database_url, durability="process"),
                    "floor": floor_server(free_port(), args.workers, tmp),
-                   "floor-1w": floor_server(free_port(), args.workers, tmp, one_write=True)}
+                   "floor-1w": floor_server(free_port(), args.workers, tmp, one_write=True),
+                   "floor-rp": floor_server(free_port(), args.workers, tmp, own_sockets=True)}
         if args.baseline_src is not None:
             servers["baseline"] = modelyard_server(baseline_home, free_port(), args.workers, tmp, log=True,
                                                    database_url=args.database_url, durability="process",
@@ -338,8 +340,9 @@ def against_floor(args: argparse.Namespace) -> None:
               f"{avg(name, 1, 'p50'):10.3f} {avg(name, 1, 'p99'):10.3f}")
     print("(CPU ms/req: the server's process group's CPU time per answered request at c=32; floor/it, the "
           "floor's CPU per request over this server's, is the throughput ratio an idle machine would show; "
-          "floor-1w: the same floor under modelyard's HTTP protocol, serve/wire.py, one write a response: the "
-          "goals are taken against the plain floor)")
+          "floor-1w: the same floor under modelyard's HTTP protocol, serve/wire.py, one write a response; "
+          "floor-rp: the same floor with a socket per worker, as modelyard serve runs its workers, "
+          "serve/workers.py: the goals are taken against the plain floor)")
     ratio = avg("modelyard", 32, "rps") / avg("floor", 32, "rps")
     budget = avg("floor", 1, "p50") + single + 0.1
     print(f"in-process 1-row Model.predict (one thread, median of {args.single}): {single:.3f} ms")
