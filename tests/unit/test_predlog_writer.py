@@ -186,6 +186,7 @@ def test_a_segment_line_is_the_records_to_json_and_reads_back_equal(ts: datetime
     line = spill_mod.dumps_record(record)
     assert line == orjson.dumps(record.to_json(), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
                                 default=str)
+    assert spill_mod.encode([record]) == line + b"\n" and spill_mod.encode([record, record]) == (line + b"\n") * 2
     path = tmp_path / "wal-1-1-x.jsonl"
     path.write_bytes(spill_mod.encode([record, record]))
     back = spill_mod.read_records(path)
@@ -389,3 +390,24 @@ def test_a_shipping_child_dies_with_its_process_and_leaves_the_segments(db: str,
     else:
         raise AssertionError("the shipping child outlived its process")
     assert counts(db) == {} and spill_mod.count_unheld(tmp_path / "spill") == 10  # the next shipper's
+
+
+def test_a_short_write_is_finished_before_append_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.write`` may write less than asked (a signal, a nearly full disk): the rest follows, in order."""
+    real_write = os.write
+    calls: list[int] = []
+
+    def at_most_100_bytes(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:100]))
+
+    segment = spill_mod.Segment(tmp_path)
+    monkeypatch.setattr(spill_mod.os, "write", at_most_100_bytes)
+    data = spill_mod.encode(records(3))
+    segment.append(data, 3)
+    monkeypatch.undo()
+    assert len(calls) == -(-len(data) // 100) and segment.size == len(data)
+    segment.close()
+    written = [p for p in tmp_path.iterdir() if p.suffix == ".jsonl"]
+    assert len(written) == 1 and written[0].read_bytes() == data
+    assert [r.request_id for r in spill_mod.read_records(written[0])] == ["r-0", "r-1", "r-2"]

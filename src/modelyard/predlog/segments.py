@@ -39,21 +39,27 @@ SHIP_ERROR_FILE = "last-ship-error.json"
 
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_LINE = _OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 
-def dumps_record(record: PredictionRecord) -> bytes:
+def dumps_record(record: PredictionRecord, *, line: bool = False) -> bytes:
     """One JSON line: ``PredictionRecord.to_json`` (its fields in order, ``ts`` in ISO 8601); NaN and
-    infinities become null (JSON has neither). orjson writes the dataclass itself, at less than half the
-    cost (it was most of the stream consumer's log cost), whenever its text of ``ts`` is ``isoformat``'s:
-    always, but for a UTC offset that is not whole minutes (orjson drops its seconds)."""
+    infinities become null (JSON has neither); with ``line``, ended by a newline (orjson appends it). orjson
+    writes the dataclass itself, at less than half the cost (it was most of the stream consumer's log cost),
+    whenever its text of ``ts`` is ``isoformat``'s: always, but for a UTC offset that is not whole minutes
+    (orjson drops its seconds)."""
+    option = _LINE if line else _OPTIONS
     offset = record.ts.utcoffset()
     if offset is None or (offset.seconds % 60 == 0 and not offset.microseconds):
-        return orjson.dumps(record, option=_OPTIONS, default=str)
-    return orjson.dumps(record.to_json(), option=_OPTIONS, default=str)
+        return orjson.dumps(record, option=option, default=str)
+    return orjson.dumps(record.to_json(), option=option, default=str)
 
 
 def encode(records: Sequence[PredictionRecord]) -> bytes:
-    return b"".join(dumps_record(r) + b"\n" for r in records)
+    """The records as segment lines (a lone record, a served request's usual, without a join)."""
+    if len(records) == 1:
+        return dumps_record(records[0], line=True)
+    return b"".join([dumps_record(r, line=True) for r in records])
 
 
 def read_records(path: Path) -> list[PredictionRecord]:
@@ -95,11 +101,12 @@ class Segment:
         if self._fd is None:
             self._open()
         assert self._fd is not None
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            written = os.write(self._fd, data)
+            if written < len(data):  # a short write (a signal, a nearly full disk): the rest as it goes
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(self._fd, view):]
             if sync:
                 os.fdatasync(self._fd)
         except OSError:

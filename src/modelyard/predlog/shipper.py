@@ -154,7 +154,7 @@ class Shipper:
         path = self.folder / f"rejected-{os.getpid()}.jsonl"
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as fh:
-            fh.write(segments.dumps_record(record) + b"\n")
+            fh.write(segments.dumps_record(record, line=True))
             fh.flush()
             os.fsync(fh.fileno())
         log.error("prediction log: the %s refused record %s (%s); kept in %s", self.sink.name,
