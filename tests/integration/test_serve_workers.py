@@ -4,6 +4,8 @@ an address already taken stops the server with an error instead of a worker rest
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +22,22 @@ from tests.support.ports import free_port
 from tests.support.serving import served_model
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing is Linux's")
+
+
+def _serve(port: int, env: dict[str, str], timeout: float = 60) -> tuple[int | None, str]:
+    """``modelyard serve --workers 2`` on ``port``, expected to stop by itself: (exit code, its output). If it
+    is still running after ``timeout`` its whole process group is killed (no worker stays on the port) and
+    the code is None."""
+    proc = subprocess.Popen([sys.executable, "-m", "modelyard", "serve", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
 
 
 def _listening(pid: int, port: int) -> bool:
@@ -50,6 +68,9 @@ def test_each_worker_listens_on_its_own_socket_and_a_burst_of_connections_reache
         finally:
             for client in clients:
                 client.close()
+        # a second server on the same port would join these workers' sockets and take connections: refused
+        code, out = _serve(server.port, cli_env(server.settings))
+        assert code == 1 and "Address already in use" in out, out
     # the kernel picks a worker's socket by a hash of each connection's addresses: both get a share (fewer
     # than 4 of 32 on one side has a chance of about 3 in a million)
     assert sum(held) == 32 and min(held) >= 4, held
@@ -63,10 +84,7 @@ def test_an_address_already_taken_stops_the_server_with_an_error(tmp_path: Path)
     taken.bind(("127.0.0.1", port))
     taken.listen()
     try:
-        done = subprocess.run([sys.executable, "-m", "modelyard", "serve", "--port", str(port), "--workers", "2"],
-                              env=cli_env(Settings(home=tmp_path / ".modelyard")), capture_output=True, text=True,
-                              timeout=120)
+        code, out = _serve(port, cli_env(Settings(home=tmp_path / ".modelyard")))
     finally:
         taken.close()
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Address already in use" in done.stderr
+    assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in out and "Address already in use" in out, out

@@ -6,9 +6,11 @@ that opens its connections at once lands on one worker (``ss`` showed 25-32 of w
 most runs). Here each worker binds the address itself with ``SO_REUSEPORT`` (Linux): the kernel hands
 each new connection to one of the workers' sockets by a hash of its addresses (16/16 to 12/20 of 32, and
 6% more requests a second at c=32 in six alternating rounds against one shared socket). uvicorn's
-supervisor still starts, pings, restarts and stops the workers; only each worker's socket differs. A
-worker that cannot bind exits as one that failed to start, which stops the supervisor instead of
-restarting it forever. Elsewhere (another system, port 0) the shared socket stays.
+supervisor still starts, pings, restarts and stops the workers; only each worker's socket differs. An
+address already bound, by anything (another ``modelyard serve`` on its own sockets included, which these
+workers could otherwise join), is refused before any worker starts; a worker that cannot bind exits as one
+that failed to start, which stops the supervisor instead of restarting it forever. Elsewhere (another
+system, port 0) the shared socket stays.
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ def reuse_port_socket(host: str, port: int, backlog: int = 2048) -> socket.socke
     return sock
 
 
+def _check_free(host: str, port: int) -> None:
+    """``OSError`` (address in use) when any socket is bound to ``host:port``: bound without
+    ``SO_REUSEPORT``, so another server's workers on their own sockets (which would let these join them and
+    take half of their connections) count as taken too."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of a past run may linger
+        probe.bind(address)
+
+
 class OwnSocketProcess(multiprocess.Process):
     """A uvicorn worker that binds its own ``SO_REUSEPORT`` socket before serving."""
 
@@ -66,7 +79,7 @@ def run_workers(config: Config) -> None:
     supervisor holds no listening socket, so no connection waits on a socket that nobody accepts from.
     ``ConfigError`` when the address cannot be listened on (checked here first, and by every worker)."""
     try:
-        reuse_port_socket(config.host, config.port, config.backlog).close()
+        _check_free(config.host, config.port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
     shared = multiprocess.Process
