@@ -56,9 +56,7 @@ def dumps_record(record: PredictionRecord, *, line: bool = False) -> bytes:
 
 
 def encode(records: Sequence[PredictionRecord]) -> bytes:
-    """The records as segment lines (a lone record, a served request's usual, without a join)."""
-    if len(records) == 1:
-        return dumps_record(records[0], line=True)
+    """The records as segment lines."""
     return b"".join([dumps_record(r, line=True) for r in records])
 
 

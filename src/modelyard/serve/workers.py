@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from typing import Any
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import multiprocess
@@ -32,16 +33,23 @@ def own_sockets_supported(port: int) -> bool:
     return sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT") and port != 0
 
 
-def reuse_port_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """A listening TCP socket on ``host:port`` that other sockets of this user may bind too."""
+def _tcp_socket(host: str, port: int) -> tuple[socket.socket, Any]:
+    """An unbound TCP socket for ``host:port`` (``SO_REUSEADDR``: connections of a past run may linger;
+    IPv6 only for an IPv6 address) and the address to bind."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock, address
+
+
+def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that other sockets of this user may bind too."""
+    sock, address = _tcp_socket(host, port)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
         sock.listen(backlog)
     except OSError:
@@ -55,10 +63,8 @@ def _check_free(host: str, port: int) -> None:
     """``OSError`` (address in use) when any socket is bound to ``host:port``: bound without
     ``SO_REUSEPORT``, so another server's workers on their own sockets (which would let these join them and
     take half of their connections) count as taken too."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of a past run may linger
+    probe, address = _tcp_socket(host, port)
+    with probe:
         probe.bind(address)
 
 
