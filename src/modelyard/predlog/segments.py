@@ -1,7 +1,8 @@
 """Write-ahead segments: the local, append-only files every prediction record is written to before its answer.
 
 A segment is a file of JSON lines (``wal-<pid>-<n>-<random>.jsonl``), one record a line. The process that
-appends to a segment holds an exclusive ``flock`` on it while it is open; a segment nobody holds (rotated by
+appends to a segment holds an exclusive ``flock`` on it while it is open (taken before the file has its
+listed name); a segment nobody holds (rotated by
 its writer, or left by a process that died: the kernel drops a dead process's locks) can be claimed and
 shipped by any process sharing the folder. Shipping is safe to repeat: the store ignores records it already
 holds (idempotent on request id and route), so a segment shipped twice, or in part and then again, never
@@ -122,8 +123,19 @@ class Segment:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._serial += 1
         path = self.folder / f"{PREFIX}{os.getpid()}-{self._serial}-{os.urandom(3).hex()}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # created under a name ``segments`` does not list, locked, then renamed: under its own name from the
+        # first instant, another process's shipper could claim it before the lock, ship it empty and unlink
+        # it, and every record written after would go to a file nobody can find
+        hidden = path.with_name("." + path.name)
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(hidden, path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                hidden.unlink()
+            raise
         self._fd, self.path = fd, path
         self.records = self.size = 0
         self.opened_at = time.monotonic()
