@@ -104,11 +104,12 @@ def house_spec_in(folder: Path, rows: int = 3000, seed: int = 11) -> Path:
 
 @contextlib.contextmanager
 def served_model(folder: Path, settings: Settings | None = None, *, spec: Path | None = None,
-                 alias: str | None = "production", workers: int = 1, **env: str) -> Iterator[Server]:
+                 alias: str | None = "production", workers: int = 1, extra_args: tuple[str, ...] = (),
+                 **env: str) -> Iterator[Server]:
     """Publish the example model (the house-price spec unless ``spec`` is given) into the registry of
     ``settings`` (a fresh SQLite home under ``folder`` by default) and serve it until the block ends."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = settings or Settings(home=folder / ".modelyard")
     train_and_publish(spec or house_spec_in(folder / "house"), settings, alias=alias)
-    with Server(settings, folder / "server.log", workers=workers, **env) as server:
+    with Server(settings, folder / "server.log", workers=workers, extra_args=extra_args, **env) as server:
         yield server

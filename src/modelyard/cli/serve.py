@@ -34,6 +34,11 @@ def serve_cmd(
     grpc_port: int = typer.Option(0, "--grpc-port", min=0, max=65535,
                                   help="Also serve the Open Inference Protocol over gRPC on this port (every "
                                        "worker binds it with SO_REUSEPORT); 0: no gRPC."),
+    shared_socket: bool = typer.Option(
+        False, "--shared-socket",
+        help="With --workers on Linux: one listening socket for every worker (uvicorn's) instead of one each. "
+             "A worker that exits alone then leaves its waiting connections to the others, but connections "
+             "a client opens at once may all land on one worker."),
 ) -> None:
     """Serve every model of the registry over REST v1 and the Open Inference Protocol v2."""
     import uvicorn
@@ -60,7 +65,7 @@ def serve_cmd(
                                    access_log=access_log, lifespan="on", http=HTTP_PROTOCOL,
                                    timeout_graceful_shutdown=None)
     try:
-        if workers > 1 and own_sockets_supported(port):
+        if workers > 1 and not shared_socket and own_sockets_supported(port):
             run_workers(uvicorn.Config("modelyard.serve.app:app_from_env", **options))  # a socket per worker
         else:
             uvicorn.run("modelyard.serve.app:app_from_env", **options)

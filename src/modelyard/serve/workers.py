@@ -11,6 +11,11 @@ address already bound, by anything (another ``modelyard serve`` on its own socke
 workers could otherwise join), is refused before any worker starts; a worker that cannot bind exits as one
 that failed to start, which stops the supervisor instead of restarting it forever. Elsewhere (another
 system, port 0) the shared socket stays.
+
+The price: connections waiting in a worker's own queue when it exits alone (a crash, a kill) are reset,
+where a shared socket keeps them for the other workers, unless the kernel moves them to another socket of
+the group (``net.ipv4.tcp_migrate_req=1``, Linux 5.14+). The supervisor warns when it does not
+(``queued_connections_migrate``); ``modelyard serve --shared-socket`` keeps uvicorn's one socket.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from uvicorn.config import STARTUP_FAILURE, Config
@@ -26,11 +32,21 @@ from uvicorn.supervisors import multiprocess
 from modelyard.errors import ConfigError
 
 logger = logging.getLogger("modelyard.serve")
+MIGRATE_SYSCTL = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
 
 def own_sockets_supported(port: int) -> bool:
     """Whether each worker can listen on a socket of its own for ``port`` (the kernel balancing them)."""
     return sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT") and port != 0
+
+
+def queued_connections_migrate() -> bool | None:
+    """Whether the kernel hands the connections waiting at a closed ``SO_REUSEPORT`` socket to another socket
+    of its group (``net.ipv4.tcp_migrate_req``); None when this kernel has no such setting."""
+    try:
+        return MIGRATE_SYSCTL.read_text().strip() != "0"
+    except OSError:
+        return None
 
 
 def _tcp_socket(host: str, port: int) -> tuple[socket.socket, Any]:
@@ -88,6 +104,10 @@ def run_workers(config: Config) -> None:
         _check_free(config.host, config.port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+    if not queued_connections_migrate():
+        logger.warning("each worker listens on its own socket: connections waiting at a worker that exits "
+                       "alone (a crash, a kill) are reset, as this kernel does not move them to another "
+                       "worker (set net.ipv4.tcp_migrate_req=1, Linux 5.14+, or serve with --shared-socket)")
     shared = multiprocess.Process
     multiprocess.Process = OwnSocketProcess  # type: ignore[misc]  # the class the supervisor starts workers of
     try:
