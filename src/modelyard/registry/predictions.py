@@ -16,7 +16,7 @@ from operator import attrgetter
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
-from sqlalchemy import Dialect, Engine, select
+from sqlalchemy import JSON, DateTime, Dialect, Engine, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -92,7 +92,8 @@ class PreparedInsert:
             raise RuntimeError(f"unexpected parameters of the prepared insert: {order}")
         self.order = tuple(order)
         column = predictions.c
-        self.processors = tuple(dialect.type_descriptor(column[name].type).bind_processor(dialect)
+        self.processors = tuple(_quick(dialect, column[name].type, dialect.type_descriptor(column[name].type)
+                                       .bind_processor(dialect))
                                 for name in self.order)
 
     def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -110,6 +111,30 @@ class PreparedInsert:
         if self.positional:
             return list(zip(*columns, strict=True))
         return [dict(zip(self.order, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _quick(dialect: Dialect, kind: Any, process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A column's bind processor, or a quicker one giving the same value for what the log's records hold
+    (the JSON wrappers and SQLite's datetime text were a third of a shipped record's parameter time):
+
+    - a JSON column's: the engine's serializer itself. SQLAlchemy's wrapper only tells its ``JSON.NULL`` and
+      ``null()`` markers apart, which no record holds; a Python None becomes the JSON ``null`` either way;
+    - SQLite's datetime: ``YYYY-MM-DD HH:MM:SS.ffffff`` of the wall-clock fields whatever the zone, as
+      SQLAlchemy writes it, in one ``isoformat`` call instead of a ``%`` format over a dict of the fields.
+    """
+    if process is None:
+        return None
+    serializer: Callable[[Any], Any] | None = getattr(dialect, "_json_serializer", None)
+    if isinstance(kind, JSON) and not kind.none_as_null and serializer is not None:
+        probes: list[Any] = [None, [{"a": 1.5}], "text"]  # psycopg's wraps the text in its own Json: kept
+        return serializer if all(process(v) == serializer(v) for v in probes) else process
+    if isinstance(kind, DateTime) and dialect.name == "sqlite":
+        def sqlite_datetime(value: Any) -> Any:
+            if type(value) is datetime:
+                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return process(value)  # None, a date: as SQLAlchemy does
+        return sqlite_datetime
+    return process
 
 
 _PREPARED: weakref.WeakKeyDictionary[Dialect, PreparedInsert] = weakref.WeakKeyDictionary()
