@@ -48,6 +48,18 @@ def _listening(pid: int, port: int) -> bool:
                for c in psutil.Process(pid).net_connections(kind="tcp"))
 
 
+def _listening_workers(server: Server, n: int = 2) -> list[psutil.Process]:
+    """The server's ``n`` workers, once each listens: /readyz answers as soon as the first one does."""
+    supervisor = psutil.Process(server.proc.pid)
+
+    def workers() -> list[psutil.Process]:
+        return [p for p in supervisor.children() if _listening(p.pid, server.port)]
+
+    wait_until(lambda: len(workers()) == n, 60, f"{n} workers listening", interval=0.2,
+               retry_on=(psutil.NoSuchProcess,))
+    return workers()
+
+
 def _established(pid: int, port: int) -> int:
     return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
@@ -57,8 +69,7 @@ def test_each_worker_listens_on_its_own_socket_and_a_burst_of_connections_reache
     with served_model(tmp_path / "served", workers=2) as server:
         supervisor = psutil.Process(server.proc.pid)
         assert not _listening(supervisor.pid, server.port)  # no socket that nobody accepts from
-        workers = [p.pid for p in supervisor.children() if _listening(p.pid, server.port)]
-        assert len(workers) == 2, [p.cmdline() for p in supervisor.children()]
+        workers = [p.pid for p in _listening_workers(server)]
 
         body = {"instances": house_rows(1)}
         clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(32)]
@@ -97,10 +108,7 @@ def _kill_a_stopped_worker_under_a_burst(server: Server, connections: int = 40) 
     """Stop one worker (SIGSTOP), open ``connections`` new connections at once with a request on each,
     then SIGKILL the stopped worker (a crash): the statuses of the requests that got an answer, and how
     many got none (their connection reset). The supervisor starts a new worker."""
-    supervisor = psutil.Process(server.proc.pid)
-    workers = [p for p in supervisor.children() if _listening(p.pid, server.port)]
-    assert len(workers) == 2, [p.cmdline() for p in supervisor.children()]
-    victim = workers[0]
+    victim = _listening_workers(server)[0]
     body = {"instances": house_rows(1)}
 
     def post(_: int) -> int | None:
