@@ -44,7 +44,7 @@ def test_every_column_is_bound_as_sqlalchemy_binds_it(dialect) -> None:  # type:
         assert (process is None) == (original is None), name
         if process is None:
             continue
-        quicker += process is dialect._json_serializer or process.__name__ == "sqlite_datetime"
+        quicker += process is dialect._json_serializer or process.__name__ == "isoformat_datetime"
         for value in VALUES:
             try:
                 expected = original(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Protocol, runtime_checkable
 
@@ -113,28 +113,39 @@ class PreparedInsert:
         return [dict(zip(self.order, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
+def _sqlite_datetime(value: Any) -> Any:
+    """SQLite's ``DATETIME`` text, ``YYYY-MM-DD HH:MM:SS.ffffff`` of the wall-clock fields whatever the zone,
+    in one ``isoformat`` call (SQLAlchemy formats a dict of the fields)."""
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_PROBES: dict[type, list[Any]] = {  # values a quicker processor must bind exactly as SQLAlchemy's does
+    JSON: [None, [{"a": 1.5, "b": None}], "text"],
+    DateTime: [datetime(2026, 12, 8, 1, 2, 3, 456789, tzinfo=UTC), datetime(2026, 12, 8, 1, 2, 3),
+               datetime(5, 1, 2, 3, 4, 5)],
+}
+
+
 def _quick(dialect: Dialect, kind: Any, process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-    """A column's bind processor, or a quicker one giving the same value for what the log's records hold
+    """A column's bind processor, or a quicker one when it binds the probe values exactly as SQLAlchemy's does
     (the JSON wrappers and SQLite's datetime text were a third of a shipped record's parameter time):
 
     - a JSON column's: the engine's serializer itself. SQLAlchemy's wrapper only tells its ``JSON.NULL`` and
-      ``null()`` markers apart, which no record holds; a Python None becomes the JSON ``null`` either way;
-    - SQLite's datetime: ``YYYY-MM-DD HH:MM:SS.ffffff`` of the wall-clock fields whatever the zone, as
-      SQLAlchemy writes it, in one ``isoformat`` call instead of a ``%`` format over a dict of the fields.
+      ``null()`` markers apart, which no record holds; psycopg's wraps the text in its own ``Json``: kept;
+    - a datetime column's: ``_sqlite_datetime`` (SQLite's text); any other type (a ``date``) goes to
+      SQLAlchemy's.
     """
-    if process is None:
-        return None
-    serializer: Callable[[Any], Any] | None = getattr(dialect, "_json_serializer", None)
-    if isinstance(kind, JSON) and not kind.none_as_null and serializer is not None:
-        probes: list[Any] = [None, [{"a": 1.5}], "text"]  # psycopg's wraps the text in its own Json: kept
-        return serializer if all(process(v) == serializer(v) for v in probes) else process
-    if isinstance(kind, DateTime) and dialect.name == "sqlite":
-        def sqlite_datetime(value: Any) -> Any:
-            if type(value) is datetime:
-                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-            return process(value)  # None, a date: as SQLAlchemy does
-        return sqlite_datetime
-    return process
+    if process is None or not isinstance(kind, (JSON, DateTime)):
+        return process
+    quick: Callable[[Any], Any] | None
+    if isinstance(kind, JSON):
+        quick = None if kind.none_as_null else getattr(dialect, "_json_serializer", None)
+        probes = _PROBES[JSON]
+    else:
+        def isoformat_datetime(value: Any) -> Any:
+            return _sqlite_datetime(value) if type(value) is datetime else process(value)
+        quick, probes = isoformat_datetime, _PROBES[DateTime]
+    return quick if quick is not None and all(quick(v) == process(v) for v in probes) else process
 
 
 _PREPARED: weakref.WeakKeyDictionary[Dialect, PreparedInsert] = weakref.WeakKeyDictionary()

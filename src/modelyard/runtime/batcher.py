@@ -326,27 +326,28 @@ class MicroBatcher:
 
     async def _execute(self, batch: list[_Item], rows: int) -> None:
         loop = asyncio.get_running_loop()
-        started = t0 = time.perf_counter()
+        started = time.perf_counter()
         done: tuple[Result, float] | BaseException
         try:
             done = await loop.run_in_executor(self._executor, self._run, [i.rows for i in batch], rows)
         except BaseException as exc:
             done = exc
-        self._settle(batch, rows, started, t0, done)
+        self._settle(batch, rows, started, done)
 
     def _execute_inline(self, batch: list[_Item], rows: int) -> None:
-        started = t0 = time.perf_counter()
+        started = time.perf_counter()
         done: tuple[Result, float] | BaseException
         try:
             done = self._run([i.rows for i in batch], rows)
         except BaseException as exc:
             done = exc
-        self._settle(batch, rows, started, t0, done)
+        self._settle(batch, rows, started, done)
 
-    def _settle(self, batch: list[_Item], rows: int, started: float, t0: float,
+    def _settle(self, batch: list[_Item], rows: int, started: float,
                 done: tuple[Result, float] | BaseException) -> None:
         """Hand every caller its slice of the result (or its copy of the error), free the slot, record the
-        batch; ``done`` is the result with the predict's own seconds, or the error. A cancellation or an
+        batch; ``started``: when it left the queue (``perf_counter``, the queue's clock); ``done`` is the
+        result with the predict's own seconds, or the error. A cancellation or an
         exit goes on up once the callers have theirs."""
         waits = tuple(started - item.enqueued for item in batch)
         error = done if isinstance(done, BaseException) else None
@@ -365,7 +366,7 @@ class MicroBatcher:
                     offset += item.n
         finally:
             self._slots.release()
-            self._record(BatchRecord(rows, len(batch), waits, time.perf_counter() - t0,
+            self._record(BatchRecord(rows, len(batch), waits, time.perf_counter() - started,
                                      None if error is None else f"{type(error).__name__}: {error}"))
         if error is not None and not isinstance(error, Exception):
             raise error
